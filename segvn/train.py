@@ -60,7 +60,9 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("test", True):
         if datamodule.has_split("test"):
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
-            metrics.update(_floats({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}))
+            metrics.update(
+                _floats({k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+            )
         else:
             log.warning("no test split (data.source.test is empty): skipping the test stage")
 
@@ -68,7 +70,9 @@ def train(cfg: DictConfig) -> dict:
         "metrics": {k: v for k, v in sorted(metrics.items()) if not k.endswith("_step")},
         "best_model_path": best,
         "last_model_path": getattr(ckpt, "last_model_path", "") if ckpt is not None else "",
-        "best_model_score": float(ckpt.best_model_score) if ckpt is not None and ckpt.best_model_score is not None else None,
+        "best_model_score": float(ckpt.best_model_score)
+        if ckpt is not None and ckpt.best_model_score is not None
+        else None,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "seconds": round(time.time() - start, 2),

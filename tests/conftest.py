@@ -39,3 +39,31 @@ def video_path(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def weights_dir(shared_dir: Path) -> Path:
     return _need(shared_dir / "weights")
+
+
+@pytest.fixture
+def compose_cfg(tmp_path):
+    """Compose a task config the way ``@hydra.main`` would, with all outputs under ``tmp_path``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from segvn.utils import CONF_DIR
+
+    def _compose(overrides=(), config_name="train"):
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+            cfg.hydra.runtime.cwd = str(REPO_ROOT)
+            cfg.hydra.job.num = 0
+            if "paths" in cfg:
+                cfg.paths.log_dir = str(tmp_path / "outputs")
+                cfg.paths.cache_dir = str(tmp_path / "cache")
+                cfg.paths.data_dir = str(tmp_path / "data")
+                cfg.paths.shared_dir = str(SHARED_DIR)
+        HydraConfig().set_config(cfg)
+        return cfg
+
+    yield _compose
+    HydraConfig.instance().cfg = None

@@ -65,7 +65,9 @@ class SegDataModule(L.LightningDataModule):
         if split not in self._datasets:
             samples = self.source.samples(split)
             transform = build_transforms(split == "train", self.image_size, **self.augment)
-            self._datasets[split] = SegmentationDataset(samples, transform, self.source.label_format, self.source.lut)
+            self._datasets[split] = SegmentationDataset(
+                samples, transform, self.source.label_format, self.source.lut
+            )
         return self._datasets[split]
 
     def _require(self, split: str) -> SegmentationDataset:
@@ -106,8 +108,11 @@ class SegDataModule(L.LightningDataModule):
         if method == "none":
             return torch.ones(self.num_classes)
         weights = class_weights(self.label_stats("train"), method)
-        log.info("class weights (%s): %s", method,
-                 ", ".join(f"{n}={w:.3f}" for n, w in zip(self.class_names, weights, strict=True)))
+        log.info(
+            "class weights (%s): %s",
+            method,
+            ", ".join(f"{n}={w:.3f}" for n, w in zip(self.class_names, weights, strict=True)),
+        )
         return torch.from_numpy(np.asarray(weights))
 
     def _loader(self, split: str, train: bool) -> DataLoader:

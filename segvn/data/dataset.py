@@ -22,8 +22,13 @@ class SegmentationDataset(Dataset):
     (all 255 when the frame is unlabelled), ``path`` and ``street``.
     """
 
-    def __init__(self, samples: Sequence[Sample], transform: A.Compose, label_format: str = "rgb",
-                 lut: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: A.Compose,
+        label_format: str = "rgb",
+        lut: np.ndarray | None = None,
+    ) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.label_format = label_format

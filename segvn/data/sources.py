@@ -144,7 +144,9 @@ class StreetFolders(StreetSource):
 
     label_format = "rgb"
 
-    def __init__(self, root: str | Path, frames_dir: str = "frames", labels_dir: str = "labels", **kw) -> None:
+    def __init__(
+        self, root: str | Path, frames_dir: str = "frames", labels_dir: str = "labels", **kw
+    ) -> None:
         super().__init__(root, **kw)
         self.frames_dir = frames_dir
         self.labels_dir = labels_dir
@@ -160,7 +162,8 @@ class StreetFolders(StreetSource):
             if label_dir.is_dir():
                 labels = {p.stem: p for p in list_images(label_dir)}
             streets[street_dir.name] = [
-                Sample(image=p, label=labels.get(p.stem), street=street_dir.name) for p in list_images(frame_dir)
+                Sample(image=p, label=labels.get(p.stem), street=street_dir.name)
+                for p in list_images(frame_dir)
             ]
         if not streets:
             raise SegvnDataError(

@@ -56,8 +56,12 @@ class LabelStats:
         for street in dict.fromkeys(self.streets):
             idx = [i for i, s in enumerate(self.streets) if s == street]
             out[street] = LabelStats(
-                [self.files[i] for i in idx], [street] * len(idx), self.counts[idx], self.pixels[idx],
-                self.unknown[idx], self.class_names,
+                [self.files[i] for i in idx],
+                [street] * len(idx),
+                self.counts[idx],
+                self.pixels[idx],
+                self.unknown[idx],
+                self.class_names,
             )
         return out
 
@@ -88,7 +92,9 @@ def class_weights(stats: LabelStats, method: str = "median_frequency") -> np.nda
         weights[present] = 1.0 / freq[present]
         weights[present] /= weights[present].mean()
     else:
-        raise SegvnDataError(f"unknown class weighting {method!r}; use median_frequency, inverse_frequency or none")
+        raise SegvnDataError(
+            f"unknown class weighting {method!r}; use median_frequency, inverse_frequency or none"
+        )
     return weights.astype(np.float32)
 
 
@@ -97,9 +103,14 @@ def _file_key(path: Path) -> str:
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def scan_labels(samples: Sequence[Sample], label_format: str, lut: np.ndarray | None = None,
-                num_classes: int = len(CLASS_NAMES), cache_dir: str | Path | None = None,
-                warn_unknown: bool = True) -> LabelStats:
+def scan_labels(
+    samples: Sequence[Sample],
+    label_format: str,
+    lut: np.ndarray | None = None,
+    num_classes: int = len(CLASS_NAMES),
+    cache_dir: str | Path | None = None,
+    warn_unknown: bool = True,
+) -> LabelStats:
     """Count class pixels of every labelled sample, checking sizes; cached in ``cache_dir``.
 
     Emits one warning listing, per file, the share of pixels whose colour (or index) is not in
@@ -109,7 +120,9 @@ def scan_labels(samples: Sequence[Sample], label_format: str, lut: np.ndarray | 
     cache: dict[str, list] = {}
     cache_file = None
     if cache_dir is not None:
-        tag = hashlib.sha1(f"{label_format}|{None if lut is None else lut.tobytes().hex()}".encode()).hexdigest()[:10]
+        tag = hashlib.sha1(
+            f"{label_format}|{None if lut is None else lut.tobytes().hex()}".encode()
+        ).hexdigest()[:10]
         cache_file = Path(cache_dir) / f"label_stats_{tag}.json"
         if cache_file.exists():
             try:

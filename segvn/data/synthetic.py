@@ -58,8 +58,14 @@ def _street_layout(rng: np.random.Generator) -> dict:
     for z in np.arange(0, LOOP, rng.uniform(7, 12)):
         side = rng.choice([-1, 1])
         things.append(
-            _Billboard("tree", side * (ROAD_HALF + SIDEWALK - 0.5), z + rng.uniform(0, 3), rng.uniform(2.5, 4),
-                       rng.uniform(4, 7), np.array([40, 110, 30]) + rng.integers(-20, 20, 3))
+            _Billboard(
+                "tree",
+                side * (ROAD_HALF + SIDEWALK - 0.5),
+                z + rng.uniform(0, 3),
+                rng.uniform(2.5, 4),
+                rng.uniform(4, 7),
+                np.array([40, 110, 30]) + rng.integers(-20, 20, 3),
+            )
         )
     for z in np.arange(5, LOOP, rng.uniform(9, 16)):
         lane = rng.choice([-1.75, 1.75])
@@ -67,8 +73,14 @@ def _street_layout(rng: np.random.Generator) -> dict:
     for z in np.arange(3, LOOP, rng.uniform(6, 10)):
         side = rng.choice([-1, 1])
         things.append(
-            _Billboard("person", side * (ROAD_HALF + rng.uniform(0.5, 2.0)), z, 0.6, rng.uniform(1.5, 1.9),
-                       rng.integers(20, 235, 3))
+            _Billboard(
+                "person",
+                side * (ROAD_HALF + rng.uniform(0.5, 2.0)),
+                z,
+                0.6,
+                rng.uniform(1.5, 1.9),
+                rng.integers(20, 235, 3),
+            )
         )
     return {
         "blocks": blocks,
@@ -82,7 +94,9 @@ def _street_layout(rng: np.random.Generator) -> dict:
     }
 
 
-def render_frame(layout: dict, t: int, height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def render_frame(
+    layout: dict, t: int, height: int, width: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Render frame ``t`` of a street: an RGB uint8 image and its exact class-index map."""
     h, w = height, width
     f = 0.9 * w
@@ -130,7 +144,12 @@ def render_frame(layout: dict, t: int, height: int, width: int, rng: np.random.G
                 lab[top:bottom, c] = C["building"]
                 rows = np.arange(top, bottom)
                 y_world = CAM_HEIGHT - (rows - yh) * zz / f
-                window = ((y_world % 3.0) > 1.0) & ((y_world % 3.0) < 2.2) & ((zzw % 3.0) > 0.8) & ((zzw % 3.0) < 2.2)
+                window = (
+                    ((y_world % 3.0) > 1.0)
+                    & ((y_world % 3.0) < 2.2)
+                    & ((zzw % 3.0) > 0.8)
+                    & ((zzw % 3.0) < 2.2)
+                )
                 window &= y_world > 2.5
                 img[top:bottom, c] = np.where(window[:, None], colour * 0.35, colour)
         for fside, z0, z1 in layout["fences"]:
@@ -186,8 +205,11 @@ def render_frame(layout: dict, t: int, height: int, width: int, rng: np.random.G
             body = (np.abs(u) < 0.7) & (v > 0.15) & (v < 0.6)
             legs = (np.abs(u) < 0.5) & (v >= 0.6)
             mask = head | body | legs
-            pix = np.where(head[..., None], np.array([210, 170, 140]),
-                           np.where(legs[..., None], np.array([40, 40, 70]), thing.color))
+            pix = np.where(
+                head[..., None],
+                np.array([210, 170, 140]),
+                np.where(legs[..., None], np.array([40, 40, 70]), thing.color),
+            )
             cls = C["person"]
         region_img, region_lab = img[y0:y1, x0:x1], lab[y0:y1, x0:x1]
         region_img[mask] = pix[mask]
@@ -197,15 +219,22 @@ def render_frame(layout: dict, t: int, height: int, width: int, rng: np.random.G
     return np.clip(img, 0, 255).astype(np.uint8), lab
 
 
-def generate(root: str | Path, streets: int = 6, frames: int = 12, height: int = 120, width: int = 160,
-             seed: int = 0) -> Path:
+def generate(
+    root: str | Path, streets: int = 6, frames: int = 12, height: int = 120, width: int = 160, seed: int = 0
+) -> Path:
     """Write ``streets`` x ``frames`` synthetic frames and colour masks under ``root`` (cached).
 
     The output is reused when ``root/synthetic.json`` records the same settings.
     """
     root = Path(root)
-    spec = {"version": GENERATOR_VERSION, "streets": streets, "frames": frames, "height": height,
-            "width": width, "seed": seed}
+    spec = {
+        "version": GENERATOR_VERSION,
+        "streets": streets,
+        "frames": frames,
+        "height": height,
+        "width": width,
+        "seed": seed,
+    }
     marker = root / "synthetic.json"
     if marker.exists() and json.loads(marker.read_text()) == spec:
         return root
@@ -228,8 +257,16 @@ def generate(root: str | Path, streets: int = 6, frames: int = 12, height: int =
 class SyntheticStreets(StreetFolders):
     """``data=synthetic``: generates the scenes on first use, then reads them like ``data=vietnam``."""
 
-    def __init__(self, root: str | Path, streets: int = 6, frames: int = 12, height: int = 120,
-                 width: int = 160, seed: int = 0, **kw) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        streets: int = 6,
+        frames: int = 12,
+        height: int = 120,
+        width: int = 160,
+        seed: int = 0,
+        **kw,
+    ) -> None:
         super().__init__(root, **kw)
         self.spec = dict(streets=streets, frames=frames, height=height, width=width, seed=seed)
 

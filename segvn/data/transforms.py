@@ -49,7 +49,9 @@ def build_transforms(
             )
         if color_jitter > 0:
             steps.append(
-                A.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter, hue=0, p=0.8)
+                A.ColorJitter(
+                    brightness=color_jitter, contrast=color_jitter, saturation=color_jitter, hue=0, p=0.8
+                )
             )
     steps += [A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD), ToTensorV2()]
     return A.Compose(steps)
@@ -57,7 +59,7 @@ def build_transforms(
 
 def normalize(image: np.ndarray) -> torch.Tensor:
     """An RGB uint8 frame (H, W, 3) as an ImageNet-normalised float tensor (3, H, W)."""
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+    t = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return (t - mean) / std

@@ -48,9 +48,13 @@ def build_network(
     ``encoder_weights``: ``None`` (random init), ``"imagenet"`` (smp downloads them; needs the
     internet), or a path to a local torchvision/timm state dict of the backbone.
     """
-    local = encoder_weights is not None and encoder_weights not in ("imagenet",) and (
-        Path(str(encoder_weights)).suffix in (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
-        or Path(str(encoder_weights)).exists()
+    local = (
+        encoder_weights is not None
+        and encoder_weights not in ("imagenet",)
+        and (
+            Path(str(encoder_weights)).suffix in (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
+            or Path(str(encoder_weights)).exists()
+        )
     )
     cls = getattr(smp, arch)
     extra = {"encoder_output_stride": encoder_output_stride} if arch in ("DeepLabV3", "DeepLabV3Plus") else {}

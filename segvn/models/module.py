@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX
 
@@ -65,7 +65,7 @@ class SegModule(L.LightningModule):
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
         cm = dict(num_classes=self.num_classes, ignore_index=ignore_index, validate_args=False)
-        self.train_cm = MulticlassConfusionMatrix(**cm)
+        self.train_acc = MulticlassAccuracy(self.num_classes, average="micro", ignore_index=ignore_index)
         self.val_cm = MulticlassConfusionMatrix(**cm)
         self.test_cm = MulticlassConfusionMatrix(**cm)
         self.val_miou_best = MaxMetric()
@@ -92,7 +92,11 @@ class SegModule(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval, "monitor": "val/loss"},
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": self.scheduler_interval,
+                "monitor": "val/loss",
+            },
         }
 
     # -- steps -----------------------------------------------------------------------------
@@ -105,25 +109,32 @@ class SegModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, preds, target = self._step(batch)
         self.train_loss(loss)
-        self.train_cm.update(preds, target)
+        self.train_acc(preds, target)
         n = batch["image"].shape[0]
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
         self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, batch_size=n)
-        self.log("train/acc_step", (preds == target)[target != self.ignore_index].float().mean(),
-                 on_step=True, on_epoch=False, batch_size=n)
+        self.log(
+            "train/acc_step",
+            (preds == target)[target != self.ignore_index].float().mean(),
+            on_step=True,
+            on_epoch=False,
+            batch_size=n,
+        )
         return loss
-
-    def on_train_epoch_end(self) -> None:
-        summary = _summary(self.train_cm.compute())
-        self.log("train/acc", summary["global_acc"].float())
-        self.log("train/miou", summary["miou"].float())
-        self.train_cm.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, preds, target = self._step(batch)
         self.val_loss(loss)
         self.val_cm.update(preds, target)
-        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch["image"].shape[0])
+        self.log(
+            "val/loss",
+            self.val_loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch["image"].shape[0],
+        )
 
     def _log_summary(self, stage: str, cm: torch.Tensor) -> dict[str, torch.Tensor]:
         summary = _summary(cm)
@@ -139,8 +150,11 @@ class SegModule(L.LightningModule):
         summary = self._log_summary("val", self.val_cm.compute())
         if not self.trainer.sanity_checking:
             self.val_miou_best(summary["miou"].float())
-        self.log("val/miou_best", self.val_miou_best.compute() if self.val_miou_best.update_called else summary["miou"].float(),
-                 prog_bar=True)
+        self.log(
+            "val/miou_best",
+            self.val_miou_best.compute() if self.val_miou_best.update_called else summary["miou"].float(),
+            prog_bar=True,
+        )
         self.val_cm.reset()
 
     def on_validation_epoch_start(self) -> None:
@@ -150,7 +164,9 @@ class SegModule(L.LightningModule):
         loss, preds, target = self._step(batch)
         self.test_loss(loss)
         self.test_cm.update(preds, target)
-        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True, batch_size=batch["image"].shape[0])
+        self.log(
+            "test/loss", self.test_loss, on_step=False, on_epoch=True, batch_size=batch["image"].shape[0]
+        )
 
     def on_test_epoch_end(self) -> None:
         self._log_summary("test", self.test_cm.compute())

@@ -67,8 +67,12 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> list[str]:
     wrong = [k for k, v in mapped.items() if v.shape != target[k].shape]
     if wrong:
         k = wrong[0]
-        raise WeightsError(f"{path}: shape of {k} is {tuple(mapped[k].shape)}, encoder expects {tuple(target[k].shape)}")
+        raise WeightsError(
+            f"{path}: shape of {k} is {tuple(mapped[k].shape)}, encoder expects {tuple(target[k].shape)}"
+        )
     encoder.load_state_dict(mapped, strict=True)
     unused = sorted(k for k in state if k not in mapped and "model." + k not in mapped)
-    log.info("loaded %d encoder tensors from %s (unused: %d, e.g. classifier)", len(mapped), path, len(unused))
+    log.info(
+        "loaded %d encoder tensors from %s (unused: %d, e.g. classifier)", len(mapped), path, len(unused)
+    )
     return unused

@@ -1,6 +1,12 @@
 """Small helpers shared by the entry points: config location, resolvers, instantiation, errors."""
 
-from segvn.utils.config import CONF_DIR, instantiate_dict, register_resolvers, save_resolved_config, to_container
+from segvn.utils.config import (
+    CONF_DIR,
+    instantiate_dict,
+    register_resolvers,
+    save_resolved_config,
+    to_container,
+)
 from segvn.utils.run import USER_ERRORS, run_task
 
 __all__ = [

@@ -1,0 +1,31 @@
+# segvn: `make install` then `make test`; `make train` runs the main job.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast lint format train clean
+
+install:  ## a .venv with pinned dependencies and segvn installed editable
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e ".[dev]"
+
+test:  ## the whole suite (real data from ../shared or $$SEGVN_SHARED; skipped clearly without it)
+	WANDB_MODE=offline $(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+test-fast:  ## without the slow end-to-end tests
+	WANDB_MODE=offline $(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format:
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+train:  ## the thesis recipe on the embedded (synthetic) data
+	$(BIN)/python -m segvn.train +experiment=resnet18
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

@@ -1,0 +1,93 @@
+"""Every config group and experiment composes and instantiates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+from hydra.utils import instantiate
+
+from segvn.data.datamodule import SegDataModule
+from segvn.models.module import SegModule
+from segvn.utils import CONF_DIR, instantiate_dict
+
+CONF = Path(CONF_DIR)
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_default_config_composes(compose_cfg):
+    cfg = compose_cfg()
+    assert cfg.data.source._target_.endswith("SyntheticStreets")
+    assert cfg.model.net.encoder_name == "resnet18"
+    assert "experiment" not in cfg
+
+
+@pytest.mark.parametrize("experiment", _options("experiment"))
+def test_experiments_compose_and_instantiate(compose_cfg, experiment):
+    cfg = compose_cfg([f"+experiment={experiment}"])
+    model = instantiate(cfg.model)
+    assert isinstance(model, SegModule)
+    assert cfg.trainer.max_epochs == 10 and cfg.data.batch_size == 4
+    assert cfg.model.optimizer.lr == pytest.approx(1e-3) and cfg.model.optimizer.momentum == 0.9
+    assert cfg.model.scheduler.step_size == 10 and cfg.model.scheduler.gamma == pytest.approx(0.3)
+
+
+def test_resnet18_recipe_matches_thesis(compose_cfg):
+    cfg = compose_cfg(["+experiment=resnet18"])
+    model = instantiate(cfg.model)
+    opt = model.optimizer_factory(params=model.parameters())
+    assert opt.defaults["weight_decay"] == pytest.approx(0.005)
+    assert model.net.stride == 16
+    assert cfg.data.augment.translate_px == 10 and cfg.data.augment.hflip == 0.5
+
+
+@pytest.mark.parametrize("data", _options("data"))
+def test_data_configs_instantiate(compose_cfg, data):
+    cfg = compose_cfg([f"data={data}"])
+    dm = instantiate(cfg.data)
+    assert isinstance(dm, SegDataModule)
+
+
+@pytest.mark.parametrize("logger", _options("logger"))
+def test_logger_configs_instantiate(compose_cfg, logger):
+    cfg = compose_cfg([f"logger={logger}"])
+    loggers = instantiate_dict(cfg.get("logger"))
+    assert (len(loggers) == 0) == (logger == "none")
+
+
+@pytest.mark.parametrize("trainer", ["default", "cpu"])
+def test_trainer_configs_instantiate(compose_cfg, trainer):
+    cfg = compose_cfg([f"trainer={trainer}"])
+    callbacks = instantiate_dict(cfg.callbacks)
+    assert any(type(cb).__name__ == "ModelCheckpoint" for cb in callbacks)
+    assert isinstance(instantiate(cfg.trainer, callbacks=callbacks, logger=False), L.Trainer)
+
+
+def test_gpu_trainer_config_composes(compose_cfg):
+    cfg = compose_cfg(["trainer=gpu"])
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "16-mixed"
+
+
+@pytest.mark.parametrize("debug", _options("debug"))
+def test_debug_configs_compose(compose_cfg, debug):
+    cfg = compose_cfg([f"+debug={debug}"])
+    assert cfg.task_name == "debug"
+    instantiate(cfg.trainer, callbacks=instantiate_dict(cfg.get("callbacks")), logger=False)
+
+
+def test_hparams_search_composes(compose_cfg):
+    cfg = compose_cfg(["+hparams_search=lr_sweep"])
+    assert cfg.optimized_metric == "val/miou_best"
+    assert "model.optimizer.lr" in cfg.hydra.sweeper.params
+
+
+def test_overrides_reach_the_objects(compose_cfg):
+    cfg = compose_cfg(["model.optimizer.lr=0.05", "data.batch_size=2", "model.class_weighting=none"])
+    model = instantiate(cfg.model)
+    assert model.optimizer_factory(params=model.parameters()).defaults["lr"] == 0.05
+    assert model.class_weighting == "none"
+    assert instantiate(cfg.data).batch_size == 2

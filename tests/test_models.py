@@ -1,0 +1,109 @@
+"""Network factory, real pretrained weights from a local file, and real training steps."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from segvn.data.camvid import CamVid
+from segvn.data.datamodule import SegDataModule
+from segvn.data.transforms import normalize
+from segvn.models.factory import build_network
+from segvn.models.module import SegModule
+from segvn.models.weights import WeightsError, load_encoder_weights, read_state_dict
+
+
+@pytest.mark.parametrize("size", [(360, 480), (100, 130)])
+def test_any_image_size_is_padded_and_cropped_back(size):
+    net = build_network(encoder_name="resnet18", num_classes=8).eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 3, *size))
+    assert out.shape == (1, 8, *size)
+
+
+def test_output_stride_16_and_timm_encoder():
+    net = build_network(encoder_name="resnet18")
+    assert net.stride == 16
+    tu = build_network(encoder_name="tu-resnet18", num_classes=3).eval()
+    with torch.no_grad():
+        assert tu(torch.randn(1, 3, 72, 88)).shape == (1, 3, 72, 88)
+
+
+def _classify(model: torch.nn.Module, path) -> tuple[int, float]:
+    x = normalize(np.asarray(Image.open(path).convert("RGB")))[None]
+    with torch.no_grad():
+        p = model.eval()(x).softmax(1)[0]
+    return int(p.argmax()), float(p.max())
+
+
+def test_real_imagenet_weights_reach_the_encoder(weights_dir):
+    """The local-file path loads real MobileNetV2 weights: the encoder then classifies birds."""
+    path = weights_dir / "mobilenet_v2_imagenet.pth"
+    net = build_network(encoder_name="mobilenet_v2", encoder_weights=str(path), num_classes=8)
+    classifier = torchvision.models.mobilenet_v2()
+    state = read_state_dict(path)
+    merged = {
+        **net.model.encoder.state_dict(),
+        **{k: v for k, v in state.items() if k.startswith("classifier")},
+    }
+    classifier.load_state_dict(merged, strict=True)
+    labels = (weights_dir / "imagenet_labels.txt").read_text().splitlines()
+    cls, p = _classify(classifier, weights_dir / "check_bird.png")
+    assert cls == 19 and labels[cls + 1] == "chickadee" and p > 0.9
+    cls, p = _classify(classifier, weights_dir / "check_sunflower.png")
+    assert cls == 985 and labels[cls + 1] == "daisy" and p > 0.5
+
+
+def test_weights_that_do_not_fit_are_refused(weights_dir, tmp_path):
+    net = build_network(encoder_name="resnet18")
+    with pytest.raises(WeightsError, match="does not fit the encoder"):
+        load_encoder_weights(net.model.encoder, weights_dir / "mobilenet_v2_imagenet.pth")
+    with pytest.raises(WeightsError, match="not found"):
+        build_network(encoder_name="resnet18", encoder_weights=str(tmp_path / "missing.pth"))
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot read weights"):
+        read_state_dict(bad)
+
+
+def test_resnet_state_dict_file_round_trip(tmp_path):
+    src = torchvision.models.resnet18()
+    torch.save(src.state_dict(), tmp_path / "r18.pth")
+    net = build_network(encoder_name="resnet18", encoder_weights=str(tmp_path / "r18.pth"))
+    assert torch.equal(net.model.encoder.conv1.weight, src.conv1.weight)
+
+
+def test_training_steps_on_real_camvid_reduce_the_loss(camvid_root, tmp_path):
+    """A few real optimisation steps on downscaled CamVid frames: the loss falls."""
+    torch.manual_seed(0)
+    src = CamVid(camvid_root, group_by="sequence", train=["0001TP"], val=["0016E5"])
+    dm = SegDataModule(
+        src,
+        batch_size=4,
+        image_size=(64, 96),
+        augment={"hflip": 0, "translate_px": 0},
+        shuffle=False,
+        cache_dir=tmp_path,
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    module = SegModule(
+        build_network(encoder_name="resnet18"),
+        partial(torch.optim.SGD, lr=0.01, momentum=0.9),
+        class_weighting="none",
+    )
+    opt = module.configure_optimizers()
+    module.train()
+    losses = []
+    for _ in range(8):
+        opt.zero_grad()
+        loss, _, _ = module._step(batch)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
