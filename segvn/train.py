@@ -15,6 +15,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from segvn.callbacks import ConfigInCheckpoint
@@ -36,7 +37,7 @@ def train(cfg: DictConfig) -> dict:
     start = time.time()
     out_dir = Path(cfg.paths.output_dir)
     resolved = to_container(cfg)
-    save_resolved_config(cfg, out_dir / "config.yaml")
+    rank_zero_only(save_resolved_config)(cfg, out_dir / "config.yaml")
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
@@ -78,7 +79,8 @@ def train(cfg: DictConfig) -> dict:
         "seconds": round(time.time() - start, 2),
         "output_dir": str(out_dir),
     }
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    if trainer.is_global_zero:
+        (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     log.info("run directory: %s", out_dir)
     return summary
 

@@ -67,3 +67,31 @@ def compose_cfg(tmp_path):
 
     yield _compose
     HydraConfig.instance().cfg = None
+
+
+@pytest.fixture(scope="session")
+def camvid_checkpoint(camvid_root, tmp_path_factory) -> Path:
+    """A real checkpoint: ``segvn.train`` for two steps on downscaled CamVid (made once per session)."""
+    import subprocess
+    import sys
+
+    run = tmp_path_factory.mktemp("camvid_run")
+    cmd = [
+        sys.executable,
+        "-m",
+        "segvn.train",
+        "+experiment=resnet18",
+        "data=camvid_streets",
+        "data.image_size=[64,96]",
+        "data.num_workers=0",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=2",
+        "test=false",
+        "logger=csv",
+        f"hydra.run.dir={run}",
+    ]
+    env = {**os.environ, "SEGVN_SHARED": str(SHARED_DIR), "SEGVN_ROOT": str(run)}
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run / "checkpoints" / "last.ckpt"

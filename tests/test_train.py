@@ -64,7 +64,7 @@ def test_bad_data_root_is_one_clear_error(tmp_path):
         "-m",
         "segvn.train",
         "data=vietnam",
-        f"data.source.root={tmp_path / 'missing'}",
+        f"data.root={tmp_path / 'missing'}",
         "logger=none",
         f"hydra.run.dir={tmp_path / 'run'}",
     ]

@@ -26,12 +26,14 @@ class SegDataModule(L.LightningDataModule):
 
     ``image_size`` resizes every frame (``None`` keeps the native size; the model pads sides that
     are not multiples of its output stride and crops the output back). ``augment`` holds the
-    training augmentation settings of :func:`~segvn.data.transforms.build_transforms`.
+    training augmentation settings of :func:`~segvn.data.transforms.build_transforms`. ``root``
+    is the source's root, kept at the top of the data config so ``data.root=DIR`` works.
     """
 
     def __init__(
         self,
         source: StreetSource,
+        root: str | Path | None = None,
         batch_size: int = 4,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -70,7 +72,8 @@ class SegDataModule(L.LightningDataModule):
             )
         return self._datasets[split]
 
-    def _require(self, split: str) -> SegmentationDataset:
+    def require(self, split: str) -> SegmentationDataset:
+        """The dataset of a split, or a clear error when the split has no frames."""
         ds = self.dataset(split)
         if len(ds) == 0:
             what = "frames" if split == "predict" else "labelled frames"
@@ -84,20 +87,24 @@ class SegDataModule(L.LightningDataModule):
     def has_split(self, split: str) -> bool:
         return len(self.dataset(split)) > 0
 
+    def prepare_data(self) -> None:
+        """Runs once per machine before ``setup``: finds (or generates) the frames on disk."""
+        _ = self.source.frames
+
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
-            self._require("train")
-            self._require("val")
+            self.require("train")
+            self.require("val")
         elif stage in ("validate", "test"):
-            self._require("val" if stage == "validate" else "test")
+            self.require("val" if stage == "validate" else "test")
         elif stage == "predict":
-            self._require("predict")
+            self.require("predict")
 
     def label_stats(self, split: str = "train") -> LabelStats:
         """Pixel statistics of a split's labels (scanned once, cached on disk)."""
         if split == "train" and self._stats is not None:
             return self._stats
-        ds = self._require(split)
+        ds = self.require(split)
         stats = scan_labels(ds.samples, ds.label_format, ds.lut, self.num_classes, self.cache_dir)
         if split == "train":
             self._stats = stats
@@ -115,10 +122,10 @@ class SegDataModule(L.LightningDataModule):
         )
         return torch.from_numpy(np.asarray(weights))
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def _loader(self, split: str, train: bool, batch_size: int | None = None) -> DataLoader:
         return DataLoader(
-            self._require(split),
-            batch_size=self.batch_size if train else self.eval_batch_size,
+            self.require(split),
+            batch_size=batch_size or (self.batch_size if train else self.eval_batch_size),
             shuffle=train and self.shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -137,6 +144,10 @@ class SegDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", False)
+
+    def eval_dataloader(self, split: str, batch_size: int | None = None) -> DataLoader:
+        """An unshuffled loader over any split, in file order (for evaluation and prediction)."""
+        return self._loader(split, False, batch_size)
 
     def describe(self) -> str:
         return ", ".join(f"{s}={len(self.dataset(s))}" for s in SPLITS)

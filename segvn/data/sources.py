@@ -62,7 +62,15 @@ class StreetSource:
             )
         self.root = Path(root).expanduser()
         self.split_mode = split_mode
-        self.streets = {"train": list(train), "val": list(val), "test": list(test), "predict": list(predict)}
+        lists = {"train": train, "val": val, "test": test, "predict": predict}
+        for split, names in lists.items():
+            bad = [n for n in names if not isinstance(n, str)]
+            if bad:
+                raise SegvnDataError(
+                    f"data.source.{split}: street names must be strings, got {bad!r}; quote names such as "
+                    "'0016E5' that YAML would read as numbers"
+                )
+        self.streets = {split: list(names) for split, names in lists.items()}
         self.ratios = tuple(float(r) for r in ratios)
         self.seed = seed
         self._frames: dict[str, list[Sample]] | None = None

@@ -11,8 +11,9 @@ The computation is pure torch and runs on the inputs' device. Instead of a dista
 per class, the matching test is a lookup in bit-packed boundary maps: for a query pixel
 ``(y, x)`` and each row offset ``dy`` of the tolerance disk, the other mask's boundary bits in
 columns ``[x - w(dy), x + w(dy)]`` (``w(dy)`` the largest integer with ``w**2 + dy**2 <
-theta**2``) are read from two 32-bit words with one gather. The cost scales with the number of
-boundary pixels, not with ``classes x pixels``.
+theta**2``) are read from two 32-bit words with one gather. Boundary pixels are found once per
+label map (not per class), and the matching cost scales with the number of boundary pixels,
+not with ``classes x pixels``.
 """
 
 from __future__ import annotations
@@ -69,24 +70,88 @@ def disk_row_half_widths(theta_sq: float) -> list[tuple[int, int]]:
     return [(dy, math.isqrt(limit - dy * dy)) for dy in range(-reach, reach + 1)]
 
 
-def _segments(theta_sq: float, device: torch.device) -> tuple[Tensor, Tensor, Tensor, int, int]:
-    """Row offsets, column offsets and bit masks of disk row windows split into <= 33-bit pieces."""
-    rows, offsets, masks = [], [], []
-    for dy, w in disk_row_half_widths(theta_sq):
-        start, stop = -w, w + 1
+def _row_runs(disk: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """Runs of consecutive disk rows with equal half-width, as ``(dy_start, height, half_width)``.
+
+    E.g. the 33 rows of ``theta = 16.5`` (a 1080p frame) form 19 runs.
+    """
+    runs: list[tuple[int, int, int]] = []
+    for dy, half_width in disk:
+        if runs and runs[-1][2] == half_width:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1, half_width)
+        else:
+            runs.append((dy, 1, half_width))
+    return runs
+
+
+def _lookup_plan(disk: list[tuple[int, int]]) -> list[tuple[int, list[tuple[int, int]]]]:
+    """Passes of ``(map height, [(dy, half_width), ...])`` windows that together cover the disk.
+
+    The disk is cut into runs of rows (:func:`_row_runs`). Pass 1 reads the largest run (one
+    window per query; most matches are found there); the following passes, for the still
+    unmatched queries only, read the other runs, one pass per run height. Only the heights of
+    the runs need OR-ed maps (for ``theta = 16.5``: 1, 2 and 9, built in 4 passes).
+    """
+    runs = _row_runs(disk)
+    largest = max(runs, key=lambda run: run[1] * (2 * run[2] + 1))
+    plan: dict[int, list[tuple[int, int]]] = {}
+    for dy, height, half_width in runs:
+        if (dy, height, half_width) != largest:
+            plan.setdefault(height, []).append((dy, half_width))
+    return [(largest[1], [(largest[0], largest[2])])] + sorted(plan.items(), reverse=True)
+
+
+def _vertical_or(rows: Tensor, heights: set[int]) -> dict[int, Tensor]:
+    """For each height ``L``: ``out[L][r] = rows[r] | ... | rows[r + L - 1]`` (zeros past the end).
+
+    Built by doubling: ``L`` combines two copies of the largest power of two ``a < L`` shifted
+    by ``L - a``, so ``L`` costs about ``log2(L)`` passes.
+    """
+    cache = {1: rows}
+
+    def get(height: int) -> Tensor:
+        if height not in cache:
+            half = 1 << ((height - 1).bit_length() - 1)
+            base, shift = get(half), height - half
+            out = torch.empty_like(base)
+            out[-shift:] = 0
+            torch.bitwise_or(base[:-shift], base[shift:], out=out[:-shift])
+            cache[height] = out
+        return cache[height]
+
+    return {height: get(height) for height in heights}
+
+
+def _window_tables(rows: list[tuple[int, int]], row_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Read offsets and bit masks of the windows covering ``(dy, half_width)`` rows of a map.
+
+    Columns ``[-half_width, half_width]`` of row offset ``dy`` are split into <= 33-bit windows.
+    Returns ``(32, S)`` tables indexed by the query's bit position in its word: the flat offset
+    of the word pair holding each window, and the window's mask within that 64-bit pair.
+    """
+    bases, offsets, masks = [], [], []
+    for dy, half_width in rows:
+        start, stop = -half_width, half_width + 1
         while start < stop:
             length = min(_MAX_SEGMENT, stop - start)
-            rows.append(dy)
+            bases.append(dy * row_size)
             offsets.append(start)
             masks.append((1 << length) - 1)
             start += length
-    reach_y = max((abs(r) for r in rows), default=0)
-    reach_x = max((-o for o in offsets), default=0)
+    base, offset, mask = (torch.tensor(v, dtype=torch.long, device=device) for v in (bases, offsets, masks))
+    start_bit = torch.arange(_WORD_BITS, device=device)[:, None] + offset  # may be < 0
+    return base + (start_bit >> 5), mask << (start_bit & (_WORD_BITS - 1))  # >> 5: floor division
 
-    def as_tensor(values: list[int]) -> Tensor:
-        return torch.tensor(values, dtype=torch.long, device=device)
 
-    return as_tensor(rows), as_tensor(offsets), as_tensor(masks), reach_y, reach_x
+def _lookup(pairs: Tensor, base: Tensor, in_word: Tensor, word_delta: Tensor, bit_masks: Tensor) -> Tensor:
+    """Whether any window of each query holds a set bit (chunked to bound the temporaries)."""
+    out = torch.empty(base.shape, dtype=torch.bool, device=base.device)
+    step = max(1, _CHUNK_ELEMENTS // word_delta.shape[1])
+    for start in range(0, base.numel(), step):
+        b = in_word[start : start + step]
+        index = base[start : start + step, None] + word_delta[b]
+        out[start : start + step] = (pairs[index] & bit_masks[b]).any(dim=1)
+    return out
 
 
 def boundary_map(labels: Tensor) -> Tensor:
@@ -118,6 +183,56 @@ def _masked_labels(labels: Tensor, valid: Tensor, num_classes: int) -> Tensor:
     return torch.where(keep, labels.to(dtype), -1)
 
 
+def _match_other_map(rows: Tensor, xs: Tensor, blocks: int, h: int, w: int, theta_sq: float) -> Tensor:
+    """For each boundary pixel, whether the other map has a boundary pixel in the open disk.
+
+    ``rows`` indexes rows ``(map, image, class, y)`` of two stacked boundary maps (map 0 truth,
+    map 1 prediction) of ``blocks = 2 * images * classes`` blocks of ``h`` rows; ``xs`` are
+    columns.
+
+    The maps are bit-packed into 32-bit words (int64 storage), padded by the disk's reach so
+    no read leaves the buffer, and each word is stored with its right neighbour above it so a
+    window of up to 33 bits starting anywhere in a word is one 64-bit read. With
+    ``x = 32 * a + b``, the word offset and bit mask of a window depend only on ``(b, window)``
+    (:func:`_window_tables`), leaving a gather, an add, a gather, an and and an any per query
+    and window. Windows are read from maps whose rows are OR-ed over a window's height, in
+    passes (:func:`_lookup_plan`): every query reads the largest rectangle inside the disk,
+    which settles most matches; only the rest read the remaining runs of disk rows.
+    """
+    device = xs.device
+    matched = torch.zeros(xs.shape, dtype=torch.bool, device=device)
+    disk = disk_row_half_widths(theta_sq)
+    if not disk or xs.numel() == 0:
+        return matched
+    reach_y, reach_x = len(disk) // 2, disk[len(disk) // 2][1]
+    padded_h = h + 2 * reach_y
+    words = (w + 2 * reach_x - 1) // _WORD_BITS + 2
+    rows = rows + (rows // h) * (2 * reach_y) + reach_y  # rows of the vertically padded maps
+    cols = xs + reach_x
+    in_word = cols & (_WORD_BITS - 1)
+    packed = torch.zeros(blocks * padded_h * words, dtype=torch.long, device=device)
+    packed.index_put_((rows * words + (cols >> 5),), torch.ones_like(cols) << in_word, accumulate=True)
+    packed = packed.view(-1, words)
+    pairs = packed[:, :-1] | (packed[:, 1:] << _WORD_BITS)  # word k | word k + 1 << 32
+    row_size = words - 1
+
+    plan = _lookup_plan(disk)
+    maps = _vertical_or(pairs, {height for height, _ in plan})
+
+    # Each boundary pixel reads the *other* map: shift its row by half the blocks.
+    half = blocks // 2 * padded_h
+    base = (rows + torch.where(rows < half, half, -half)) * row_size + (cols >> 5)
+    for i, (height, windows) in enumerate(plan):
+        tables = _window_tables(windows, row_size, device)
+        buffer = maps[height].reshape(-1)
+        if i == 0:
+            matched = _lookup(buffer, base, in_word, *tables)
+        else:
+            todo = (~matched).nonzero().squeeze(1)
+            matched[todo] = _lookup(buffer, base[todo], in_word[todo], *tables)
+    return matched
+
+
 def bf_score_per_class(
     preds: Tensor,
     target: Tensor,
@@ -139,43 +254,15 @@ def bf_score_per_class(
     device = target.device
     valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
     # Map 0 holds the truth boundaries, map 1 the predicted ones.
-    labels = torch.stack([_masked_labels(target, valid, num_classes), _masked_labels(preds, valid, num_classes)])
-    labels = labels.view(2 * n, h, w)
-    map_idx, ys, xs = boundary_map(labels).nonzero(as_tuple=True)
-    cls = labels[map_idx, ys, xs].long()
-    src = map_idx // n  # 0: truth boundary pixel, 1: predicted boundary pixel
-    img = map_idx % n
+    labels = torch.cat(
+        [_masked_labels(target, valid, num_classes), _masked_labels(preds, valid, num_classes)]
+    )
+    image_idx, ys, xs = boundary_map(labels).nonzero(as_tuple=True)  # image_idx = map * n + image
+    key = image_idx * num_classes + labels[image_idx, ys, xs].long()  # (map, image, class)
 
     theta = tolerance * math.hypot(h, w)
-    seg_rows, seg_offsets, seg_masks, reach_y, reach_x = _segments(theta * theta, device)
-
-    # Bit-packed boundary maps, shape (2, N, C, H + 2 * reach_y, words), padded so that every
-    # window read below stays in bounds and reads zeros outside the image.
-    padded_h = h + 2 * reach_y
-    words = (w + 2 * reach_x - 1) // _WORD_BITS + 2
-    row = ((src * n + img) * num_classes + cls) * padded_h + ys + reach_y
-    col = xs + reach_x
-    packed = torch.zeros(2 * n * num_classes * padded_h * words, dtype=torch.long, device=device)
-    bits = torch.ones_like(col) << (col % _WORD_BITS)
-    packed.index_put_((row * words + col // _WORD_BITS,), bits, accumulate=True)  # distinct bits: sum == or
-    packed = packed.view(-1, words)
-    pairs = (packed[:, :-1] | (packed[:, 1:] << _WORD_BITS)).reshape(-1)  # word k and k + 1 in one int64
-    pair_words = words - 1
-
-    # Each boundary pixel looks up the *other* map: shift its row index by one map.
-    map_rows = n * num_classes * padded_h
-    query_row = row + torch.where(src == 0, map_rows, -map_rows)
-    matched = torch.zeros_like(col, dtype=torch.bool)
-    if seg_rows.numel() > 0:
-        step = max(1, _CHUNK_ELEMENTS // seg_rows.numel())
-        for start in range(0, col.numel(), step):
-            q_row = query_row[start : start + step, None] + seg_rows
-            q_col = col[start : start + step, None] + seg_offsets
-            window = pairs[q_row * pair_words + q_col // _WORD_BITS] >> (q_col % _WORD_BITS)
-            matched[start : start + step] = ((window & seg_masks) != 0).any(dim=1)
-
     groups = 2 * n * num_classes
-    key = (src * n + img) * num_classes + cls
+    matched = _match_other_map(key * h + ys, xs, groups, h, w, theta * theta)
     total = torch.bincount(key, minlength=groups).view(2, n, num_classes)
     hits = torch.bincount(torch.where(matched, key, groups), minlength=groups + 1)[:groups]
     hits = hits.view(2, n, num_classes)
@@ -209,6 +296,7 @@ class BFScore(Metric):
     so every summary is exact under DDP. ``compute()`` returns ``mean_bf_score`` (scalar),
     ``class_bf_score`` ``(C,)``, ``image_bf_score`` ``(N,)`` and ``bf_scores`` ``(N, C)``.
     Classes missing from an image's truth or prediction are NaN there and left out of means.
+    ``class_names`` is kept for reports (``self.class_names``); it does not change the values.
     """
 
     is_differentiable = False

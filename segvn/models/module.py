@@ -10,25 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassAccuracy
 
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX
+from segvn.metrics import SegmentationMetrics
 
 log = logging.getLogger(__name__)
-
-
-def _summary(cm: torch.Tensor) -> dict[str, torch.Tensor]:
-    cm = cm.double()
-    tp, rows, cols = cm.diag(), cm.sum(1), cm.sum(0)
-    present = rows > 0
-    iou = tp / (rows + cols - tp).clamp(min=1)
-    acc = tp / rows.clamp(min=1)
-    return {
-        "global_acc": tp.sum() / cm.sum().clamp(min=1),
-        "mean_acc": acc[present].mean() if present.any() else torch.tensor(float("nan")),
-        "miou": iou[present].mean() if present.any() else torch.tensor(float("nan")),
-        "class_iou": torch.where(present, iou, torch.nan),
-    }
 
 
 class SegModule(L.LightningModule):
@@ -64,10 +51,15 @@ class SegModule(L.LightningModule):
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
-        cm = dict(num_classes=self.num_classes, ignore_index=ignore_index, validate_args=False)
         self.train_acc = MulticlassAccuracy(self.num_classes, average="micro", ignore_index=ignore_index)
-        self.val_cm = MulticlassConfusionMatrix(**cm)
-        self.test_cm = MulticlassConfusionMatrix(**cm)
+        seg = dict(
+            num_classes=self.num_classes,
+            ignore_index=ignore_index,
+            class_names=self.class_names,
+            validate_args=False,
+        )
+        self.val_metrics = SegmentationMetrics(**seg)
+        self.test_metrics = SegmentationMetrics(**seg, bf_score=True)
         self.val_miou_best = MaxMetric()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -126,7 +118,7 @@ class SegModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, preds, target = self._step(batch)
         self.val_loss(loss)
-        self.val_cm.update(preds, target)
+        self.val_metrics.update(preds, target)
         self.log(
             "val/loss",
             self.val_loss,
@@ -136,41 +128,42 @@ class SegModule(L.LightningModule):
             batch_size=batch["image"].shape[0],
         )
 
-    def _log_summary(self, stage: str, cm: torch.Tensor) -> dict[str, torch.Tensor]:
-        summary = _summary(cm)
-        self.log(f"{stage}/miou", summary["miou"].float(), prog_bar=True)
-        self.log(f"{stage}/global_acc", summary["global_acc"].float(), prog_bar=True)
-        self.log(f"{stage}/mean_acc", summary["mean_acc"].float())
+    def _log_summary(self, stage: str, metric: SegmentationMetrics) -> dict[str, torch.Tensor]:
+        """Log MATLAB-parity dataset metrics (already reduced across processes) and reset."""
+        summary = metric.compute()
+        self.log(f"{stage}/miou", summary["mean_iou"].float(), prog_bar=True)
+        self.log(f"{stage}/global_acc", summary["global_accuracy"].float(), prog_bar=True)
+        self.log(f"{stage}/mean_acc", summary["mean_accuracy"].float())
+        self.log(f"{stage}/weighted_iou", summary["weighted_iou"].float())
+        if "mean_bf_score" in summary:
+            self.log(f"{stage}/mean_bf_score", summary["mean_bf_score"].float())
         for name, value in zip(self.class_names, summary["class_iou"], strict=True):
             if not torch.isnan(value):
                 self.log(f"{stage}/iou/{name}", value.float())
+        metric.reset()
         return summary
 
     def on_validation_epoch_end(self) -> None:
-        summary = self._log_summary("val", self.val_cm.compute())
+        summary = self._log_summary("val", self.val_metrics)
+        miou = summary["mean_iou"].float()
         if not self.trainer.sanity_checking:
-            self.val_miou_best(summary["miou"].float())
-        self.log(
-            "val/miou_best",
-            self.val_miou_best.compute() if self.val_miou_best.update_called else summary["miou"].float(),
-            prog_bar=True,
-        )
-        self.val_cm.reset()
+            self.val_miou_best(miou)
+        best = self.val_miou_best.compute() if self.val_miou_best.update_called else miou
+        self.log("val/miou_best", best, prog_bar=True)
 
     def on_validation_epoch_start(self) -> None:
-        self.val_cm.reset()
+        self.val_metrics.reset()
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         loss, preds, target = self._step(batch)
         self.test_loss(loss)
-        self.test_cm.update(preds, target)
+        self.test_metrics.update(preds, target)
         self.log(
             "test/loss", self.test_loss, on_step=False, on_epoch=True, batch_size=batch["image"].shape[0]
         )
 
     def on_test_epoch_end(self) -> None:
-        self._log_summary("test", self.test_cm.compute())
-        self.test_cm.reset()
+        self._log_summary("test", self.test_metrics)
 
     def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self(batch["image"]).softmax(1)

@@ -8,11 +8,19 @@ from collections.abc import Callable
 from typing import Any
 
 from segvn.data.errors import SegvnDataError
+from segvn.data.video import SegvnVideoError
+from segvn.models.checkpoint import CheckpointError
 from segvn.models.weights import WeightsError
 
 log = logging.getLogger("segvn")
 
-USER_ERRORS: tuple[type[BaseException], ...] = (SegvnDataError, WeightsError, FileNotFoundError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    SegvnDataError,
+    SegvnVideoError,
+    CheckpointError,
+    WeightsError,
+    FileNotFoundError,
+)
 
 
 def run_task(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -36,6 +36,8 @@ def _as_index(labels: np.ndarray | torch.Tensor) -> np.ndarray:
         raise ValueError(f"expected a label map of shape (H, W), got {labels.shape}")
     if labels.dtype == np.uint8:
         return labels
+    if labels.size and labels.min() >= 0 and labels.max() <= 255:  # common case: cheap cast
+        return labels.astype(np.uint8)
     return np.where((labels < 0) | (labels > 255), IGNORE_INDEX, labels).astype(np.uint8)
 
 
@@ -296,11 +298,13 @@ def disagreement_rate(pred: np.ndarray | torch.Tensor, truth: np.ndarray | torch
 
 
 # ---------------------------------------------------------------------------------------- side by side
-def _titled(panel: np.ndarray, title: str, scale: float) -> np.ndarray:
+def add_title(panel: np.ndarray, title: str, scale: float | None = None) -> np.ndarray:
+    """Return ``panel`` (RGB uint8) with a white title bar of black text on top."""
+    scale = _auto_scale(panel.shape[0]) if scale is None else scale
     line, _, pad = _text_metrics(scale)
     bar = np.full((line + pad, panel.shape[1], 3), 255, dtype=np.uint8)
     cv2.putText(bar, title, (pad, line), _FONT, scale, (0, 0, 0), _thickness(scale), cv2.LINE_AA)
-    return np.concatenate([bar, panel], axis=0)
+    return np.concatenate([bar, _as_rgb(panel)], axis=0)
 
 
 def _legend_strip(width: int, class_names: Sequence[str], palette: np.ndarray, scale: float) -> np.ndarray:
@@ -366,7 +370,7 @@ def side_by_side(
         comparison(pred_i, truth_i, image, class_names=class_names),
     ]
     scale = _auto_scale(image.shape[0])
-    panels = [_titled(p, t, scale) for p, t in zip(panels, titles, strict=True)]
+    panels = [add_title(p, t, scale) for p, t in zip(panels, titles, strict=True)]
     ncols = max(1, min(4, ncols))
     height, width = panels[0].shape[:2]
     nrows = -(-4 // ncols)
