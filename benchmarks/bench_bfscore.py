@@ -3,10 +3,12 @@
 Masks are realistic rather than noise: the truth is the argmax of smooth random class fields,
 the prediction the argmax of the same fields shifted by a few pixels plus a finer smooth
 perturbation (so prediction ~ truth with boundary errors); the bottom rows are ignored like an
-ego-vehicle hood. Prints both timings (best of ``--repeats``), the speed-up and the largest
-absolute difference of the per-class scores.
+ego-vehicle hood. Prints both timings (best of ``--repeats`` interleaved rounds), the speed-up
+and the largest absolute difference of the per-class scores.
 
     .venv/bin/python benchmarks/bench_bfscore.py [--height 1080 --width 1920 --classes 8 --repeats 3]
+
+The reference is single-threaded (scipy); ``--threads 1`` gives a per-core comparison.
 """
 
 from __future__ import annotations
@@ -71,14 +73,18 @@ def reference_bf(
     return scores
 
 
-def best_time(fn, repeats: int) -> tuple[float, object]:
-    """Smallest wall time over ``repeats`` calls and the last result."""
-    best, result = math.inf, None
+def best_times(fns: list, repeats: int) -> tuple[list[float], list]:
+    """Smallest wall time of each function over ``repeats`` interleaved rounds, and the last results.
+
+    Interleaving keeps a load change on a shared machine from favouring one side.
+    """
+    best, results = [math.inf] * len(fns), [None] * len(fns)
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            results[i] = fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best, results
 
 
 def main() -> None:
@@ -89,7 +95,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2, help="distinct image pairs, timed one at a time")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     pairs = [make_pair(seed, args.classes, args.height, args.width) for seed in range(args.images)]
     device = torch.device(args.device)
@@ -105,8 +114,7 @@ def main() -> None:
         return [reference_bf(p, t, args.classes) for p, t in pairs]
 
     run_torch()  # warm-up
-    t_torch, ours = best_time(run_torch, args.repeats)
-    t_ref, ref = best_time(run_reference, args.repeats)
+    (t_torch, t_ref), (ours, ref) = best_times([run_torch, run_reference], args.repeats)
     ours, ref = np.stack(ours), np.stack(ref)
     if not np.array_equal(np.isnan(ours), np.isnan(ref)):
         raise SystemExit("NaN pattern differs between torch and reference")

@@ -16,9 +16,15 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from segvn.data.transforms import denormalize
 from segvn.utils import CONF_DIR, run_task, save_resolved_config
-from segvn.viz.dataset import dataset_report, evenly_spaced, label_grid, plot_class_weights, report_rows
+from segvn.viz.dataset import (
+    dataset_report,
+    evenly_spaced,
+    label_grid,
+    plot_class_weights,
+    report_rows,
+    resize_pair,
+)
 from segvn.viz.network import save_image
 from segvn.viz.plots import plot_class_frequency
 from segvn.viz.report import write_csv, write_json_atomic
@@ -41,11 +47,15 @@ def analyze(cfg: DictConfig) -> dict:
         total = entry["total"]
         log.info(
             "%s: %d labelled frames of %d in %d street(s), %.1f%% of pixels unlabelled",
-            split, entry["labelled_frames"], entry["frames"], len(entry["by_street"]),
+            split,
+            entry["labelled_frames"],
+            entry["frames"],
+            len(entry["by_street"]),
             100.0 * total["ignored_pixels"] / max(total["pixels"], 1),
         )
         plot_class_frequency(
-            [total["classes"][n]["pixel_count"] for n in names], names,
+            [total["classes"][n]["pixel_count"] for n in names],
+            names,
             out=out / f"class_frequency_{split}.png",
             image_counts=[total["classes"][n]["image_count"] for n in names],
             title=f"Pixel frequency per class ({split}, {total['images']} frames)",
@@ -54,21 +64,23 @@ def analyze(cfg: DictConfig) -> dict:
             ds = dm.dataset(split)
             labelled = [i for i, s in enumerate(ds.samples) if s.label is not None]
             picks = [labelled[i] for i in evenly_spaced(len(labelled), cfg.grid.frames)]
-            frames = []
-            for i in picks:
-                item = ds[i]
-                frames.append((denormalize(item["image"]), item["mask"].numpy(), Path(item["path"]).stem))
+            frames = [(*resize_pair(*ds.load(i), dm.image_size), ds.samples[i].name) for i in picks]
             save_image(
-                label_grid(frames, names, ncols=cfg.grid.ncols, alpha=cfg.grid.alpha), out / f"frames_{split}.png"
+                label_grid(frames, names, ncols=cfg.grid.ncols, alpha=cfg.grid.alpha),
+                out / f"frames_{split}.png",
             )
 
     if report["training_weights"] is not None:
         weights = report["training_weights"]
-        plot_class_weights({m: [weights[m][n] for n in names] for m in weights}, names, out=out / "class_weights.png")
+        plot_class_weights(
+            {m: [weights[m][n] for n in names] for m in weights}, names, out=out / "class_weights.png"
+        )
         log.info(
             "class weights of the train split (used by training): %s",
-            "; ".join(f"{m}: " + ", ".join(f"{n}={w:.3f}" for n, w in weights[m].items() if w is not None)
-                      for m in weights),
+            "; ".join(
+                f"{m}: " + ", ".join(f"{n}={w:.3f}" for n, w in weights[m].items() if w is not None)
+                for m in weights
+            ),
         )
     header, rows = report_rows(report)
     write_csv(out / "class_stats.csv", header, rows)

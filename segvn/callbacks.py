@@ -113,7 +113,9 @@ class TrainingProgressPlot(Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.plot(trainer)
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         self.plot(trainer)
 
 
@@ -146,6 +148,10 @@ class WandbMedia(Callback):
     ``confusion_matrix_image`` (the normalised heat map as a picture), and ``examples``: ``num_images``
     fixed validation frames (spread evenly over the split) with the model's prediction and the ground
     truth as W&B masks (overlay toggles in the UI; ignored pixels are the ``unlabelled`` label).
+    With ``log_checkpoint=true`` the best checkpoint (else the last) is logged as a ``model``
+    artifact when training ends, aliases ``best`` and ``latest``; unlike Lightning's
+    ``logger.wandb.log_model``, which refuses offline runs, this also works offline (the artifact
+    is uploaded by ``wandb sync``). The file is referenced in place, not copied.
     Also makes sure the run's config holds the resolved training config (``segvn.train`` logs it as
     hyper-parameters; if that did not happen, the config of :class:`ConfigInCheckpoint` is sent).
     """
@@ -156,8 +162,10 @@ class WandbMedia(Callback):
         confusion_matrix: bool = True,
         class_table: bool = True,
         ignore_label: str = "unlabelled",
+        log_checkpoint: bool = False,
     ) -> None:
         self.num_images = num_images
+        self.log_checkpoint = log_checkpoint
         self.confusion_matrix = confusion_matrix
         self.class_table = class_table
         self.ignore_label = ignore_label
@@ -177,6 +185,33 @@ class WandbMedia(Callback):
         if config and not all(key in logger.experiment.config for key in config):
             logger.experiment.config.update(config, allow_val_change=True)
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = self.wandb_logger(trainer)
+        if not self.log_checkpoint or logger is None or not trainer.is_global_zero:
+            return
+        ckpt = trainer.checkpoint_callback
+        path = (getattr(ckpt, "best_model_path", "") or getattr(ckpt, "last_model_path", "")) if ckpt else ""
+        if not path or not Path(path).is_file():
+            log.info("no checkpoint to log to W&B")
+            return
+        import wandb
+
+        run = logger.experiment
+        score = getattr(ckpt, "best_model_score", None)
+        artifact = wandb.Artifact(
+            f"model-{run.id}",
+            type="model",
+            metadata={
+                "file": Path(path).name,
+                "monitor": getattr(ckpt, "monitor", None),
+                "score": float(score) if score is not None else None,
+                "epochs": trainer.current_epoch,
+                "global_step": trainer.global_step,
+            },
+        )
+        artifact.add_file(str(path), name=Path(path).name, policy="immutable")
+        run.log_artifact(artifact, aliases=["best", "latest"])
+
     def _fixed_frames(self, trainer: L.Trainer) -> list[dict]:
         if self._frames is None:
             self._frames = []
@@ -185,7 +220,9 @@ class WandbMedia(Callback):
             dataset = getattr(loader, "dataset", None)
             if dataset is not None and self.num_images > 0:
                 n = len(dataset)
-                picks = sorted({round(i * (n - 1) / max(self.num_images - 1, 1)) for i in range(self.num_images)})
+                picks = sorted(
+                    {round(i * (n - 1) / max(self.num_images - 1, 1)) for i in range(self.num_images)}
+                )
                 self._frames = [dataset[i] for i in picks[:n]]
         return self._frames
 
@@ -242,7 +279,9 @@ class WandbMedia(Callback):
             with tempfile.TemporaryDirectory() as tmp:
                 png = plot_confusion_matrix(cm, names, Path(tmp) / "confusion_matrix.png")
                 picture = np.asarray(Image.open(png).convert("RGB"))
-            out["val/confusion_matrix_image"] = wandb.Image(picture, caption="rows: truth, % of the true class")
+            out["val/confusion_matrix_image"] = wandb.Image(
+                picture, caption="rows: truth, % of the true class"
+            )
         return out
 
     def _examples(self, trainer: L.Trainer, pl_module: L.LightningModule, names: list[str]) -> list[Any]:

@@ -44,8 +44,8 @@ from segvn.utils.from_checkpoint import add_checkpoint_configs
 from segvn.viz.video_pipeline import (
     PredictOptions,
     ProgressFactory,
-    output_names,
     collect_inputs,
+    output_names,
     run_prediction,
     summary_line,
 )
@@ -197,6 +197,22 @@ def main(cfg: DictConfig) -> None:
     run_task(_run, cfg)
 
 
+def _add_checkpoint_configs() -> None:
+    """:func:`add_checkpoint_configs`, with any unreadable checkpoint ending in one error line, exit 1."""
+    try:
+        add_checkpoint_configs()
+    except Exception as err:  # torch.load lets some errors of garbage files through (IndexError, ...)
+        path = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("ckpt_path=")), "checkpoint")
+        logging.basicConfig(format="[%(levelname)s] %(message)s")
+        log.error(
+            "%s: cannot read checkpoint, the file is truncated or corrupt (%s: %s)",
+            path,
+            type(err).__name__,
+            err,
+        )
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    add_checkpoint_configs()
+    _add_checkpoint_configs()
     main()

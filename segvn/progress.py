@@ -31,7 +31,9 @@ def find_run_csv(run_dir: str | Path) -> Path:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
     candidates = [run_dir / "csv" / "metrics.csv", run_dir / "metrics.csv"]
-    candidates += sorted((run_dir / "csv").glob("version_*/metrics.csv"), key=lambda p: p.stat().st_mtime)[::-1]
+    candidates += sorted((run_dir / "csv").glob("version_*/metrics.csv"), key=lambda p: p.stat().st_mtime)[
+        ::-1
+    ]
     candidates.append(run_dir / "epoch_metrics.csv")
     for path in candidates:
         if path.is_file() and path.stat().st_size > 0:

@@ -92,10 +92,12 @@ def _file_name(layer: str) -> str:
     return layer.replace(".", "_").replace("/", "_")
 
 
-def prediction_picture(image: np.ndarray, pred: np.ndarray, class_names: Sequence[str], alpha: float) -> np.ndarray:
+def prediction_picture(
+    image: np.ndarray, pred: np.ndarray, class_names: Sequence[str], alpha: float
+) -> np.ndarray:
     """The frame beside the prediction overlaid on it, with a colour legend of the classes."""
     shown = overlay(image, pred, alpha, PALETTE)
-    scale = float(np.clip(image.shape[0] / 700.0, 0.3, 1.2))
+    scale = float(np.clip(image.shape[0] / 800.0, 0.35, 1.2))
     shown = draw_legend(shown, class_names, PALETTE, corner="top-right", scale=scale)
     gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
     panels = np.concatenate([image, gap, shown], axis=1)
@@ -117,17 +119,17 @@ def visualize(cfg: DictConfig) -> dict:
     model, multiple = inner_model(module)
     layers = _layers(cfg.layer, model)
 
-    image = read_image(image_path)
-    native = image.shape[:2]
+    frame = read_image(image_path)  # shown at its own size; the model sees it at image_size
+    image = frame
     if cfg.image_size:
         h, w = (int(v) for v in cfg.image_size)
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        image = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
     x = to_tensor(image, device)
     summary: dict = {
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "image": str(image_path.resolve()),
-        "image_size": list(image.shape[:2]),
-        "native_size": list(native),
+        "input_size": list(image.shape[:2]),
+        "frame_size": list(frame.shape[:2]),
         "class_names": names,
         "files": {},
     }
@@ -142,13 +144,17 @@ def visualize(cfg: DictConfig) -> dict:
     for layer, act in acts.items():
         stem = _file_name(layer)
         shape = list(act.shape[1:])
-        grid = activation_grid(act, max_channels=cfg.activations.max_channels, normalize=cfg.activations.normalize)
+        grid = activation_grid(
+            act, max_channels=cfg.activations.max_channels, normalize=cfg.activations.normalize
+        )
         if grid.ndim == 2:
             grid = np.repeat(grid[..., None], 3, axis=2)
-        title = f"{layer}: {shape[0]} channels of {shape[1]}x{shape[2]}"
+        shown = min(shape[0], cfg.activations.max_channels)
+        which = f"{shown} strongest of {shape[0]}" if shown < shape[0] else f"{shape[0]}"
+        title = f"{layer}: {which} channels, {shape[1]}x{shape[2]}"
         save_image(add_title(grid, title, 0.4), out / f"activations_{stem}.png")
         strongest = strongest_channel(act)
-        heat = strongest_channel_overlay(image, act, alpha=cfg.activations.alpha)
+        heat = strongest_channel_overlay(frame, act, alpha=cfg.activations.alpha)
         save_image(add_title(heat, f"{layer}: channel {strongest}", 0.4), out / f"strongest_{stem}.png")
         summary["layers"][layer] = {
             "shape": shape,
@@ -159,7 +165,8 @@ def visualize(cfg: DictConfig) -> dict:
 
     with torch.no_grad():
         pred = module(x).argmax(1)[0].cpu().numpy().astype(np.uint8)
-    save_image(prediction_picture(image, pred, names, cfg.prediction_alpha), out / "prediction.png")
+    shown = cv2.resize(pred, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST)
+    save_image(prediction_picture(frame, shown, names, cfg.prediction_alpha), out / "prediction.png")
     counts = np.bincount(pred.ravel(), minlength=len(names))[: len(names)]
     summary["prediction_share"] = {n: float(c / pred.size) for n, c in zip(names, counts, strict=True)}
     summary["files"]["prediction"] = "prediction.png"
@@ -168,10 +175,20 @@ def visualize(cfg: DictConfig) -> dict:
         cv = cfg.class_vis
         classes = list(cv.classes) if cv.classes is not None else None
         if classes is not None and any(not 0 <= int(c) < len(names) for c in classes):
-            raise LayerError(f"class_vis.classes={classes}: class indices go from 0 to {len(names) - 1} ({', '.join(names)})")
+            raise LayerError(
+                f"class_vis.classes={classes}: class indices go from 0 to {len(names) - 1} ({', '.join(names)})"
+            )
         grid = class_visualizations(
-            module.net, names, classes=classes, size=tuple(int(v) for v in cv.size), steps=cv.steps,
-            octaves=cv.octaves, lr=cv.lr, jitter=cv.jitter, blur_every=cv.blur_every, seed=cv.seed,
+            module.net,
+            names,
+            classes=classes,
+            size=tuple(int(v) for v in cv.size),
+            steps=cv.steps,
+            octaves=cv.octaves,
+            lr=cv.lr,
+            jitter=cv.jitter,
+            blur_every=cv.blur_every,
+            seed=cv.seed,
         )
         save_image(grid, out / "class_visualizations.png")
         summary["files"]["class_visualizations"] = "class_visualizations.png"

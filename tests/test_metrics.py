@@ -462,22 +462,22 @@ def test_bf_exact_integer_tolerances_match_reference():
 
 
 def test_bf_disk_at_every_offset_and_bit_position():
-    # One true and one predicted pixel of class 1 per image: BF is 1 when their squared distance
-    # is < theta^2, else 0. theta = 17.3 makes disk rows up to 35 bits wide (more than one read
-    # window). Offsets sweep whole rows across the disk (each pixel queries the other at +-offset)
-    # and the 32 start columns put both pixels at every bit position of a packed word.
-    h, w, theta = 40, 96, 17.3
-    cases = [(x0, dy, dx) for x0 in range(40, 72) for dy in (0, 5, 12, 17) for dx in range(-18, 19)]
-    index = torch.arange(len(cases))
-    x0, dy, dx = torch.tensor(cases).T
+    # Classes 1..32 each have one true pixel, at (18, 17 + k), and one predicted pixel, at the same
+    # offset (dy, dx) from it in every class: class k's BF is 1 when dy^2 + dx^2 < theta^2, else 0.
+    # theta = 17.3 makes disk rows up to 35 bits wide (more than one read window); offsets sweep
+    # whole rows across the disk (each pixel queries the other at +-offset), and the 32 columns
+    # put the pixels at every bit position of a packed word.
+    h, w, theta, k = 36, 69, 17.3, 32
+    cases = [(dy, dx) for dy in (0, 5, 12, 17) for dx in range(-18, 19)]
     truth = torch.zeros(len(cases), h, w, dtype=torch.long)
     pred = torch.zeros_like(truth)
-    truth[index, 20, x0] = 1
-    pred[index, 20 + dy, x0 + dx] = 1
-    scores = bf_score_per_class(pred, truth, 2, tolerance=theta / math.hypot(h, w))[:, 1]
-    expected = [1.0 if dy * dy + dx * dx < theta**2 else 0.0 for _, dy, dx in cases]
-    assert scores.tolist() == expected
-    assert 0 < sum(expected) < len(expected)
+    truth[:, 18, 18 : 18 + k] = torch.arange(1, k + 1)
+    for i, (dy, dx) in enumerate(cases):
+        pred[i, 18 + dy, 18 + dx : 18 + dx + k] = torch.arange(1, k + 1)
+    scores = bf_score_per_class(pred, truth, k + 1, tolerance=theta / math.hypot(h, w))[:, 1:]
+    expected = torch.tensor([float(dy * dy + dx * dx < theta**2) for dy, dx in cases], dtype=scores.dtype)
+    torch.testing.assert_close(scores, expected[:, None].expand(-1, k), rtol=0, atol=0)
+    assert 0 < expected.sum() < len(cases)
 
 
 def test_bf_batch_equals_single_images_and_edt_reference():

@@ -29,6 +29,7 @@ from torchmetrics.utilities.data import dim_zero_cat
 _WORD_BITS = 32
 _MAX_SEGMENT = 33  # a window of <= 33 bits starting at bit s <= 31 lies inside two 32-bit words
 _CHUNK_ELEMENTS = 1 << 22  # bounds the (queries x segments) temporaries to a few tens of MB
+_CHUNK_PIXELS = 1 << 21  # images per call to _bf_scores: about one 1080p frame (memory, cache)
 
 
 def float_dtype(device: torch.device) -> torch.dtype:
@@ -250,6 +251,21 @@ def bf_score_per_class(
         tolerance: match distance as a fraction of the image diagonal.
     """
     preds, target = as_class_indices(preds, target)
+    n, h, w = target.shape
+    step = max(1, _CHUNK_PIXELS // max(1, h * w))
+    parts = [
+        _bf_scores(preds[i : i + step], target[i : i + step], num_classes, ignore_index, tolerance)
+        for i in range(0, n, step)
+    ]
+    if not parts:
+        return torch.empty(0, num_classes, dtype=float_dtype(target.device), device=target.device)
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
+def _bf_scores(
+    preds: Tensor, target: Tensor, num_classes: int, ignore_index: int | None, tolerance: float
+) -> Tensor:
+    """:func:`bf_score_per_class` of a batch of ``(N, H, W)`` index maps, all at once."""
     n, h, w = target.shape
     device = target.device
     valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)

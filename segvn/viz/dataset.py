@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -77,10 +78,7 @@ def class_table(stats: LabelStats, class_names: Sequence[str]) -> dict[str, Any]
             "image_pixel_count": int(image_pixels[c]),
             "pixel_share": pixels[c] / labelled if labelled else None,
             "frequency": pixels[c] / image_pixels[c] if image_pixels[c] else None,
-            **{
-                f"{m}_weight": None if weights[m] is None else float(weights[m][c])
-                for m in WEIGHT_METHODS
-            },
+            **{f"{m}_weight": None if weights[m] is None else float(weights[m][c]) for m in WEIGHT_METHODS},
         }
         classes[name] = {k: (_num(v) if isinstance(v, float) else v) for k, v in classes[name].items()}
     return {
@@ -130,14 +128,17 @@ def dataset_report(dm: Any, splits: Sequence[str] = SPLITS) -> dict[str, Any]:
         frames = split_frames(source, split)
         labelled = [s for s in frames if s.label is not None]
         entry: dict[str, Any] = {
-            "streets": list(source.streets.get(split, [])) if source.split_mode == "streets" or split == "predict"
+            "streets": list(source.streets.get(split, []))
+            if source.split_mode == "streets" or split == "predict"
             else sorted({s.street for s in frames}),
             "frames": len(frames),
             "labelled_frames": len(labelled),
         }
         if not frames:
             entry["status"] = "empty"
-            entry["note"] = f"the {split} split has no frames (data.source.{split}={source.streets.get(split)})"
+            entry["note"] = (
+                f"the {split} split has no frames (data.source.{split}={source.streets.get(split)})"
+            )
         elif not labelled:
             entry["status"] = "unlabelled"
             entry["note"] = f"the {split} split has {len(frames)} frames but none has a label map"
@@ -179,6 +180,19 @@ def evenly_spaced(n: int, k: int) -> list[int]:
     return sorted({int(round(i)) for i in np.linspace(0, n - 1, k)})
 
 
+def resize_pair(
+    image: np.ndarray, label: np.ndarray, size: Sequence[int] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A frame and its label map resized to ``size`` = (H, W) (area / nearest), or as they are."""
+    if not size:
+        return image, label
+    h, w = int(size[0]), int(size[1])
+    return (
+        cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA),
+        cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST),
+    )
+
+
 def legend_panel(
     class_names: Sequence[str], palette: np.ndarray = PALETTE, height: int = 0, scale: float = 0.45
 ) -> np.ndarray:
@@ -199,7 +213,7 @@ def label_grid(
     """Frames with their labels overlaid (``alpha`` as MATLAB's labeloverlay), tiled, legend on the right.
 
     ``frames`` are ``(rgb uint8 (H, W, 3), label (H, W) with 255 = unlabelled, title)``, all of one
-    size. Unlabelled pixels keep the frame's colours. Returns one RGB uint8 picture.
+    size (see :func:`resize_pair`); frames are shown as stored, without training augmentation. Unlabelled pixels keep the frame's colours. Returns one RGB uint8 picture.
     """
     if not frames:
         raise ValueError("no frames to show")
@@ -250,7 +264,9 @@ def plot_class_weights(
             linewidth=0.5,
             label=method.replace("_", " "),
         )
-        ax.bar_label(bars, labels=["n/a" if np.isnan(v) else f"{v:.2f}" for v in values], fontsize=7, padding=1)
+        ax.bar_label(
+            bars, labels=["n/a" if np.isnan(v) else f"{v:.2f}" for v in values], fontsize=7, padding=1
+        )
     if palette is not None:
         colours = np.asarray(palette, dtype=np.float64).reshape(-1, 3)[:n] / 255.0
         ax.scatter(x, np.zeros(n), c=colours, marker="s", s=90, edgecolors="black", zorder=3, clip_on=False)

@@ -1,0 +1,226 @@
+"""Benchmark ``segvn.predict`` on the dash-cam video: pipeline speed, and TC/speed of temporal smoothing.
+
+``speed`` mode compares, on the same first ``--frames`` frames, the same model, input size and batch:
+
+* **end-to-end**: :func:`segvn.viz.video_pipeline.run_prediction`, as ``python -m segvn.predict`` runs it
+  (decode thread -> batched model -> writer thread with overlay, legend, H.264; TC thread), timed from
+  opening the file to the closed mp4;
+* **model-only**: :class:`segvn.models.inference.Predictor` alone on the frames already decoded in memory
+  (resize, normalise, network, upsampling, argmax, class shares), the pipeline's ceiling;
+* **naive**: one frame at a time in one thread: read, infer (batch 1), blend + legend, encode, TC.
+
+The goal is end-to-end >= 0.9x model-only: decoding, drawing, encoding and TC hidden behind the model.
+
+``temporal`` mode runs the pipeline with ``temporal.ema`` in {0, 0.5, 0.8} and ``flow_aligned`` off/on
+and reports TC (Liu et al. 2020; higher = more stable) and speed; ``--agree`` also reports how many
+pixels keep the unsmoothed (ema=0) label. TC of a barely trained model says little about a good one, so
+pass ``--ckpt`` for a real model; without it a model is trained briefly on CamVid (``--train-batches``)
+and cached under ``outputs/bench/predict_ckpt``.
+
+    .venv/bin/python benchmarks/bench_predict.py [speed|temporal|all] [--ckpt PATH] [--frames 100]
+        [--size 270 480] [--batch 4] [--device auto]
+
+Default video: ``$SEGVN_SHARED/videos/solidWhiteRight.mp4`` (960x540, 25 fps, 221 frames);
+``--frames 0`` takes all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from segvn.data.video import VideoWriter, open_video
+from segvn.models.checkpoint import load_checkpoint, model_from_checkpoint
+from segvn.models.inference import Predictor
+from segvn.models.smoothing import TemporalEMA
+from segvn.viz.video_pipeline import Drawer, PredictOptions, TemporalTracker, run_prediction
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SEGVN_SHARED", REPO_ROOT.parent / "shared"))
+DEFAULT_VIDEO = SHARED / "videos" / "solidWhiteRight.mp4"
+CKPT_DIR = REPO_ROOT / "outputs" / "bench" / "predict_ckpt"
+
+
+def train_checkpoint(batches: int, size: tuple[int, int]) -> Path:
+    """A ResNet-18 DeepLabV3+ trained for ``batches`` steps on CamVid (cached)."""
+    ckpt = CKPT_DIR / "checkpoints" / "last.ckpt"
+    if ckpt.exists():
+        print(f"using the cached checkpoint {ckpt}")
+        return ckpt
+    cmd = [
+        sys.executable, "-m", "segvn.train", "+experiment=resnet18", "data=camvid",
+        f"data.image_size=[{size[0]},{size[1]}]", "data.num_workers=0", "trainer.max_epochs=1",
+        f"trainer.limit_train_batches={batches}", "trainer.limit_val_batches=2", "test=false",
+        "logger=csv", "model.optimizer.lr=0.01", f"hydra.run.dir={CKPT_DIR}",
+    ]  # fmt: skip
+    print(f"training a checkpoint on CamVid ({batches} batches at {size[0]}x{size[1]}) ...", flush=True)
+    start = time.perf_counter()
+    env = {**os.environ, "SEGVN_SHARED": str(SHARED), "WANDB_MODE": "offline"}
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"training failed:\n{proc.stderr[-3000:]}")
+    print(f"  trained in {time.perf_counter() - start:.0f} s -> {ckpt}")
+    return ckpt
+
+
+def first_frames(video: Path, n: int | None) -> list[np.ndarray]:
+    frames = []
+    for frame in open_video(video):
+        frames.append(frame.rgb)
+        if n and len(frames) == n:
+            break
+    return frames
+
+
+def model_only(module, frames, args) -> float:
+    predictor = Predictor(module, args.device, args.size)
+    predictor(frames[: args.batch])  # warm-up
+    predictor.reset_timing()
+    for i in range(0, len(frames), args.batch):
+        predictor(frames[i : i + args.batch])
+    return predictor.fps
+
+
+def end_to_end(module, video, args, out: Path, ema=0.0, flow_aligned=False) -> dict:
+    predictor = Predictor(module, args.device, args.size, TemporalEMA(ema, flow_aligned))
+    predictor(first_frames(video, args.batch))  # warm-up, like model_only
+    predictor.reset()
+    predictor.reset_timing()
+    options = PredictOptions(batch_size=args.batch, max_frames=args.frames or None, save_labels=args.agree)
+    return run_prediction(predictor, out, list(module.class_names), options, videos=[video])
+
+
+def naive(module, video, args, out: Path) -> float:
+    """Read, infer (batch 1), blend + legend, encode, TC: one frame at a time, one thread."""
+    predictor = Predictor(module, args.device, args.size)
+    predictor(first_frames(video, 1))
+    names = list(module.class_names)
+    drawer, tracker = Drawer(names, PredictOptions()), TemporalTracker(len(names))
+    start = time.perf_counter()
+    reader = open_video(video)
+    info, count = reader.info, 0
+    with VideoWriter(out / "naive.mp4", info.rate, info.width, info.height, preset="veryfast") as writer:
+        for frame in reader:
+            labels = predictor([frame.rgb]).labels[0]
+            writer.write(drawer(frame.rgb, labels))
+            tracker.add(frame.rgb, labels)
+            count += 1
+            if args.frames and count == args.frames:
+                break
+    return count / (time.perf_counter() - start)
+
+
+def speed(module, video, args, work: Path) -> dict:
+    frames = first_frames(video, args.frames or None)
+    n = len(frames)
+    print(
+        f"\nspeed: {n} frames of {video.name}, model input {args.size[0]}x{args.size[1]}, batch {args.batch}"
+    )
+    runs: dict[str, list[float]] = {"model_only": [], "end_to_end": [], "naive": []}
+    for r in range(args.repeats):  # interleaved, so changes of machine load hit all three alike
+        runs["model_only"].append(model_only(module, frames, args))
+        summary = end_to_end(module, video, args, work / f"e2e_{r}")
+        runs["end_to_end"].append(summary["fps"])
+        runs.setdefault("end_to_end_model", []).append(summary["model_fps"])
+        runs["naive"].append(naive(module, video, args, work))
+        print(
+            f"  repeat {r + 1}: model-only {runs['model_only'][-1]:.2f} fps, end-to-end {runs['end_to_end'][-1]:.2f} "
+            f"fps (its model part {summary['model_fps']:.2f}), naive {runs['naive'][-1]:.2f} fps",
+            flush=True,
+        )
+    med = {k: float(np.median(v)) for k, v in runs.items()}
+    result = {
+        "frames": n,
+        "fps": med,
+        "end_to_end_over_model_only": med["end_to_end"] / med["model_only"],
+        "end_to_end_over_naive": med["end_to_end"] / med["naive"],
+        "naive_over_model_only": med["naive"] / med["model_only"],
+        "runs": runs,
+    }
+    print("| pipeline | fps (median) |\n| --- | --- |")
+    for key in ("model_only", "end_to_end", "naive"):
+        print(f"| {key.replace('_', '-')} | {med[key]:.2f} |")
+    print(
+        f"end-to-end / model-only = {result['end_to_end_over_model_only']:.3f} (goal >= 0.9); "
+        f"end-to-end / naive = {result['end_to_end_over_naive']:.2f}x"
+    )
+    return result
+
+
+def temporal(module, video, args, work: Path) -> list[dict]:
+    print(f"\ntemporal: first {args.frames or 'all'} frames, model input {args.size[0]}x{args.size[1]}")
+    settings = [(0.0, False), (0.5, False), (0.5, True), (0.8, False), (0.8, True)]
+    rows, reference = [], None
+    for ema, aligned in settings:
+        out = work / f"ema{ema}_{'flow' if aligned else 'plain'}"
+        summary = end_to_end(module, video, args, out, ema, aligned)
+        row = {
+            "ema": ema,
+            "flow_aligned": aligned,
+            "tc": summary["tc"],
+            "fps": summary["fps"],
+            "model_fps": summary["model_fps"],
+        }
+        if args.agree:
+            labels = sorted((out / "labels").rglob("*.png"))
+            stack = np.stack([np.asarray(Image.open(p)) for p in labels])
+            reference = stack if reference is None else reference
+            row["same_label_as_ema0"] = float((stack == reference).mean())
+        rows.append(row)
+        print(f"  {row}", flush=True)
+    print("| ema | flow-aligned | TC | end-to-end fps | model fps |\n| --- | --- | --- | --- | --- |")
+    for r in rows:
+        aligned = "-" if r["ema"] == 0 else ("on" if r["flow_aligned"] else "off")
+        print(f"| {r['ema']} | {aligned} | {r['tc']:.4f} | {r['fps']:.2f} | {r['model_fps']:.2f} |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", nargs="?", choices=("speed", "temporal", "all"), default="all")
+    parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
+    parser.add_argument("--ckpt", type=Path, default=None, help="a segvn checkpoint (default: train one)")
+    parser.add_argument("--frames", type=int, default=100, help="first N frames (0 = all)")
+    parser.add_argument("--size", type=int, nargs=2, default=[270, 480], help="model input height width")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--train-batches", type=int, default=40)
+    parser.add_argument("--train-size", type=int, nargs=2, default=[180, 240])
+    parser.add_argument("--agree", action="store_true", help="temporal: share of pixels equal to ema=0's")
+    parser.add_argument("--json", type=Path, default=REPO_ROOT / "outputs" / "bench" / "bench_predict.json")
+    args = parser.parse_args()
+    args.size = tuple(args.size)
+    if not args.video.exists():
+        raise SystemExit(f"video not found: {args.video} (set SEGVN_SHARED or pass --video)")
+    ckpt = args.ckpt or train_checkpoint(args.train_batches, tuple(args.train_size))
+    module = model_from_checkpoint(load_checkpoint(ckpt))
+    info = open_video(args.video).info
+    print(f"{args.video.name}: {info.width}x{info.height}, {info.fps:g} fps; checkpoint {ckpt}")
+    results: dict = {
+        "video": str(args.video),
+        "checkpoint": str(ckpt),
+        "size": list(args.size),
+        "batch": args.batch,
+    }
+    with tempfile.TemporaryDirectory(prefix="segvn_bench_predict_") as tmp:
+        if args.mode in ("speed", "all"):
+            results["speed"] = speed(module, args.video, args, Path(tmp))
+        if args.mode in ("temporal", "all"):
+            results["temporal"] = temporal(module, args.video, args, Path(tmp))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    print(f"\nresults -> {args.json}")
+
+
+if __name__ == "__main__":
+    main()

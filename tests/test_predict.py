@@ -1,0 +1,431 @@
+"""``segvn.predict``: overlay videos/PNGs, class shares, summary, TC, smoothing, truncated input, errors.
+
+Real data: the dash-cam video (960x540, 25 fps, 221 frames) and a checkpoint trained for two steps on
+CamVid (``camvid_checkpoint`` in conftest). The model runs at a small input size (``input_size``) and on
+the first frames only, so the in-process tests take seconds; the whole video runs in a ``slow`` test.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segvn.data.classes import CLASS_NAMES, PALETTE
+from segvn.data.video import VideoWriter, open_video
+from segvn.models.checkpoint import load_checkpoint, model_from_checkpoint
+from segvn.models.inference import BatchPrediction, Predictor, pick_device
+from segvn.models.smoothing import TemporalEMA
+from segvn.utils.from_checkpoint import add_checkpoint_configs
+from segvn.viz.overlay import overlay
+from segvn.viz.video_pipeline import (
+    Item,
+    PredictOptions,
+    SharesCSV,
+    collect_inputs,
+    predict_video,
+    run_prediction,
+    run_stream,
+)
+
+from .conftest import REPO_ROOT, SHARED_DIR
+
+SMALL = (64, 96)  # model input size for the tests (the checkpoint was trained at 64x96)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _predict_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SEGVN_SHARED": str(SHARED_DIR), "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "-m", "segvn.predict", *args]
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _compose(compose_cfg, ckpt: Path, *overrides: str):
+    """The config ``python -m segvn.predict ckpt_path=CKPT OVERRIDES`` would run (checkpoint configs included)."""
+    argv = ["segvn.predict", f"ckpt_path={ckpt}", *overrides]
+    add_checkpoint_configs(argv)
+    return compose_cfg(argv[1:], config_name="predict")
+
+
+def _video_facts(path: Path) -> tuple[int, float, int, int, list[np.ndarray]]:
+    """(decoded frames, average rate, width, height, first two frames) of an mp4, decoded with PyAV."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        rate, width, height = float(stream.average_rate), stream.width, stream.height
+        first, count = [], 0
+        for frame in container.decode(stream):
+            if count < 2:
+                first.append(frame.to_ndarray(format="rgb24"))
+            count += 1
+    return count, rate, width, height, first
+
+
+def _shares(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _check_shares(rows: list[dict], class_names=CLASS_NAMES) -> np.ndarray:
+    values = np.array([[float(r[c]) for c in class_names] for r in rows])
+    assert np.isfinite(values).all()
+    assert (values >= 0).all() and (values <= 1).all()
+    np.testing.assert_allclose(values.sum(1), 1.0, atol=1e-4)
+    return values
+
+
+def _truncate(src: Path, dst: Path, fraction: float) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * fraction)])
+    return dst
+
+
+def _first_frames(video: Path, n: int) -> list[np.ndarray]:
+    frames = []
+    for frame in open_video(video, "pyav"):
+        frames.append(frame.rgb)
+        if len(frames) == n:
+            break
+    return frames
+
+
+@pytest.fixture(scope="session")
+def module(camvid_checkpoint):
+    return model_from_checkpoint(load_checkpoint(camvid_checkpoint))
+
+
+# --------------------------------------------------------------------------------------- the video
+def test_video_outputs(module, video_path: Path, tmp_path: Path) -> None:
+    options = PredictOptions(batch_size=4, max_frames=30, save_labels=True, legend=False)
+    predictor = Predictor(module, "cpu", SMALL)
+    summary = run_prediction(predictor, tmp_path, CLASS_NAMES, options, videos=[video_path])
+
+    out = tmp_path / "solidWhiteRight_overlay.mp4"
+    count, rate, width, height, first = _video_facts(out)
+    assert (count, rate, width, height) == (30, 25.0, 960, 540)
+
+    rows = _shares(tmp_path / "class_shares.csv")
+    assert len(rows) == 30 and [int(r["frame"]) for r in rows] == list(range(30))
+    np.testing.assert_allclose([float(r["timestamp"]) for r in rows], np.arange(30) / 25, atol=1e-6)
+    assert {r["source"] for r in rows} == {str(video_path)}
+    shares = _check_shares(rows)
+
+    labels = sorted((tmp_path / "labels" / "solidWhiteRight").glob("*.png"))
+    assert [p.name for p in labels[:2]] == ["solidWhiteRight_000000.png", "solidWhiteRight_000001.png"]
+    assert len(labels) == 30
+    label0 = Image.open(labels[0])
+    assert label0.mode == "P" and label0.size == (960, 540)
+    index0 = np.asarray(label0)
+    assert index0.max() < len(CLASS_NAMES)
+    assert np.asarray(label0.convert("RGB"))[0, 0].tolist() == PALETTE[index0[0, 0]].tolist()
+    # the CSV's shares are those of the label maps
+    np.testing.assert_allclose(np.bincount(index0.ravel(), minlength=8) / index0.size, shares[0], atol=1e-6)
+    # the video shows the frame blended with its labels (alpha 0.4), frame 0 with labels 0
+    frame0 = _first_frames(video_path, 1)[0]
+    expected = overlay(frame0, index0, 0.4).astype(np.float32)
+    assert np.abs(first[0].astype(np.float32) - expected).mean() < 4.0  # H.264 (crf 20) error only
+    assert np.abs(first[0].astype(np.float32) - frame0).mean() > 8.0
+
+    assert summary["status"] == "complete" and summary["errors"] == []
+    assert summary["frames"] == 30 and summary["seconds"] > 0
+    assert summary["fps"] > 0 and summary["model_fps"] >= summary["fps"] * 0.5
+    assert 0.0 <= summary["tc"] <= 1.0 and summary["tc_pairs"] == 29
+    (entry,) = summary["inputs"]
+    assert entry["output"] == str(out) and entry["input"] == str(video_path)
+    assert (entry["width"], entry["height"], entry["video_fps"], entry["frames"]) == (960, 540, 25.0, 30)
+    assert entry["partial"] is False and entry["tc"] == summary["tc"]
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert sum(summary["mean_class_shares"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_cli_whole_video(camvid_checkpoint, video_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _predict_cli(
+        f"ckpt_path={camvid_checkpoint}", f"input={video_path}", f"input_size=[{SMALL[0]},{SMALL[1]}]",
+        "batch_size=8", f"hydra.run.dir={out}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    count, rate, width, height, _ = _video_facts(out / "solidWhiteRight_overlay.mp4")
+    assert (count, rate, width, height) == (221, 25.0, 960, 540)
+    rows = _shares(out / "class_shares.csv")
+    assert len(rows) == 221
+    _check_shares(rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["frames"] == 221 and summary["tc_pairs"] == 220
+    assert summary["input_size"] == list(SMALL) and summary["device"] == "cpu"
+    for key in ("seconds", "fps", "model_fps", "tc"):
+        assert summary[key] > 0, key
+    log = (out / "predict.log").read_text()
+    assert "221 frames" in log and "fps end-to-end" in log and "TC " in log
+    assert (out / "config.yaml").exists()
+
+
+def test_truncated_video_keeps_partial_outputs(camvid_checkpoint, video_path: Path, tmp_path: Path) -> None:
+    broken = _truncate(video_path, tmp_path / "cut.mp4", 0.2)
+    out = tmp_path / "run"
+    proc = _predict_cli(
+        f"ckpt_path={camvid_checkpoint}", f"input={broken}", f"input_size=[{SMALL[0]},{SMALL[1]}]",
+        "legend=false", f"hydra.run.dir={out}",
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    said = proc.stdout + proc.stderr
+    assert "Traceback" not in said
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "partial"
+    (entry,) = summary["inputs"]
+    assert entry["partial"] is True
+    frames = entry["frames"]
+    assert 0 < frames < 221
+    assert str(broken) in entry["error"] and f"frame {frames}" in entry["error"]
+    assert summary["errors"] == [entry["error"]]
+    # the error message names the file and the frame, and says the outputs are kept
+    assert str(broken) in said and f"frame {frames}" in said and "kept" in said
+    # a playable video with every frame before the damage, and their CSV rows
+    count, rate, width, height, _ = _video_facts(out / "cut_overlay.mp4")
+    assert (count, rate, width, height) == (frames, 25.0, 960, 540)
+    rows = _shares(out / "class_shares.csv")
+    assert [int(r["frame"]) for r in rows] == list(range(frames))
+    _check_shares(rows)
+
+
+# ----------------------------------------------------------------------------- images and folders
+def _write_clip(frames: list[np.ndarray], path: Path, size=(160, 96)) -> Path:
+    with VideoWriter(path, 25, *size) as writer:
+        for f in frames:
+            writer.write(cv2.resize(f, size, interpolation=cv2.INTER_AREA))
+    return path
+
+
+def test_image_and_folder_inputs(camvid_checkpoint, compose_cfg, video_path: Path, tmp_path: Path) -> None:
+    from segvn.predict import predict
+
+    frames = _first_frames(video_path, 12)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(cv2.resize(frames[0], (160, 90))).save(folder / "a.png")
+    Image.fromarray(cv2.resize(frames[5], (160, 90))).save(folder / "b.jpg")
+    Image.fromarray(cv2.resize(frames[9], (120, 75))).save(folder / "c.png")
+    (folder / "notes.txt").write_text("not an image")
+    _write_clip(frames, folder / "clip.mp4")
+
+    # one image
+    out = tmp_path / "one"
+    cfg = _compose(
+        compose_cfg,
+        camvid_checkpoint,
+        f"input={folder / 'c.png'}",
+        "save_labels=true",
+        f"paths.output_dir={out}",
+    )
+    summary = predict(cfg)
+    assert Image.open(out / "overlays" / "c.png").size == (120, 75)
+    assert Image.open(out / "labels" / "c.png").mode == "P"
+    assert summary["frames"] == 1 and summary["tc"] is None and summary["inputs"][0]["kind"] == "images"
+    # the checkpoint's data config sets the default input size only for input=null
+    assert summary["input_size"] is None
+    assert len(_shares(out / "class_shares.csv")) == 1
+
+    # a folder: images of two sizes, and a video that gets its own overlay video
+    out = tmp_path / "folder"
+    cfg = _compose(
+        compose_cfg, camvid_checkpoint, f"input={folder}", "save_labels=true", f"paths.output_dir={out}"
+    )
+    summary = predict(cfg)
+    assert sorted(p.name for p in (out / "overlays").glob("*.png")) == ["a.png", "b.png", "c.png"]
+    assert Image.open(out / "overlays" / "b.png").size == (160, 90)
+    count, rate, width, height, _ = _video_facts(out / "clip_overlay.mp4")
+    assert (count, rate, width, height) == (12, 25.0, 160, 96)
+    assert len(list((out / "labels" / "clip").glob("clip_*.png"))) == 12
+    rows = _shares(out / "class_shares.csv")
+    assert len(rows) == 15
+    assert [r["source"] for r in rows[-3:]] == [str(folder / n) for n in ("a.png", "b.jpg", "c.png")]
+    assert all(r["timestamp"] == "" for r in rows[-3:])
+    _check_shares(rows)
+    kinds = [(e["kind"], e["frames"]) for e in summary["inputs"]]
+    assert kinds == [("video", 12), ("images", 3)]
+    assert summary["tc_pairs"] == 11 and summary["frames"] == 15
+
+
+def test_collect_inputs_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="input not found"):
+        collect_inputs(tmp_path / "missing.mp4")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="has no videos or images"):
+        collect_inputs(tmp_path)
+
+
+def test_prediction_set_of_the_data_module(
+    camvid_checkpoint, compose_cfg, video_path: Path, tmp_path: Path
+) -> None:
+    from segvn.predict import predict
+
+    root = tmp_path / "hcmc"
+    frames = _first_frames(video_path, 5)
+    for street, picks in (("ly_thuong_kiet", (0, 1, 2)), ("bac_hai", (3, 4)), ("ha_huy_giap", (0,))):
+        (root / street / "frames").mkdir(parents=True)
+        for i in picks:
+            small = cv2.resize(frames[i], (160, 90), interpolation=cv2.INTER_AREA)
+            Image.fromarray(small).save(root / street / "frames" / f"VID0001_{i:06d}.png")
+    cfg = _compose(
+        compose_cfg, camvid_checkpoint, "data=vietnam", f"data.root={root}",
+        "data.source.predict=[ly_thuong_kiet,bac_hai]", "data.image_size=[64,96]", "save_labels=true",
+    )  # fmt: skip
+    summary = predict(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert summary["input_size"] == [64, 96]  # the data config's image_size
+    assert "ly_thuong_kiet" in summary["input"] and "bac_hai" in summary["input"]
+    overlays = sorted(str(p.relative_to(out / "overlays")) for p in (out / "overlays").rglob("*.png"))
+    assert overlays == [
+        "bac_hai/VID0001_000003.png",
+        "bac_hai/VID0001_000004.png",
+        "ly_thuong_kiet/VID0001_000000.png",
+        "ly_thuong_kiet/VID0001_000001.png",
+        "ly_thuong_kiet/VID0001_000002.png",
+    ]
+    label = Image.open(out / "labels" / "bac_hai" / "VID0001_000003.png")
+    assert label.mode == "P" and label.size == (160, 90)  # native size, not the model's input size
+    assert [e["input"] for e in summary["inputs"]] == ["ly_thuong_kiet", "bac_hai"]
+    assert len(_shares(out / "class_shares.csv")) == 5 == summary["frames"]
+
+
+# ------------------------------------------------------------------------------------- smoothing
+def test_ema_zero_equals_no_smoothing(module, video_path: Path, tmp_path: Path) -> None:
+    frames = _first_frames(video_path, 8)
+    plain = Predictor(module, "cpu", SMALL)
+    zero = Predictor(module, "cpu", SMALL, TemporalEMA(0.0, flow_aligned=True))
+    smooth = Predictor(module, "cpu", SMALL, TemporalEMA(0.8, flow_aligned=True))
+    for i in (0, 4):
+        a, b, c = plain(frames[i : i + 4]), zero(frames[i : i + 4]), smooth(frames[i : i + 4])
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_array_equal(a.shares, b.shares)
+        if i == 0:  # the first frame of a stream has no history (probabilities instead of logits upsampled)
+            assert (a.labels[0] == c.labels[0]).mean() > 0.999
+    assert (a.labels != c.labels).any(), "ema=0.8 should change some pixels of later frames"
+
+    # the whole pipeline with ema=0 writes exactly the unsmoothed shares
+    options = PredictOptions(max_frames=8, legend=False, tc=False)
+    for name, predictor in (("plain", Predictor(module, "cpu", SMALL)), ("zero", zero)):
+        run_prediction(predictor, tmp_path / name, CLASS_NAMES, options, videos=[video_path])
+    assert _shares(tmp_path / "plain" / "class_shares.csv") == _shares(tmp_path / "zero" / "class_shares.csv")
+
+
+@pytest.mark.parametrize("flow_aligned", [False, True])
+def test_smoothing_in_the_pipeline(module, video_path: Path, tmp_path: Path, flow_aligned: bool) -> None:
+    options = PredictOptions(max_frames=10, batch_size=3)
+    predictor = Predictor(module, "cpu", SMALL, TemporalEMA(0.5, flow_aligned))
+    summary = run_prediction(predictor, tmp_path, CLASS_NAMES, options, videos=[video_path])
+    assert summary["frames"] == 10 and 0 <= summary["tc"] <= 1
+    _check_shares(_shares(tmp_path / "class_shares.csv"))
+
+
+# ------------------------------------------------------------------------- streaming and errors
+class _FakePredictor:
+    """Labels = a class per frame, optionally slow or failing; counts frames like Predictor."""
+
+    smoother = None
+
+    def __init__(self, delay: float = 0.0, fail_at: int | None = None):
+        self.delay, self.fail_at, self.frames, self.seconds = delay, fail_at, 0, 0.0
+
+    def reset(self) -> None:
+        pass
+
+    def __call__(self, frames):
+        if self.fail_at is not None and self.frames + len(frames) > self.fail_at:
+            raise RuntimeError("model exploded")
+        time.sleep(self.delay)
+        self.frames += len(frames)
+        self.seconds += self.delay + 1e-6
+        h, w = frames[0].shape[:2]
+        labels = np.stack([np.full((h, w), i % 8, np.uint8) for i in range(len(frames))])
+        shares = np.eye(8)[np.arange(len(frames)) % 8]
+        return BatchPrediction(labels, shares)
+
+
+def test_stream_memory_is_bounded() -> None:
+    """However long the input, at most a few batches are between decoding and writing."""
+    produced, written, in_flight = [0], [0], []
+    lock = threading.Lock()
+
+    def items():
+        for i in range(200):
+            with lock:
+                produced[0] += 1
+                in_flight.append(produced[0] - written[0])
+            yield Item(i, i / 25, np.zeros((8, 8, 3), np.uint8), "x", "x")
+
+    def slow_writer(batch, prediction):
+        time.sleep(0.002)
+        with lock:
+            written[0] += len(batch)
+
+    error = run_stream(items(), _FakePredictor(), [("write", slow_writer, lambda: None)], 4, queue_size=2)
+    assert error is None and written[0] == 200
+    # producer queue (2) + predictor (1) + writer queue (2) + writer (1) batches, + the one being filled
+    assert max(in_flight) <= 7 * 4
+
+
+def test_model_error_still_finalises_the_video(video_path: Path, tmp_path: Path) -> None:
+    shares = SharesCSV(tmp_path / "class_shares.csv", CLASS_NAMES)
+    with pytest.raises(RuntimeError, match="model exploded"):
+        predict_video(
+            video_path, _FakePredictor(fail_at=10), tmp_path, CLASS_NAMES, shares,
+            PredictOptions(batch_size=4, max_frames=20, legend=False),
+        )  # fmt: skip
+    shares.close()
+    count, *_ = _video_facts(tmp_path / "solidWhiteRight_overlay.mp4")
+    assert count == 8  # two whole batches made it before the failing one
+    assert len(_shares(tmp_path / "class_shares.csv")) == 8
+
+
+def test_bad_settings(module, compose_cfg, camvid_checkpoint, video_path: Path) -> None:
+    from segvn.predict import PredictConfigError, predict
+
+    for override, message in (
+        ("batch_size=0", "batch_size"),
+        ("temporal.ema=0.99", "ema"),
+        ("temporal.tc_scale=0", "tc_scale"),
+        ("input_size=[64]", "input_size"),
+    ):
+        cfg = _compose(compose_cfg, camvid_checkpoint, f"input={video_path}", override)
+        with pytest.raises(PredictConfigError, match=message):
+            predict(cfg)
+    cfg = _compose(compose_cfg, camvid_checkpoint, "input=/no/such/video.mp4")
+    with pytest.raises(FileNotFoundError, match="/no/such/video.mp4"):
+        predict(cfg)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            pick_device("cuda")
+    assert pick_device("auto").type in ("cpu", "cuda")
+
+
+@pytest.mark.parametrize("kind", ["truncated", "garbage"])
+def test_bad_checkpoint_is_a_clear_error(
+    camvid_checkpoint, video_path: Path, tmp_path: Path, kind: str
+) -> None:
+    bad = tmp_path / "model.ckpt"
+    if kind == "truncated":  # an interrupted copy
+        data = camvid_checkpoint.read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    else:
+        bad.write_bytes(b"this is not a checkpoint" * 10)
+    proc = _predict_cli(
+        f"ckpt_path={bad}", f"input={video_path}", f"hydra.run.dir={tmp_path / 'run'}", timeout=300
+    )
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 1, said[-3000:]
+    assert "Traceback" not in said
+    assert str(bad) in said and "truncated or corrupt" in said
