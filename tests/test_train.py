@@ -130,3 +130,28 @@ def test_ddp_training_on_two_cpu_processes(tmp_path):
     assert len((run_dir / "epoch_metrics.csv").read_text().splitlines()) == 2  # one row, from rank 0 only
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert "segvn_config" in state
+
+
+@pytest.mark.slow
+def test_hydra_sweep_runs_one_job_per_value(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline", "SEGVN_ROOT": str(tmp_path)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "segvn.train",
+        "-m",
+        "model.optimizer.lr=0.01,0.02",
+        "+debug=limit",
+        "trainer.max_epochs=1",
+        "logger=csv",
+        "data.source.height=48",
+        "data.source.width=64",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for job, lr in (("0", 0.01), ("1", 0.02)):
+        config = yaml.safe_load((tmp_path / "sweep" / job / "config.yaml").read_text())
+        assert config["model"]["optimizer"]["lr"] == lr
+        metrics = json.loads((tmp_path / "sweep" / job / "metrics.json").read_text())
+        assert np.isfinite(metrics["metrics"]["val/miou_best"])

@@ -95,6 +95,7 @@ class SegDataModule(L.LightningDataModule):
         if stage in (None, "fit"):
             self.require("train")
             self.require("val")
+            self.label_stats("train")  # reads every training label once: sizes, colours, counts
         elif stage in ("validate", "test"):
             self.require("val" if stage == "validate" else "test")
         elif stage == "predict":
