@@ -10,11 +10,12 @@ install:  ## a .venv with pinned dependencies and segvn installed editable
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e ".[dev]"
 
+# two pytest workers on two cores: one torch thread each, else they fight over the cores
 test:  ## the whole suite (real data from ../shared or $$SEGVN_SHARED; skipped clearly without it)
-	WANDB_MODE=offline $(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 test-fast:  ## without the slow end-to-end tests
-	WANDB_MODE=offline $(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
 lint:
 	$(BIN)/ruff check .

@@ -78,9 +78,9 @@ class TrainingProgressPlot(Callback):
     """Draws ``training_progress.png`` (:func:`segvn.viz.plots.plot_training_progress`) when fitting ends.
 
     Reads the run's CSV log (``logger=csv`` or ``logger=wandb``, which includes it; without one, the
-    ``EpochMetricsCSV`` file); per-class IoU curves only with ``per_class=true``. Also drawn when a run stops on an exception (e.g. Ctrl+C), and with
-    ``every_epoch=true`` after every validation, to watch a long run. Never fails the run: a plotting
-    problem is logged as a warning.
+    ``EpochMetricsCSV`` file); per-class IoU curves only with ``per_class=true``. Also drawn when a
+    run stops on an exception (e.g. Ctrl+C), and with ``every_epoch=true`` after every validation,
+    to watch a long run. Never fails the run: a plotting problem is logged as a warning.
     """
 
     def __init__(

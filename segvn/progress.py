@@ -14,7 +14,7 @@ from pathlib import Path
 
 import hydra
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from segvn.utils import CONF_DIR, run_task
 from segvn.viz.plots import plot_training_progress
@@ -65,6 +65,8 @@ def draw_progress(
 
 
 def progress(cfg: DictConfig) -> Path:
+    if OmegaConf.is_missing(cfg, "run_dir"):
+        raise FileNotFoundError("no run directory given: python -m segvn.progress run_dir=DIR")
     run_dir = Path(cfg.run_dir).expanduser().resolve()
     csv_path = find_run_csv(run_dir)
     out = Path(cfg.out).expanduser() if cfg.out else run_dir / "training_progress.png"

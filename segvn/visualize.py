@@ -22,7 +22,7 @@ import cv2
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from segvn.data.classes import PALETTE
@@ -107,6 +107,8 @@ def prediction_picture(
 def visualize(cfg: DictConfig) -> dict:
     """Write the figures of ``cfg.ckpt_path`` on ``cfg.image``; returns the summary (visualize.json)."""
     out = Path(cfg.paths.output_dir)
+    if OmegaConf.is_missing(cfg, "image"):
+        raise FileNotFoundError("no image given: python -m segvn.visualize ckpt_path=PATH image=FRAME")
     image_path = Path(str(cfg.image)).expanduser()
     if not image_path.is_file():
         raise FileNotFoundError(f"image {image_path} not found; pass image=PATH of a frame (PNG/JPEG)")

@@ -15,6 +15,18 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
 
 
+def run_segvn(verb: str, *args: str, root: Path | None = None, timeout: int = 600, **env: str):
+    """Run ``python -m segvn.<verb> ARGS`` as a user would (offline W&B, the shared data)."""
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, "WANDB_MODE": "offline", "SEGVN_SHARED": str(SHARED_DIR), **env}
+    if root is not None:
+        full_env["SEGVN_ROOT"] = str(root)
+    cmd = [sys.executable, "-m", f"segvn.{verb}", *args]
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
 def _need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real data not found at {path}; set SEGVN_SHARED to the shared/ folder")
@@ -72,14 +84,9 @@ def compose_cfg(tmp_path):
 @pytest.fixture(scope="session")
 def camvid_checkpoint(camvid_root, tmp_path_factory) -> Path:
     """A real checkpoint: ``segvn.train`` for two steps on downscaled CamVid (made once per session)."""
-    import subprocess
-    import sys
-
     run = tmp_path_factory.mktemp("camvid_run")
-    cmd = [
-        sys.executable,
-        "-m",
-        "segvn.train",
+    proc = run_segvn(
+        "train",
         "+experiment=resnet18",
         "data=camvid_streets",
         "data.image_size=[64,96]",
@@ -90,8 +97,7 @@ def camvid_checkpoint(camvid_root, tmp_path_factory) -> Path:
         "test=false",
         "logger=csv",
         f"hydra.run.dir={run}",
-    ]
-    env = {**os.environ, "SEGVN_SHARED": str(SHARED_DIR), "SEGVN_ROOT": str(run)}
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        root=run,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run / "checkpoints" / "last.ckpt"

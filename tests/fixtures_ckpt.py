@@ -47,6 +47,7 @@ TRAIN_ARGS = [
 
 def _train(run_dir: Path, root: Path) -> None:
     env = {
+        "OMP_NUM_THREADS": "1",  # one thread per process: -n 2 on 2 cores would oversubscribe
         **os.environ,
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",

@@ -76,6 +76,7 @@ def hand_weights(counts: np.ndarray, pixels: np.ndarray) -> dict[str, np.ndarray
 def test_analyze_command_on_a_small_real_case_matches_a_hand_computation(small_camvid, tmp_path):
     out = tmp_path / "run"
     env = {
+        "OMP_NUM_THREADS": "1",  # one thread per process: -n 2 on 2 cores would oversubscribe
         **os.environ,
         "WANDB_MODE": "offline",
         "SEGVN_ROOT": str(tmp_path),

@@ -6,8 +6,6 @@ import csv
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,13 +15,11 @@ from PIL import Image
 from segvn.data.classes import camvid_lut, index_to_rgb
 from segvn.models.checkpoint import CheckpointError, load_checkpoint
 
-from .conftest import REPO_ROOT, SHARED_DIR
+from .conftest import run_segvn
 
 
-def _evaluate(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SEGVN_SHARED": str(SHARED_DIR), "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "-m", "segvn.evaluate", *args]
-    return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+def _evaluate(*args: str):
+    return run_segvn("evaluate", *args)
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ def trained_run(camvid_root, tmp_path_factory, request) -> Path:
 
 
 def _run(*args: str):
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = {"OMP_NUM_THREADS": "1", **os.environ, "WANDB_MODE": "offline"}
     return subprocess.run(
         [sys.executable, "-m", "segvn.progress", *args],
         cwd=REPO_ROOT,
@@ -46,13 +46,15 @@ def _png(path):
 @pytest.mark.xdist_group("trained_run")
 def test_progress_command_draws_the_figure_of_a_real_run(trained_run, tmp_path):
     out = tmp_path / "progress.png"
+    before = sorted(REPO_ROOT.iterdir()), sorted((REPO_ROOT / "outputs").glob("progress/runs/*"))
     proc = _run(f"run_dir={trained_run}", f"out={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     size, picture = _png(out)
     # the same figure the training run drew at its end (same CSV, same defaults but the title)
     assert size == _png(trained_run / "training_progress.png")[0]
     assert picture.std() > 10
-    assert not (REPO_ROOT / "progress.log").exists(), "the command leaves nothing behind but the picture"
+    after = sorted(REPO_ROOT.iterdir()), sorted((REPO_ROOT / "outputs").glob("progress/runs/*"))
+    assert after == before, "the command leaves nothing behind but the picture (no run dir, no log)"
 
 
 @pytest.mark.slow

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,25 +11,22 @@ import yaml
 
 from segvn.train import train
 
-from .conftest import REPO_ROOT
+from .conftest import run_segvn
 
 
 @pytest.mark.slow
 def test_train_command_writes_a_complete_run_directory(tmp_path):
     run_dir = tmp_path / "run"
-    env = {**os.environ, "WANDB_MODE": "offline", "SEGVN_ROOT": str(tmp_path)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "segvn.train",
+    proc = run_segvn(
+        "train",
         "+experiment=resnet18",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=2",
         "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1",
         f"hydra.run.dir={run_dir}",
-    ]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        root=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -58,17 +52,13 @@ def test_train_command_writes_a_complete_run_directory(tmp_path):
 
 
 def test_bad_data_root_is_one_clear_error(tmp_path):
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "segvn.train",
+    proc = run_segvn(
+        "train",
         "data=vietnam",
         f"data.root={tmp_path / 'missing'}",
         "logger=none",
         f"hydra.run.dir={tmp_path / 'run'}",
-    ]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    )
     assert proc.returncode == 1
     out = proc.stdout + proc.stderr
     assert f"data root {tmp_path / 'missing'} does not exist" in out and "Traceback" not in out
@@ -108,11 +98,8 @@ def test_synthetic_scenes_are_learnable(compose_cfg):
 def test_ddp_training_on_two_cpu_processes(tmp_path):
     """Real multi-process DDP (gloo): two ranks train, rank 0 alone writes the run directory."""
     run_dir = tmp_path / "run"
-    env = {**os.environ, "WANDB_MODE": "offline", "SEGVN_ROOT": str(tmp_path)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "segvn.train",
+    proc = run_segvn(
+        "train",
         "trainer=ddp_cpu",
         "+debug=limit",
         "logger=csv",
@@ -120,8 +107,8 @@ def test_ddp_training_on_two_cpu_processes(tmp_path):
         "data.source.width=64",
         "trainer.max_epochs=1",
         f"hydra.run.dir={run_dir}",
-    ]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        root=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in out and "distributed_backend=gloo" in out
@@ -134,11 +121,8 @@ def test_ddp_training_on_two_cpu_processes(tmp_path):
 
 @pytest.mark.slow
 def test_hydra_sweep_runs_one_job_per_value(tmp_path):
-    env = {**os.environ, "WANDB_MODE": "offline", "SEGVN_ROOT": str(tmp_path)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "segvn.train",
+    proc = run_segvn(
+        "train",
         "-m",
         "model.optimizer.lr=0.01,0.02",
         "+debug=limit",
@@ -147,8 +131,8 @@ def test_hydra_sweep_runs_one_job_per_value(tmp_path):
         "data.source.height=48",
         "data.source.width=64",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
-    ]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        root=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for job, lr in (("0", 0.01), ("1", 0.02)):
         config = yaml.safe_load((tmp_path / "sweep" / job / "config.yaml").read_text())

@@ -41,7 +41,7 @@ def _size(path: Path) -> tuple[int, int]:
 
 
 def _run(*args: str):
-    env = {**os.environ, "WANDB_MODE": "offline"}
+    env = {"OMP_NUM_THREADS": "1", **os.environ, "WANDB_MODE": "offline"}
     return subprocess.run(
         [sys.executable, "-m", "segvn.visualize", *args],
         cwd=REPO_ROOT,

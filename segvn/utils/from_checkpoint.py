@@ -33,9 +33,13 @@ def _arg(argv: list[str], key: str) -> str | None:
 def add_checkpoint_configs(argv: list[str] | None = None) -> None:
     """Rewrite ``sys.argv`` in place so Hydra sees the checkpoint's configs; exits on a bad checkpoint."""
     argv = sys.argv if argv is None else argv
-    ckpt_path = _arg(argv[1:], "ckpt_path")
-    if ckpt_path is None or any(a in ("--help", "-h", "--cfg", "-c", "--info") for a in argv[1:]):
+    if any(a in ("--help", "-h", "--info", "--hydra-help") for a in argv[1:]):
         return
+    ckpt_path = _arg(argv[1:], "ckpt_path")
+    if ckpt_path is None:
+        logging.basicConfig(format="[%(levelname)s] %(message)s")
+        log.error("ckpt_path=PATH is required: the checkpoint to %s", Path(argv[0]).stem.replace("__main__", "use"))
+        sys.exit(1)
     try:
         cfg = checkpoint_config(load_checkpoint(ckpt_path))
     except CheckpointError as err:
