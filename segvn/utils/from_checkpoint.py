@@ -38,7 +38,9 @@ def add_checkpoint_configs(argv: list[str] | None = None) -> None:
     ckpt_path = _arg(argv[1:], "ckpt_path")
     if ckpt_path is None:
         logging.basicConfig(format="[%(levelname)s] %(message)s")
-        log.error("ckpt_path=PATH is required: the checkpoint to %s", Path(argv[0]).stem.replace("__main__", "use"))
+        log.error(
+            "ckpt_path=PATH is required: the checkpoint to %s", Path(argv[0]).stem.replace("__main__", "use")
+        )
         sys.exit(1)
     try:
         cfg = checkpoint_config(load_checkpoint(ckpt_path))
