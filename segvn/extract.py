@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -17,8 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from segvn.data.extract import ExtractSummary, extract_frames
 from segvn.data.video import FrameSelection, SegvnVideoError
+from segvn.utils import CONF_DIR
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 log = logging.getLogger("segvn.extract")
 
 
@@ -49,7 +48,7 @@ def run(cfg: DictConfig) -> ExtractSummary:
         )
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="extract")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="extract")
 def main(cfg: DictConfig) -> None:
     try:
         summary = run(cfg)

@@ -10,6 +10,8 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from segvn.utils.schema import register_schemas
+
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 """The repository's ``conf/`` folder (segvn is installed editable, next to it)."""
 
@@ -53,3 +55,4 @@ def instantiate_dict(cfg: DictConfig | None) -> list[Any]:
 
 
 register_resolvers()
+register_schemas()
