@@ -106,9 +106,13 @@ def naive(module, video, args, out: Path) -> float:
     names = list(module.class_names)
     drawer, tracker = Drawer(names, PredictOptions()), TemporalTracker(len(names))
     start = time.perf_counter()
-    reader = open_video(video)
+    reader = open_video(video, PredictOptions().backend)  # the backend segvn.predict uses
     info, count = reader.info, 0
-    with VideoWriter(out / "naive.mp4", info.rate, info.width, info.height, preset="veryfast") as writer:
+    defaults = PredictOptions()
+    video = VideoWriter(
+        out / "naive.mp4", info.rate, info.width, info.height, crf=defaults.crf, preset=defaults.preset
+    )
+    with video as writer:
         for frame in reader:
             labels = predictor([frame.rgb]).labels[0]
             writer.write(drawer(frame.rgb, labels))
@@ -138,19 +142,22 @@ def speed(module, video, args, work: Path) -> dict:
             flush=True,
         )
     med = {k: float(np.median(v)) for k, v in runs.items()}
+    best = {k: float(np.max(v)) for k, v in runs.items()}
     result = {
         "frames": n,
-        "fps": med,
+        "fps_median": med,
+        "fps_best": best,
         "end_to_end_over_model_only": med["end_to_end"] / med["model_only"],
+        "end_to_end_over_model_only_best": best["end_to_end"] / best["model_only"],
         "end_to_end_over_naive": med["end_to_end"] / med["naive"],
-        "naive_over_model_only": med["naive"] / med["model_only"],
         "runs": runs,
     }
-    print("| pipeline | fps (median) |\n| --- | --- |")
+    print("| pipeline | fps (median) | fps (best) |\n| --- | --- | --- |")
     for key in ("model_only", "end_to_end", "naive"):
-        print(f"| {key.replace('_', '-')} | {med[key]:.2f} |")
+        print(f"| {key.replace('_', '-')} | {med[key]:.2f} | {best[key]:.2f} |")
     print(
-        f"end-to-end / model-only = {result['end_to_end_over_model_only']:.3f} (goal >= 0.9); "
+        f"end-to-end / model-only = {result['end_to_end_over_model_only']:.3f} (medians), "
+        f"{result['end_to_end_over_model_only_best']:.3f} (bests); goal >= 0.9. "
         f"end-to-end / naive = {result['end_to_end_over_naive']:.2f}x"
     )
     return result

@@ -113,9 +113,12 @@ def main() -> None:
     p.add_argument("--size", type=int, nargs=2, default=[180, 240])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--out", default=str(ROOT / "outputs" / "bench_train"))
     args = p.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = compose_cfg(args, Path(args.out))
     segvn, plain = [], []
     for r in range(args.rounds):

@@ -80,9 +80,10 @@ def _options(cfg: DictConfig) -> PredictOptions:
             max_frames=cfg.max_frames,
             tc=temporal.get("tc", True),
             tc_scale=temporal.get("tc_scale", 0.5),
+            tc_flow=temporal.get("tc_flow", "fast"),
             crf=output.get("crf", 20),
-            preset=output.get("preset", "veryfast"),
-            backend=video.get("backend", "decord"),
+            preset=output.get("preset", "superfast"),
+            backend=str(video.get("backend", "pyav")),
             threads=video.get("threads", 0),
             queue_size=cfg.get("queue_size", 2),
         )
@@ -152,6 +153,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             "flow_aligned": smoother.flow_aligned,
             "tc": options.tc,
             "tc_scale": options.tc_scale,
+            "tc_flow": options.tc_flow,
         },
         "class_names": class_names,
     }
