@@ -166,6 +166,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         smoother.ema,
         ", flow-aligned" if smoother.flow_aligned and smoother.ema else "",
     )
+    if smoother.ema and groups:
+        log.info("temporal smoothing applies to videos only; images are predicted one by one")
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

@@ -8,7 +8,6 @@ values only, so a crafted file cannot run code. The resolved training config tha
 from __future__ import annotations
 
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"or containers, which could run arbitrary code ({str(err).splitlines()[0]}). Only "
             "checkpoints written by segvn.train are accepted."
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - any other failure means an unreadable file
         raise CheckpointError(
             f"{path}: cannot read checkpoint, the file is truncated or corrupt ({type(err).__name__}: "
             f"{str(err).splitlines()[0]})"
