@@ -20,7 +20,13 @@ def run_segvn(verb: str, *args: str, root: Path | None = None, timeout: int = 60
     import subprocess
     import sys
 
-    full_env = {**os.environ, "WANDB_MODE": "offline", "SEGVN_SHARED": str(SHARED_DIR), **env}
+    full_env = {
+        "OMP_NUM_THREADS": "1",
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "SEGVN_SHARED": str(SHARED_DIR),
+        **env,
+    }
     if root is not None:
         full_env["SEGVN_ROOT"] = str(root)
     cmd = [sys.executable, "-m", f"segvn.{verb}", *args]

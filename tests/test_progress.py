@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +12,7 @@ from PIL import Image
 
 from segvn.progress import draw_progress, find_run_csv, progress, progress_frame
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, run_segvn
 from .fixtures_ckpt import make_trained_run
 
 
@@ -25,15 +22,7 @@ def trained_run(camvid_root, tmp_path_factory, request) -> Path:
 
 
 def _run(*args: str):
-    env = {"OMP_NUM_THREADS": "1", **os.environ, "WANDB_MODE": "offline"}
-    return subprocess.run(
-        [sys.executable, "-m", "segvn.progress", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_segvn("progress", *args, timeout=300)
 
 
 def _png(path):

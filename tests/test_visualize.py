@@ -4,9 +4,6 @@ short-trained checkpoint on a real CamVid frame."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +13,7 @@ from PIL import Image
 from segvn.utils.from_checkpoint import add_checkpoint_configs
 from segvn.visualize import LayerError, visualize
 
-from .conftest import REPO_ROOT
+from .conftest import run_segvn
 from .fixtures_ckpt import IMAGE_SIZE, best_checkpoint, make_trained_run
 
 
@@ -41,15 +38,7 @@ def _size(path: Path) -> tuple[int, int]:
 
 
 def _run(*args: str):
-    env = {"OMP_NUM_THREADS": "1", **os.environ, "WANDB_MODE": "offline"}
-    return subprocess.run(
-        [sys.executable, "-m", "segvn.visualize", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_segvn("visualize", *args, timeout=600)
 
 
 @pytest.mark.slow
