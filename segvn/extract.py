@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from segvn.data.extract import ExtractSummary, extract_frames
-from segvn.data.video import FrameSelection, SegvnVideoError
+from segvn.data.video import FrameSelection, VideoError
 from segvn.utils import CONF_DIR
 
 log = logging.getLogger("segvn.extract")
@@ -52,7 +52,7 @@ def run(cfg: DictConfig) -> ExtractSummary:
 def main(cfg: DictConfig) -> None:
     try:
         summary = run(cfg)
-    except (SegvnVideoError, ValueError, OSError) as err:  # user errors: one clear line, exit 1
+    except (VideoError, ValueError, OSError) as err:  # user errors: one clear line, exit 1
         log.error("%s", err)
         sys.exit(1)
     log.info("%s", summary.line())

@@ -35,7 +35,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from segvn.data.video import SegvnVideoError
+from segvn.data.video import VideoError
 from segvn.models.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from segvn.models.inference import Predictor, check_input_size
 from segvn.models.smoothing import TemporalEMA
@@ -191,7 +191,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 def _run(cfg: DictConfig) -> dict[str, Any]:
     try:
         return predict(cfg)
-    except (SegvnVideoError, CheckpointError, PredictConfigError, PartialPredictionError) as err:
+    except (VideoError, CheckpointError, PredictConfigError, PartialPredictionError) as err:
         log.error("%s", err)
         sys.exit(1)
 

@@ -14,10 +14,10 @@ from PIL import Image
 from segvn.data.camvid import CamVid, download_camvid
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX, camvid_lut, index_to_rgb, rgb_to_index
 from segvn.data.datamodule import SegDataModule
-from segvn.data.errors import SegvnDataError
 from segvn.data.sources import StreetFolders
 from segvn.data.stats import LabelStats, class_weights
 from segvn.data.synthetic import SyntheticStreets
+from segvn.errors import DataError
 
 CAMVID_NAMES = [
     "Sky",
@@ -76,7 +76,7 @@ def test_camvid_street_split_holds_sequences_out(camvid_root):
     train, val = src.samples("train"), src.samples("val")
     assert len(train) == 62 + 101 and len(val) == 204 + 101
     assert {s.street for s in train} == {"0001TP", "0006R0"} and {s.street for s in val} == {"0016E5"}
-    with pytest.raises(SegvnDataError, match="unknown street 'Seq05VD'.*found: 0001TP, 0006R0, 0016E5"):
+    with pytest.raises(DataError, match="unknown street 'Seq05VD'.*found: 0001TP, 0006R0, 0016E5"):
         CamVid(camvid_root, group_by="sequence", train=["Seq05VD"]).samples("train")
 
 
@@ -186,31 +186,31 @@ def test_vietnam_ratio_split(vietnam_root):
 
 
 def test_vietnam_bad_input(vietnam_root, tmp_path):
-    with pytest.raises(SegvnDataError, match="does not exist"):
+    with pytest.raises(DataError, match="does not exist"):
         StreetFolders(tmp_path / "nope", train=["a"]).samples("train")
-    with pytest.raises(SegvnDataError, match="unknown street 'le_loi'.*found: .*nguyen_oanh"):
+    with pytest.raises(DataError, match="unknown street 'le_loi'.*found: .*nguyen_oanh"):
         StreetFolders(vietnam_root, train=["le_loi"]).samples("train")
     dm = SegDataModule(StreetFolders(vietnam_root, train=["nguyen_oanh"], val=[]))
-    with pytest.raises(SegvnDataError, match="val split is empty"):
+    with pytest.raises(DataError, match="val split is empty"):
         dm.setup("fit")
     # a corrupt frame and a label of the wrong size
     street = vietnam_root / "nguyen_oanh"
     frame = sorted((street / "frames").glob("0*.png"))[0]
     frame.write_bytes(frame.read_bytes()[:200])
     ds = SegDataModule(StreetFolders(vietnam_root, train=["nguyen_oanh"])).dataset("train")
-    with pytest.raises(SegvnDataError, match=rf"{frame.name}: cannot read image.*corrupt or truncated"):
+    with pytest.raises(DataError, match=rf"{frame.name}: cannot read image.*corrupt or truncated"):
         ds[0]
     label = sorted((street / "labels").glob("*.png"))[1]
     Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(label)
-    with pytest.raises(SegvnDataError, match=rf"{label.name}: label is 12x10 but its image .* is 480x360"):
+    with pytest.raises(DataError, match=rf"{label.name}: label is 12x10 but its image .* is 480x360"):
         ds[1]
 
 
 def test_unknown_layout_is_explained(tmp_path):
     (tmp_path / "street").mkdir()
-    with pytest.raises(SegvnDataError, match="frames/"):
+    with pytest.raises(DataError, match="frames/"):
         StreetFolders(tmp_path, train=["street"]).samples("train")
-    with pytest.raises(SegvnDataError, match="not a CamVid folder"):
+    with pytest.raises(DataError, match="not a CamVid folder"):
         CamVid(tmp_path, train=["train"]).samples("train")
 
 
@@ -261,7 +261,7 @@ def test_download_camvid_from_local_source(camvid_root, tmp_path):
     from segvn.data.camvid import sha256_of
 
     digest = sha256_of(archive)
-    with pytest.raises(SegvnDataError, match="checksum mismatch"):
+    with pytest.raises(DataError, match="checksum mismatch"):
         download_camvid(tmp_path / "bad", url=archive.as_uri(), sha256="0" * 64)
     assert not (tmp_path / "bad" / "train").exists()
     with warnings.catch_warnings():

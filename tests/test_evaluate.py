@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from segvn.data.classes import CLASS_NAMES, camvid_lut, index_to_rgb
-from segvn.models.checkpoint import CheckpointError, load_checkpoint
+from segvn.errors import CheckpointError
+from segvn.models.checkpoint import load_checkpoint
 
 from .conftest import run_segvn
 

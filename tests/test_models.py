@@ -13,9 +13,10 @@ from PIL import Image
 from segvn.data.camvid import CamVid
 from segvn.data.datamodule import SegDataModule
 from segvn.data.transforms import normalize
+from segvn.errors import WeightsError
 from segvn.models.factory import build_network
 from segvn.models.module import SegModule
-from segvn.models.weights import WeightsError, load_encoder_weights, read_state_dict
+from segvn.models.weights import load_encoder_weights, read_state_dict
 
 
 @pytest.mark.parametrize("size", [(360, 480), (100, 130)])

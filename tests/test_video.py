@@ -16,8 +16,8 @@ import pytest
 from segvn.data.video import (
     BACKENDS,
     FrameSelection,
-    SegvnVideoError,
     VideoDecodeError,
+    VideoError,
     VideoNotFoundError,
     VideoWriter,
     available_h264_encoders,
@@ -191,7 +191,7 @@ def test_truncated_file_raises_after_valid_frames(
     assert err.timestamp == pytest.approx(len(got) / FPS)
     message = str(err)
     assert str(broken) in message and f"frame {len(got)}" in message and "truncated or corrupt" in message
-    assert isinstance(err, SegvnVideoError) and isinstance(err, RuntimeError)
+    assert isinstance(err, VideoError) and isinstance(err, RuntimeError)
     # a selection over the intact part also ends with the error, after its frames
     selected = []
     with pytest.raises(VideoDecodeError, match=f"frame {len(got)}"):

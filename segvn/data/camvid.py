@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from segvn.data.classes import camvid_lut
-from segvn.data.errors import SegvnDataError
 from segvn.data.io import list_images
 from segvn.data.sources import Sample, StreetSource
+from segvn.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class CamVid(StreetSource):
 
     def __init__(self, root: str | Path, group_by: str = "folder", **kw) -> None:
         if group_by not in ("folder", "sequence"):
-            raise SegvnDataError(f"data.source.group_by={group_by!r}: use 'folder' or 'sequence'")
+            raise DataError(f"data.source.group_by={group_by!r}: use 'folder' or 'sequence'")
         super().__init__(root, **kw)
         self.group_by = group_by
 
@@ -69,7 +69,7 @@ class CamVid(StreetSource):
                 street = folder if self.group_by == "folder" else path.stem.split("_")[0]
                 groups[street].append(Sample(image=path, label=labels.get(path.stem), street=street))
         if not found:
-            raise SegvnDataError(
+            raise DataError(
                 f"{self.root}: not a CamVid folder (no train/, val/ or test/ inside); point "
                 "data.root at the SegNet-layout CamVid folder or run segvn's download_camvid()"
             )
@@ -104,10 +104,10 @@ def download_camvid(root: str | Path, url: str = SEGNET_URL, sha256: str | None 
             with urllib.request.urlopen(url, timeout=60) as resp, open(archive, "wb") as out:
                 shutil.copyfileobj(resp, out)
         except OSError as err:
-            raise SegvnDataError(f"download of CamVid from {url} failed: {err}") from err
+            raise DataError(f"download of CamVid from {url} failed: {err}") from err
         digest = sha256_of(archive)
         if sha256 is not None and digest != sha256.lower():
-            raise SegvnDataError(
+            raise DataError(
                 f"{url}: checksum mismatch (sha256 {digest}, expected {sha256}); the download is "
                 "corrupt or the file changed - nothing was unpacked"
             )
@@ -115,10 +115,10 @@ def download_camvid(root: str | Path, url: str = SEGNET_URL, sha256: str | None 
             with zipfile.ZipFile(archive) as zf:
                 members = [m for m in zf.namelist() if "/CamVid/" in f"/{m}"]
                 if not members:
-                    raise SegvnDataError(f"{url}: the archive holds no CamVid/ folder")
+                    raise DataError(f"{url}: the archive holds no CamVid/ folder")
                 zf.extractall(tmp, members)
         except zipfile.BadZipFile as err:
-            raise SegvnDataError(f"{url}: not a zip archive ({err})") from err
+            raise DataError(f"{url}: not a zip archive ({err})") from err
         src = next(Path(tmp).rglob("CamVid"))
         for folder in [*FOLDERS, *(f"{f}annot" for f in FOLDERS)]:
             if (src / folder).is_dir():

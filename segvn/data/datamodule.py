@@ -13,10 +13,10 @@ from torch.utils.data import DataLoader
 
 from segvn.data.classes import CLASS_NAMES
 from segvn.data.dataset import SegmentationDataset
-from segvn.data.errors import SegvnDataError
 from segvn.data.sources import SPLITS, StreetSource
 from segvn.data.stats import LabelStats, class_weights, scan_labels
 from segvn.data.transforms import build_transforms
+from segvn.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class SegDataModule(L.LightningDataModule):
         ds = self.dataset(split)
         if len(ds) == 0:
             what = "frames" if split == "predict" else "labelled frames"
-            raise SegvnDataError(
+            raise DataError(
                 f"the {split} split is empty: no {what} for data.source.{split}="
                 f"{self.source.streets.get(split)} under {self.source.root}; list streets that have "
                 f"{'frames' if split == 'predict' else 'labels'}, or use split_mode=ratio"

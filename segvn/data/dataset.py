@@ -10,9 +10,9 @@ import torch
 from torch.utils.data import Dataset
 
 from segvn.data.classes import IGNORE_INDEX
-from segvn.data.errors import SegvnDataError
 from segvn.data.io import read_image, read_label
 from segvn.data.sources import Sample
+from segvn.errors import DataError
 
 
 class SegmentationDataset(Dataset):
@@ -45,7 +45,7 @@ class SegmentationDataset(Dataset):
             return image, np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
         label, _ = read_label(sample.label, self.label_format, self.lut)
         if label.shape != image.shape[:2]:
-            raise SegvnDataError(
+            raise DataError(
                 f"{sample.label}: label is {label.shape[1]}x{label.shape[0]} but its image "
                 f"{sample.image} is {image.shape[1]}x{image.shape[0]}; labels must match their frames"
             )

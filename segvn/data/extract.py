@@ -37,8 +37,8 @@ import numpy as np
 from segvn.data.video import (
     VIDEO_EXTENSIONS,
     FrameSelection,
-    SegvnVideoError,
     VideoDecodeError,
+    VideoError,
     VideoNotFoundError,
     open_video,
 )
@@ -98,7 +98,7 @@ class ExtractSummary:
         )
 
 
-class ExtractError(SegvnVideoError):
+class ExtractError(VideoError):
     """Bad extraction input (empty folder, bad street name, clashing video names, foreign manifest)."""
 
 

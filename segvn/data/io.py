@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from segvn.data.classes import rgb_to_index
-from segvn.data.errors import SegvnDataError
+from segvn.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -18,9 +18,9 @@ def _open(path: Path) -> Image.Image:
         img = Image.open(path)
         img.load()
     except FileNotFoundError:
-        raise SegvnDataError(f"{path}: file not found") from None
+        raise DataError(f"{path}: file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise SegvnDataError(
+        raise DataError(
             f"{path}: cannot read image ({err}); the file is corrupt or truncated - re-export it or "
             "remove it from the dataset"
         ) from err
@@ -33,7 +33,7 @@ def image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as img:
             w, h = img.size
     except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
-        raise SegvnDataError(f"{path}: cannot read image header ({err})") from err
+        raise DataError(f"{path}: cannot read image header ({err})") from err
     return h, w
 
 
@@ -51,7 +51,7 @@ def read_label(path: Path, label_format: str, lut: np.ndarray | None = None) -> 
     img = _open(path)
     if label_format == "rgb":
         if img.mode not in ("RGB", "RGBA", "P"):
-            raise SegvnDataError(
+            raise DataError(
                 f"{path}: expected an RGB colour mask, got a {img.mode} image; set the data "
                 "config's label_format to 'index' for single-channel label maps"
             )
@@ -59,7 +59,7 @@ def read_label(path: Path, label_format: str, lut: np.ndarray | None = None) -> 
     if label_format == "index":
         arr = np.asarray(img)
         if arr.ndim == 3:
-            raise SegvnDataError(
+            raise DataError(
                 f"{path}: expected a single-channel label map, got {arr.shape[2]} channels; set "
                 "label_format to 'rgb' for colour masks"
             )
@@ -67,7 +67,7 @@ def read_label(path: Path, label_format: str, lut: np.ndarray | None = None) -> 
         if lut is None:
             return arr, 0.0
         return lut[arr], 0.0
-    raise SegvnDataError(f"unknown label_format {label_format!r}; use 'rgb' or 'index'")
+    raise DataError(f"unknown label_format {label_format!r}; use 'rgb' or 'index'")
 
 
 def list_images(folder: Path) -> list[Path]:

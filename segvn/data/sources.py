@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segvn.data.errors import SegvnDataError
 from segvn.data.io import list_images
+from segvn.errors import DataError
 
 SPLITS = ("train", "val", "test", "predict")
 
@@ -54,9 +54,9 @@ class StreetSource:
         seed: int = 0,
     ) -> None:
         if split_mode not in ("streets", "ratio"):
-            raise SegvnDataError(f"data.source.split_mode={split_mode!r}: use 'streets' or 'ratio'")
+            raise DataError(f"data.source.split_mode={split_mode!r}: use 'streets' or 'ratio'")
         if len(ratios) != 3 or any(r < 0 for r in ratios) or not np.isclose(sum(ratios), 1.0):
-            raise SegvnDataError(
+            raise DataError(
                 f"data.source.ratios={list(ratios)}: give three non-negative shares for "
                 "train/val/test that sum to 1"
             )
@@ -66,7 +66,7 @@ class StreetSource:
         for split, names in lists.items():
             bad = [n for n in names if not isinstance(n, str)]
             if bad:
-                raise SegvnDataError(
+                raise DataError(
                     f"data.source.{split}: street names must be strings, got {bad!r}; quote names such as "
                     "'0016E5' that YAML would read as numbers"
                 )
@@ -90,7 +90,7 @@ class StreetSource:
     def frames(self) -> dict[str, list[Sample]]:
         if self._frames is None:
             if not self.root.is_dir():
-                raise SegvnDataError(
+                raise DataError(
                     f"data root {self.root} does not exist; set data.root (or data.source.root) to "
                     "the folder that holds your streets"
                 )
@@ -100,7 +100,7 @@ class StreetSource:
     def _street_frames(self, street: str, split: str) -> list[Sample]:
         if street not in self.frames:
             known = ", ".join(sorted(self.frames)) or "none"
-            raise SegvnDataError(
+            raise DataError(
                 f"unknown street {street!r} in data.source.{split}: no such street under "
                 f"{self.root} (found: {known})"
             )
@@ -109,7 +109,7 @@ class StreetSource:
     def samples(self, split: str) -> list[Sample]:
         """The frames of one split (labelled ones only, except for ``predict``)."""
         if split not in SPLITS:
-            raise SegvnDataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+            raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
         if split == "predict":
             return [s for street in self.streets["predict"] for s in self._street_frames(street, split)]
         if self.split_mode == "streets":
@@ -174,7 +174,7 @@ class StreetFolders(StreetSource):
                 for p in list_images(frame_dir)
             ]
         if not streets:
-            raise SegvnDataError(
+            raise DataError(
                 f"{self.root}: no street folders with a '{self.frames_dir}/' subfolder; expected "
                 f"ROOT/<street>/{self.frames_dir}/*.png and ROOT/<street>/{self.labels_dir}/*.png"
             )

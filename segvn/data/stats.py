@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from segvn.data.classes import CLASS_NAMES
-from segvn.data.errors import SegvnDataError
 from segvn.data.io import image_size, read_label
 from segvn.data.sources import Sample
+from segvn.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def class_weights(stats: LabelStats, method: str = "median_frequency") -> np.nda
         return np.ones(n, np.float32)
     present = stats.image_pixel_count > 0
     if not present.any():
-        raise SegvnDataError("cannot compute class weights: the training labels hold no labelled pixel")
+        raise DataError("cannot compute class weights: the training labels hold no labelled pixel")
     freq = np.zeros(n, np.float64)
     freq[present] = stats.pixel_count[present] / stats.image_pixel_count[present]
     weights = np.zeros(n, np.float64)
@@ -92,7 +92,7 @@ def class_weights(stats: LabelStats, method: str = "median_frequency") -> np.nda
         weights[present] = 1.0 / freq[present]
         weights[present] /= weights[present].mean()
     else:
-        raise SegvnDataError(
+        raise DataError(
             f"unknown class weighting {method!r}; use median_frequency, inverse_frequency or none"
         )
     return weights.astype(np.float32)
@@ -141,7 +141,7 @@ def scan_labels(
             label, share = read_label(s.label, label_format, lut)
             frame_hw = image_size(s.image)
             if label.shape != frame_hw:
-                raise SegvnDataError(
+                raise DataError(
                     f"{s.label}: label is {label.shape[1]}x{label.shape[0]} but its image {s.image} is "
                     f"{frame_hw[1]}x{frame_hw[0]}; labels must match their frames"
                 )

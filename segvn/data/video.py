@@ -31,6 +31,8 @@ from typing import NamedTuple
 import av
 import numpy as np
 
+from segvn.errors import VideoError
+
 log = logging.getLogger(__name__)
 
 BACKENDS: tuple[str, ...] = ("decord", "pyav")
@@ -41,15 +43,11 @@ H264_ENCODERS: tuple[str, ...] = ("libx264", "libopenh264", "h264")
 """H.264 encoders in order of preference; ``h264`` is whatever FFmpeg's default H.264 encoder is."""
 
 
-class SegvnVideoError(RuntimeError):
-    """Base class of segvn's video errors: a message meant for the user, no traceback needed."""
-
-
-class VideoNotFoundError(SegvnVideoError, FileNotFoundError):
+class VideoNotFoundError(VideoError, FileNotFoundError):
     """The video file does not exist."""
 
 
-class VideoDecodeError(SegvnVideoError):
+class VideoDecodeError(VideoError):
     """The file is not a readable video, or decoding failed part-way (truncated or corrupt data).
 
     ``frame_index``/``timestamp`` say where decoding stopped; frames yielded before it are valid.
@@ -64,7 +62,7 @@ class VideoDecodeError(SegvnVideoError):
         self.timestamp = timestamp
 
 
-class EncoderNotFoundError(SegvnVideoError):
+class EncoderNotFoundError(VideoError):
     """No usable H.264 encoder in the installed PyAV/FFmpeg build."""
 
 

@@ -15,11 +15,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from segvn.errors import CheckpointError
+
 CONFIG_KEY = "segvn_config"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, truncated, unsafe, foreign or does not fit."""
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -13,11 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from segvn.errors import WeightsError
+
 log = logging.getLogger(__name__)
-
-
-class WeightsError(ValueError):
-    """A weights file that cannot be read or does not fit the network."""
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

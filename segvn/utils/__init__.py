@@ -7,11 +7,9 @@ from segvn.utils.config import (
     save_resolved_config,
     to_container,
 )
-from segvn.utils.run import USER_ERRORS, run_task
 
 __all__ = [
     "CONF_DIR",
-    "USER_ERRORS",
     "instantiate_dict",
     "register_resolvers",
     "run_task",

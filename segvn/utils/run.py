@@ -7,30 +7,20 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from segvn.data.errors import SegvnDataError
-from segvn.data.video import SegvnVideoError
-from segvn.models.checkpoint import CheckpointError
-from segvn.models.weights import WeightsError
+from segvn.errors import SegvnError
 
 log = logging.getLogger("segvn")
 
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    SegvnDataError,
-    SegvnVideoError,
-    CheckpointError,
-    WeightsError,
-    FileNotFoundError,
-)
-
 
 def run_task(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn``; a user error (bad data, weights, paths) is logged and exits with status 1.
+    """Call ``fn``; a :class:`~segvn.errors.SegvnError` is logged as one line and exits with status 1.
 
-    Whatever the task wrote before the error (checkpoints, frames, partial reports) stays.
+    Whatever the task wrote before the error (checkpoints, frames, partial reports) stays. An open
+    W&B run is finished either way, so the next job of a sweep starts a run of its own.
     """
     try:
         return fn(*args, **kwargs)
-    except USER_ERRORS as err:
+    except SegvnError as err:
         log.error("%s", err)
         sys.exit(1)
     finally:

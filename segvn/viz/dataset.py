@@ -21,9 +21,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from segvn.data.classes import PALETTE
-from segvn.data.errors import SegvnDataError
 from segvn.data.sources import SPLITS, Sample, StreetSource
 from segvn.data.stats import LabelStats, class_weights
+from segvn.errors import DataError
 from segvn.viz.network import tile
 from segvn.viz.overlay import DEFAULT_ALPHA, add_title, draw_legend, legend_box, overlay
 
@@ -68,7 +68,7 @@ def class_table(stats: LabelStats, class_names: Sequence[str]) -> dict[str, Any]
     for method in WEIGHT_METHODS:
         try:
             weights[method] = class_weights(stats, method)
-        except SegvnDataError:
+        except DataError:
             weights[method] = None
     classes = {}
     for c, name in enumerate(names):
@@ -124,7 +124,7 @@ def dataset_report(dm: Any, splits: Sequence[str] = SPLITS) -> dict[str, Any]:
     }
     for split in splits:
         if split not in SPLITS:
-            raise SegvnDataError(f"unknown split {split!r}; use some of {', '.join(SPLITS)}")
+            raise DataError(f"unknown split {split!r}; use some of {', '.join(SPLITS)}")
         frames = split_frames(source, split)
         labelled = [s for s in frames if s.label is not None]
         entry: dict[str, Any] = {

@@ -56,16 +56,16 @@ import torch
 from PIL import Image
 
 from segvn.data.classes import IGNORE_INDEX, PALETTE
-from segvn.data.errors import SegvnDataError
 from segvn.data.io import IMAGE_SUFFIXES, read_image
-from segvn.data.video import VIDEO_EXTENSIONS, SegvnVideoError, VideoWriter, open_video
+from segvn.data.video import VIDEO_EXTENSIONS, VideoError, VideoWriter, open_video
+from segvn.errors import DataError
 from segvn.metrics.temporal import TemporalConsistency, dis_flow
 from segvn.models.inference import BatchPrediction, Predictor
 from segvn.viz.overlay import DEFAULT_ALPHA, draw_legend, overlay
 
 log = logging.getLogger(__name__)
 
-INPUT_ERRORS: tuple[type[BaseException], ...] = (SegvnVideoError, SegvnDataError)
+INPUT_ERRORS: tuple[type[BaseException], ...] = (VideoError, DataError)
 """Errors of an input file (truncated video, unreadable image): the input ends there, outputs are kept."""
 
 DIS_PRESETS = {
@@ -447,7 +447,7 @@ def collect_inputs(path: str | Path) -> tuple[list[Path], list[Path]]:
     if not videos and not images:
         kinds = ", ".join(sorted(VIDEO_EXTENSIONS | set(IMAGE_SUFFIXES)))
         what = "has no videos or images" if path.is_dir() else "is neither a video nor an image"
-        raise SegvnDataError(f"input {path} {what} (known suffixes: {kinds})")
+        raise DataError(f"input {path} {what} (known suffixes: {kinds})")
     return videos, images
 
 
@@ -502,7 +502,7 @@ def predict_video(
 ) -> InputResult:
     """Predict every frame of one video (up to ``options.max_frames``); see the module docstring.
 
-    Raises :class:`SegvnVideoError` when the file cannot be opened at all; damage part-way ends the
+    Raises :class:`VideoError` when the file cannot be opened at all; damage part-way ends the
     input with ``result.error`` set and the outputs finalised.
     """
     path, out_dir = Path(path), Path(out_dir)
