@@ -7,6 +7,7 @@ from segvn.utils.config import (
     save_resolved_config,
     to_container,
 )
+from segvn.utils.run import run_task
 
 __all__ = [
     "CONF_DIR",
