@@ -2,10 +2,10 @@
 
 ``speed`` mode compares, on the same first ``--frames`` frames, the same model, input size and batch:
 
-* **end-to-end**: :func:`segvn.viz.video_pipeline.run_prediction`, as ``python -m segvn.predict`` runs it
+* **end-to-end**: :func:`segvn.inference.video.run_prediction`, as ``python -m segvn.predict`` runs it
   (decode thread -> batched model -> writer thread with overlay, legend, H.264; TC thread), timed from
   opening the file to the closed mp4;
-* **model-only**: :class:`segvn.models.inference.Predictor` alone on the frames already decoded in memory
+* **model-only**: :class:`segvn.inference.predictor.Predictor` alone on the frames already decoded in memory
   (resize, normalise, network, upsampling, argmax, class shares), the pipeline's ceiling;
 * **naive**: one frame at a time in one thread: read, infer (batch 1), blend + legend, encode, TC.
 
@@ -49,10 +49,13 @@ import numpy as np
 from PIL import Image
 
 from segvn.data.video import VideoWriter, open_video
+from segvn.inference.consistency import TemporalTracker
+from segvn.inference.options import PredictConfig
+from segvn.inference.predictor import Predictor
+from segvn.inference.smoothing import TemporalEMA
+from segvn.inference.video import run_prediction
 from segvn.models.checkpoint import load_checkpoint, model_from_checkpoint
-from segvn.models.inference import Predictor
-from segvn.models.smoothing import TemporalEMA
-from segvn.viz.video_pipeline import Drawer, PredictOptions, TemporalTracker, run_prediction
+from segvn.viz.overlay import OverlayDrawer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SEGVN_SHARED", REPO_ROOT.parent / "shared"))
@@ -105,7 +108,7 @@ def end_to_end(module, video, args, out: Path, ema=0.0, flow_aligned=False) -> d
     predictor(first_frames(video, args.batch))  # warm-up, like model_only
     predictor.reset()
     predictor.reset_timing()
-    options = PredictOptions(batch_size=args.batch, max_frames=args.frames or None, save_labels=args.agree)
+    options = PredictConfig(batch_size=args.batch, max_frames=args.frames or None, save_labels=args.agree)
     return run_prediction(predictor, out, list(module.class_names), options, videos=[video])
 
 
@@ -114,13 +117,19 @@ def naive(module, video, args, out: Path) -> float:
     predictor = Predictor(module, args.device, args.size)
     predictor(first_frames(video, 1))
     names = list(module.class_names)
-    drawer, tracker = Drawer(names, PredictOptions()), TemporalTracker(len(names))
+    defaults = PredictConfig()
+    drawer = OverlayDrawer(names, defaults.alpha, defaults.legend, defaults.legend_corner)
+    tracker = TemporalTracker(len(names))
     start = time.perf_counter()
-    reader = open_video(video, PredictOptions().backend)  # the backend segvn.predict uses
+    reader = open_video(video, str(defaults.video.backend))  # the backend segvn.predict uses
     info, count = reader.info, 0
-    defaults = PredictOptions()
     video = VideoWriter(
-        out / "naive.mp4", info.rate, info.width, info.height, crf=defaults.crf, preset=defaults.preset
+        out / "naive.mp4",
+        info.rate,
+        info.width,
+        info.height,
+        crf=defaults.output.crf,
+        preset=defaults.output.preset,
     )
     with video as writer:
         for frame in reader:

@@ -12,22 +12,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from segvn.utils import CONF_DIR, run_task, save_resolved_config
-from segvn.viz.dataset import (
-    dataset_report,
-    evenly_spaced,
-    label_grid,
-    plot_class_weights,
-    report_rows,
-    resize_pair,
-)
-from segvn.viz.network import save_image
+from segvn.cli import command
+from segvn.data.report import dataset_report, report_rows
+from segvn.utils import save_resolved_config
+from segvn.utils.io import write_csv, write_json
+from segvn.viz.image import save_image
+from segvn.viz.labels import evenly_spaced, label_grid, plot_class_weights, resize_pair
 from segvn.viz.plots import plot_class_frequency
-from segvn.viz.report import write_csv, write_json_atomic
 
 log = logging.getLogger("segvn.analyze")
 
@@ -84,15 +78,12 @@ def analyze(cfg: DictConfig) -> dict:
         )
     header, rows = report_rows(report)
     write_csv(out / "class_stats.csv", header, rows)
-    write_json_atomic(out / "class_stats.json", report)
+    write_json(out / "class_stats.json", report)
     log.info("dataset analysis -> %s", out)
     return report
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="analyze")
-def main(cfg: DictConfig) -> None:
-    run_task(analyze, cfg)
-
+main = command("analyze")(analyze)
 
 if __name__ == "__main__":
     main()

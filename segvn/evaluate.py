@@ -12,159 +12,61 @@ import logging
 import shutil
 from pathlib import Path
 
-import hydra
-import torch
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from segvn.data.classes import IGNORE_INDEX
-from segvn.data.transforms import denormalize
-from segvn.metrics import SegmentationMetrics
-from segvn.models.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
-from segvn.utils import CONF_DIR, instantiate_dict, run_task, save_resolved_config
-from segvn.utils.from_checkpoint import add_checkpoint_configs
-from segvn.viz.network import save_image
-from segvn.viz.overlay import comparison, overlay
-from segvn.viz.plots import plot_class_metrics, plot_confusion_matrix
-from segvn.viz.report import (
-    IMAGE_KEYS,
-    log_to_wandb,
-    metrics_dict,
-    metrics_markdown,
-    write_csv,
-    write_json_atomic,
-)
+from segvn.cli import Checkpoint, check_classes, command
+from segvn.inference.device import pick_device
+from segvn.inference.evaluation import evaluate_split
+from segvn.inference.options import absent_mode, check_evaluate
+from segvn.utils import instantiate_dict, save_resolved_config
+from segvn.viz.report import log_to_wandb, write_evaluation_report
 
 log = logging.getLogger("segvn.evaluate")
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def evaluate(cfg: DictConfig) -> dict:
+def evaluate(cfg: DictConfig, ckpt: Checkpoint) -> dict:
     """Run the split through the checkpoint's model and write the reports; returns metrics.json."""
+    check_evaluate(cfg)
     out = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, out / "config.yaml")
-    ckpt = load_checkpoint(cfg.ckpt_path)
-    module = model_from_checkpoint(ckpt, cfg.model, cfg.ckpt_path)
+    module = ckpt.model(cfg.model)
     dm = instantiate(cfg.data)
-    if list(dm.class_names) != list(module.class_names):
-        raise CheckpointError(
-            f"{cfg.ckpt_path}: the model predicts {len(module.class_names)} classes ({', '.join(module.class_names)}) "
-            f"but the data has {len(dm.class_names)} ({', '.join(dm.class_names)}); evaluate with data whose "
-            "classes match the checkpoint"
-        )
+    check_classes(ckpt, dm.class_names)
     dataset = dm.require(cfg.split)
-    device = pick_device(cfg.device)
-    module.to(device)
-    absent_mode = str(cfg.metrics.absent).lower()  # `metrics.absent=nan` arrives as a float
-    metric = SegmentationMetrics(
-        len(dm.class_names),
-        IGNORE_INDEX,
-        absent=absent_mode,
-        class_names=dm.class_names,
-        per_image=True,
-        bf_score=True,
-        tolerance=cfg.metrics.bf_tolerance,
-    ).to(device)
-
-    pictures = out / "images.partial"
-    if cfg.save_images:
+    pictures = out / "images.partial" if cfg.save_images else None
+    if pictures is not None:
         pictures.mkdir(parents=True, exist_ok=True)
-    paths: list[str] = []
-    saved = 0
-    columns = [
-        TextColumn("evaluate {task.fields[split]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, transient=False) as progress, torch.inference_mode():
-        task = progress.add_task("eval", total=len(dataset), split=cfg.split)
-        for batch in dm.eval_dataloader(cfg.split, cfg.batch_size):
-            images, target = batch["image"].to(device), batch["mask"].to(device)
-            preds = module(images).argmax(1)
-            metric.update(preds, target)
-            paths.extend(batch["path"])
-            if cfg.save_images:
-                for i in range(images.shape[0]):
-                    if cfg.max_images is not None and saved >= cfg.max_images:
-                        break
-                    frame = denormalize(images[i])
-                    pred, truth = preds[i].cpu().numpy(), target[i].cpu().numpy()
-                    stem = Path(batch["path"][i]).stem
-                    save_image(overlay(frame, pred), pictures / f"{stem}_overlay.png")
-                    save_image(
-                        comparison(pred, truth, frame, class_names=dm.class_names),
-                        pictures / f"{stem}_compare.png",
-                    )
-                    saved += 1
-            progress.advance(task, images.shape[0])
-
-    result = metric.compute()
-    absent = [dm.class_names[i] for i, n in enumerate(result["confmat"].sum(1).tolist()) if n == 0]
-    metrics = metrics_dict(
-        result,
-        dm.class_names,
-        images=len(paths),
-        checkpoint=str(Path(cfg.ckpt_path).resolve()),
-        split=cfg.split,
-        absent_classes=absent,
-        absent_mode=absent_mode,
-    )
-    names = list(dm.class_names)
-    write_csv(
-        out / "class_metrics.csv",
-        ["class", "accuracy", "iou", "bf_score"],
-        [[n, *metrics["classes"][n].values()] for n in names],
-    )
-    image = {k: v.reshape(-1).tolist() for k, v in result["image_metrics"].items()}
-    write_csv(
-        out / "image_metrics.csv",
-        ["image", *IMAGE_KEYS],
-        [[p, *(image[k][i] for k in IMAGE_KEYS)] for i, p in enumerate(paths)],
-    )
-    cm_png = plot_confusion_matrix(result["confmat"].cpu().numpy(), names, out / "confusion_matrix.png")
-    nan = float("nan")
-    plot_class_metrics(
-        {
-            key: [metrics["classes"][n][field] or nan for n in names]
-            for key, field in (("accuracy", "accuracy"), ("IoU", "iou"), ("BF score", "bf_score"))
-        },
-        names,
-        out=out / "class_metrics.png",
-        title=f"Per-class metrics ({cfg.split})",
-    )
-    (out / "metrics.md").write_text(
-        metrics_markdown(metrics, f"Evaluation of {Path(cfg.ckpt_path).name} ({cfg.split})")
-    )
-    if cfg.save_images:
+    columns = (TextColumn(f"evaluate {cfg.split}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns) as progress:
+        task = progress.add_task("eval", total=len(dataset))
+        run = evaluate_split(
+            module, dm.eval_dataloader(cfg.split, cfg.batch_size), list(dm.class_names), pick_device(cfg.device),
+            absent_mode(cfg), cfg.metrics.bf_tolerance, pictures, cfg.max_images,
+            lambda n: progress.advance(task, n),
+        )  # fmt: skip
+    if pictures is not None:
         shutil.rmtree(out / "images", ignore_errors=True)
         pictures.rename(out / "images")
+    metrics, cm_png = write_evaluation_report(
+        out, run.result, dm.class_names, run.paths, f"Evaluation of {ckpt.path.name} ({cfg.split})",
+        checkpoint=str(ckpt.path.resolve()), split=cfg.split, absent_mode=absent_mode(cfg),
+    )  # fmt: skip
     for lg in instantiate_dict(cfg.get("logger")):
-        if type(lg).__name__ == "WandbLogger":
+        if isinstance(lg, WandbLogger):
             log_to_wandb(lg.experiment, metrics, {"confusion_matrix": cm_png})
-    write_json_atomic(out / "metrics.json", metrics)
+    nan = float("nan")
     log.info(
         "mIoU %.4f, global accuracy %.4f, mean BF %.4f over %d images -> %s",
-        metrics["mean_iou"] or float("nan"),
-        metrics["global_accuracy"] or float("nan"),
-        metrics["mean_bf_score"] or float("nan"),
-        len(paths),
-        out,
-    )
+        metrics["mean_iou"] or nan, metrics["global_accuracy"] or nan, metrics["mean_bf_score"] or nan,
+        len(run.paths), out,
+    )  # fmt: skip
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    run_task(evaluate, cfg)
-
+main = command("evaluate", from_checkpoint=True)(evaluate)
 
 if __name__ == "__main__":
-    add_checkpoint_configs()
     main()

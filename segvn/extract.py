@@ -8,15 +8,14 @@ the manifest). Bad input ends with one logged error line and exit status 1, not 
 from __future__ import annotations
 
 import logging
-import sys
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from segvn.cli import command
 from segvn.data.extract import ExtractSummary, extract_frames
-from segvn.data.video import FrameSelection, VideoError
-from segvn.utils import CONF_DIR
+from segvn.data.video import FrameSelection
+from segvn.errors import ConfigError
 
 log = logging.getLogger("segvn.extract")
 
@@ -25,8 +24,11 @@ def run(cfg: DictConfig) -> ExtractSummary:
     """Validate the config and extract, with a rich progress bar per video."""
     missing = [key for key in ("input", "street") if OmegaConf.is_missing(cfg, key)]
     if missing:
-        raise ValueError(f"missing required setting(s): {', '.join(f'{k}=...' for k in missing)}")
-    selection = FrameSelection(num_frames=cfg.num_frames, every_n=cfg.every_n, fps=cfg.fps)
+        raise ConfigError(f"missing required setting(s): {', '.join(f'{k}=...' for k in missing)}")
+    try:
+        selection = FrameSelection(num_frames=cfg.num_frames, every_n=cfg.every_n, fps=cfg.fps)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=False) as bar:
         tasks: dict[str, int] = {}
@@ -48,15 +50,13 @@ def run(cfg: DictConfig) -> ExtractSummary:
         )
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="extract")
-def main(cfg: DictConfig) -> None:
-    try:
-        summary = run(cfg)
-    except (VideoError, ValueError, OSError) as err:  # user errors: one clear line, exit 1
-        log.error("%s", err)
-        sys.exit(1)
+def extract(cfg: DictConfig) -> ExtractSummary:
+    summary = run(cfg)
     log.info("%s", summary.line())
+    return summary
 
+
+main = command("extract")(extract)
 
 if __name__ == "__main__":
     main()

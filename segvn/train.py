@@ -6,20 +6,20 @@ best checkpoint, and writes ``config.yaml`` and ``metrics.json`` into the run di
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from pathlib import Path
 
-import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from segvn.callbacks import ConfigInCheckpoint
-from segvn.utils import CONF_DIR, instantiate_dict, run_task, save_resolved_config, to_container
+from segvn.cli import command
+from segvn.utils import instantiate_dict, save_resolved_config, to_container
+from segvn.utils.io import write_json
 
 log = logging.getLogger("segvn.train")
 
@@ -80,17 +80,18 @@ def train(cfg: DictConfig) -> dict:
         "output_dir": str(out_dir),
     }
     if trainer.is_global_zero:
-        (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+        write_json(out_dir / "metrics.json", summary)
     log.info("run directory: %s", out_dir)
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    summary = run_task(train, cfg)
-    value = summary["metrics"].get(cfg.get("optimized_metric") or "")
-    return value
+def _train_task(cfg: DictConfig) -> float | None:
+    """The Hydra task: train, and hand a sweep the value of ``optimized_metric``."""
+    summary = train(cfg)
+    return summary["metrics"].get(cfg.get("optimized_metric") or "")
 
+
+main = command("train")(_train_task)
 
 if __name__ == "__main__":
     main()

@@ -87,6 +87,24 @@ def compose_cfg(tmp_path):
     HydraConfig.instance().cfg = None
 
 
+@pytest.fixture
+def compose_ckpt(compose_cfg):
+    """``(cfg, checkpoint)`` as ``python -m segvn.<verb> ckpt_path=CKPT OVERRIDES`` composes them.
+
+    The checkpoint's ``data``/``model`` configs are registered as ``data=checkpoint``/``model=checkpoint``,
+    as the command does before Hydra starts (:mod:`segvn.cli`).
+    """
+    from segvn.cli import register_checkpoint_configs
+    from segvn.models.checkpoint import Checkpoint
+
+    def _compose(ckpt_path, overrides=(), config_name="predict"):
+        ckpt = Checkpoint.read(ckpt_path)
+        register_checkpoint_configs(ckpt)
+        return compose_cfg([f"ckpt_path={ckpt_path}", *overrides], config_name=config_name), ckpt
+
+    return _compose
+
+
 @pytest.fixture(scope="session")
 def camvid_checkpoint(camvid_root, tmp_path_factory) -> Path:
     """A real checkpoint: ``segvn.train`` for two steps on downscaled CamVid (made once per session)."""

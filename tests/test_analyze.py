@@ -16,7 +16,8 @@ from PIL import Image
 
 from segvn.analyze import analyze
 from segvn.data.classes import CLASS_NAMES, camvid_lut
-from segvn.viz.dataset import CLASS_FIELDS, evenly_spaced, label_grid
+from segvn.data.report import CLASS_FIELDS
+from segvn.viz.labels import evenly_spaced, label_grid
 
 from .conftest import REPO_ROOT, SHARED_DIR
 

@@ -1,7 +1,7 @@
 """``segvn.predict``: overlay videos/PNGs, class shares, summary, TC, smoothing, truncated input, errors.
 
 Real data: the dash-cam video (960x540, 25 fps, 221 frames) and a checkpoint trained for two steps on
-CamVid (``camvid_checkpoint`` in conftest). The model runs at a small input size (``input_size``) and on
+CamVid (``camvid_checkpoint`` in conftest). The model runs at a small input size (``image_size``) and on
 the first frames only, so the in-process tests take seconds; the whole video runs in a ``slow`` test.
 """
 
@@ -25,20 +25,16 @@ from PIL import Image
 
 from segvn.data.classes import CLASS_NAMES, PALETTE
 from segvn.data.video import VideoWriter, open_video
+from segvn.errors import ConfigError
+from segvn.inference.device import pick_device
+from segvn.inference.options import PredictConfig, TemporalOptions
+from segvn.inference.outputs import SharesCSV
+from segvn.inference.predictor import BatchPrediction, Predictor
+from segvn.inference.smoothing import TemporalEMA
+from segvn.inference.streaming import Item, run_stream
+from segvn.inference.video import collect_inputs, predict_video, run_prediction
 from segvn.models.checkpoint import load_checkpoint, model_from_checkpoint
-from segvn.models.inference import BatchPrediction, Predictor, pick_device
-from segvn.models.smoothing import TemporalEMA
-from segvn.utils.from_checkpoint import add_checkpoint_configs
 from segvn.viz.overlay import overlay
-from segvn.viz.video_pipeline import (
-    Item,
-    PredictOptions,
-    SharesCSV,
-    collect_inputs,
-    predict_video,
-    run_prediction,
-    run_stream,
-)
 
 from .conftest import REPO_ROOT, SHARED_DIR
 
@@ -52,11 +48,9 @@ def _predict_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _compose(compose_cfg, ckpt: Path, *overrides: str):
-    """The config ``python -m segvn.predict ckpt_path=CKPT OVERRIDES`` would run (checkpoint configs included)."""
-    argv = ["segvn.predict", f"ckpt_path={ckpt}", *overrides]
-    add_checkpoint_configs(argv)
-    return compose_cfg(argv[1:], config_name="predict")
+def _compose(compose_ckpt, ckpt: Path, *overrides: str):
+    """``(cfg, checkpoint)`` as ``python -m segvn.predict ckpt_path=CKPT OVERRIDES`` would run them."""
+    return compose_ckpt(ckpt, overrides, config_name="predict")
 
 
 def _video_facts(path: Path) -> tuple[int, float, int, int, list[np.ndarray]]:
@@ -108,7 +102,7 @@ def module(camvid_checkpoint):
 
 # --------------------------------------------------------------------------------------- the video
 def test_video_outputs(module, video_path: Path, tmp_path: Path) -> None:
-    options = PredictOptions(batch_size=4, max_frames=30, save_labels=True, legend=False)
+    options = PredictConfig(batch_size=4, max_frames=30, save_labels=True, legend=False)
     predictor = Predictor(module, "cpu", SMALL)
     summary = run_prediction(predictor, tmp_path, CLASS_NAMES, options, videos=[video_path])
 
@@ -154,7 +148,7 @@ def test_video_outputs(module, video_path: Path, tmp_path: Path) -> None:
 def test_cli_whole_video(camvid_checkpoint, video_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = _predict_cli(
-        f"ckpt_path={camvid_checkpoint}", f"input={video_path}", f"input_size=[{SMALL[0]},{SMALL[1]}]",
+        f"ckpt_path={camvid_checkpoint}", f"input={video_path}", f"image_size=[{SMALL[0]},{SMALL[1]}]",
         "batch_size=8", f"hydra.run.dir={out}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -165,7 +159,7 @@ def test_cli_whole_video(camvid_checkpoint, video_path: Path, tmp_path: Path) ->
     _check_shares(rows)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["frames"] == 221 and summary["tc_pairs"] == 220
-    assert summary["input_size"] == list(SMALL) and summary["device"] == "cpu"
+    assert summary["image_size"] == list(SMALL) and summary["device"] == "cpu"
     for key in ("seconds", "fps", "model_fps", "tc"):
         assert summary[key] > 0, key
     log = (out / "predict.log").read_text()
@@ -177,7 +171,7 @@ def test_truncated_video_keeps_partial_outputs(camvid_checkpoint, video_path: Pa
     broken = _truncate(video_path, tmp_path / "cut.mp4", 0.2)
     out = tmp_path / "run"
     proc = _predict_cli(
-        f"ckpt_path={camvid_checkpoint}", f"input={broken}", f"input_size=[{SMALL[0]},{SMALL[1]}]",
+        f"ckpt_path={camvid_checkpoint}", f"input={broken}", f"image_size=[{SMALL[0]},{SMALL[1]}]",
         "legend=false", f"hydra.run.dir={out}",
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr[-3000:]
@@ -209,7 +203,7 @@ def _write_clip(frames: list[np.ndarray], path: Path, size=(160, 96)) -> Path:
     return path
 
 
-def test_image_and_folder_inputs(camvid_checkpoint, compose_cfg, video_path: Path, tmp_path: Path) -> None:
+def test_image_and_folder_inputs(camvid_checkpoint, compose_ckpt, video_path: Path, tmp_path: Path) -> None:
     from segvn.predict import predict
 
     frames = _first_frames(video_path, 12)
@@ -223,27 +217,27 @@ def test_image_and_folder_inputs(camvid_checkpoint, compose_cfg, video_path: Pat
 
     # one image
     out = tmp_path / "one"
-    cfg = _compose(
-        compose_cfg,
+    cfg, ckpt = _compose(
+        compose_ckpt,
         camvid_checkpoint,
         f"input={folder / 'c.png'}",
         "save_labels=true",
         f"paths.output_dir={out}",
     )
-    summary = predict(cfg)
+    summary = predict(cfg, ckpt)
     assert Image.open(out / "overlays" / "c.png").size == (120, 75)
     assert Image.open(out / "labels" / "c.png").mode == "P"
     assert summary["frames"] == 1 and summary["tc"] is None and summary["inputs"][0]["kind"] == "images"
     # the checkpoint's data config sets the default input size only for input=null
-    assert summary["input_size"] is None
+    assert summary["image_size"] is None
     assert len(_shares(out / "class_shares.csv")) == 1
 
     # a folder: images of two sizes, and a video that gets its own overlay video
     out = tmp_path / "folder"
-    cfg = _compose(
-        compose_cfg, camvid_checkpoint, f"input={folder}", "save_labels=true", f"paths.output_dir={out}"
+    cfg, ckpt = _compose(
+        compose_ckpt, camvid_checkpoint, f"input={folder}", "save_labels=true", f"paths.output_dir={out}"
     )
-    summary = predict(cfg)
+    summary = predict(cfg, ckpt)
     assert sorted(p.name for p in (out / "overlays").glob("*.png")) == ["a.png", "b.png", "c.png"]
     assert Image.open(out / "overlays" / "b.png").size == (160, 90)
     count, rate, width, height, _ = _video_facts(out / "clip_overlay.mp4")
@@ -268,7 +262,7 @@ def test_collect_inputs_errors(tmp_path: Path) -> None:
 
 
 def test_prediction_set_of_the_data_module(
-    camvid_checkpoint, compose_cfg, video_path: Path, tmp_path: Path
+    camvid_checkpoint, compose_ckpt, video_path: Path, tmp_path: Path
 ) -> None:
     from segvn.predict import predict
 
@@ -279,13 +273,13 @@ def test_prediction_set_of_the_data_module(
         for i in picks:
             small = cv2.resize(frames[i], (160, 90), interpolation=cv2.INTER_AREA)
             Image.fromarray(small).save(root / street / "frames" / f"VID0001_{i:06d}.png")
-    cfg = _compose(
-        compose_cfg, camvid_checkpoint, "data=vietnam", f"data.root={root}",
+    cfg, ckpt = _compose(
+        compose_ckpt, camvid_checkpoint, "data=vietnam", f"data.root={root}",
         "data.source.predict=[ly_thuong_kiet,bac_hai]", "data.image_size=[64,96]", "save_labels=true",
     )  # fmt: skip
-    summary = predict(cfg)
+    summary = predict(cfg, ckpt)
     out = Path(cfg.paths.output_dir)
-    assert summary["input_size"] == [64, 96]  # the data config's image_size
+    assert summary["image_size"] == [64, 96]  # the data config's image_size
     assert "ly_thuong_kiet" in summary["input"] and "bac_hai" in summary["input"]
     overlays = sorted(str(p.relative_to(out / "overlays")) for p in (out / "overlays").rglob("*.png"))
     assert overlays == [
@@ -316,7 +310,7 @@ def test_ema_zero_equals_no_smoothing(module, video_path: Path, tmp_path: Path) 
     assert (a.labels != c.labels).any(), "ema=0.8 should change some pixels of later frames"
 
     # the whole pipeline with ema=0 writes exactly the unsmoothed shares
-    options = PredictOptions(max_frames=8, legend=False, tc=False)
+    options = PredictConfig(max_frames=8, legend=False, temporal=TemporalOptions(tc=False))
     for name, predictor in (("plain", Predictor(module, "cpu", SMALL)), ("zero", zero)):
         run_prediction(predictor, tmp_path / name, CLASS_NAMES, options, videos=[video_path])
     assert _shares(tmp_path / "plain" / "class_shares.csv") == _shares(tmp_path / "zero" / "class_shares.csv")
@@ -324,7 +318,7 @@ def test_ema_zero_equals_no_smoothing(module, video_path: Path, tmp_path: Path) 
 
 @pytest.mark.parametrize("flow_aligned", [False, True])
 def test_smoothing_in_the_pipeline(module, video_path: Path, tmp_path: Path, flow_aligned: bool) -> None:
-    options = PredictOptions(max_frames=10, batch_size=3)
+    options = PredictConfig(max_frames=10, batch_size=3)
     predictor = Predictor(module, "cpu", SMALL, TemporalEMA(0.5, flow_aligned))
     summary = run_prediction(predictor, tmp_path, CLASS_NAMES, options, videos=[video_path])
     assert summary["frames"] == 10 and 0 <= summary["tc"] <= 1
@@ -383,7 +377,7 @@ def test_model_error_still_finalises_the_video(video_path: Path, tmp_path: Path)
     with pytest.raises(RuntimeError, match="model exploded"):
         predict_video(
             video_path, _FakePredictor(fail_at=10), tmp_path, CLASS_NAMES, shares,
-            PredictOptions(batch_size=4, max_frames=20, legend=False),
+            PredictConfig(batch_size=4, max_frames=20, legend=False),
         )  # fmt: skip
     shares.close()
     count, *_ = _video_facts(tmp_path / "solidWhiteRight_overlay.mp4")
@@ -391,21 +385,21 @@ def test_model_error_still_finalises_the_video(video_path: Path, tmp_path: Path)
     assert len(_shares(tmp_path / "class_shares.csv")) == 8
 
 
-def test_bad_settings(module, compose_cfg, camvid_checkpoint, video_path: Path) -> None:
-    from segvn.predict import PredictConfigError, predict
+def test_bad_settings(module, compose_ckpt, camvid_checkpoint, video_path: Path) -> None:
+    from segvn.predict import predict
 
     for override, message in (
         ("batch_size=0", "batch_size"),
         ("temporal.ema=0.99", "ema"),
         ("temporal.tc_scale=0", "tc_scale"),
-        ("input_size=[64]", "input_size"),
+        ("image_size=[64]", "image_size"),
     ):
-        cfg = _compose(compose_cfg, camvid_checkpoint, f"input={video_path}", override)
-        with pytest.raises(PredictConfigError, match=message):
-            predict(cfg)
-    cfg = _compose(compose_cfg, camvid_checkpoint, "input=/no/such/video.mp4")
+        cfg, ckpt = _compose(compose_ckpt, camvid_checkpoint, f"input={video_path}", override)
+        with pytest.raises(ConfigError, match=message):
+            predict(cfg, ckpt)
+    cfg, ckpt = _compose(compose_ckpt, camvid_checkpoint, "input=/no/such/video.mp4")
     with pytest.raises(FileNotFoundError, match="/no/such/video.mp4"):
-        predict(cfg)
+        predict(cfg, ckpt)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             pick_device("cuda")

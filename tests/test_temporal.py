@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from segvn.data.video import open_video
+from segvn.inference.smoothing import TemporalEMA
 from segvn.metrics.temporal import TemporalConsistency, dis_flow, warp_labels, warp_values
-from segvn.models.smoothing import TemporalEMA
 
 H, W = 20, 30
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segvn.utils.from_checkpoint import add_checkpoint_configs
-from segvn.visualize import LayerError, visualize
+from segvn.errors import ConfigError
+from segvn.visualize import visualize
 
 from .conftest import run_segvn
 from .fixtures_ckpt import IMAGE_SIZE, best_checkpoint, make_trained_run
@@ -80,25 +80,25 @@ def test_visualize_command_writes_every_figure(checkpoint, frame, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("trained_run")
-def test_visualize_one_layer_in_process_and_clear_errors(checkpoint, frame, tmp_path, compose_cfg):
-    argv = ["visualize", f"ckpt_path={checkpoint}"]
-    add_checkpoint_configs(argv)  # data=checkpoint / model=checkpoint, as the command does
-    base = [*argv[1:], f"image={frame}", "class_vis.enabled=false", "image_size=[32,48]"]
+def test_visualize_one_layer_in_process_and_clear_errors(checkpoint, frame, tmp_path, compose_ckpt):
+    def run(*overrides: str) -> dict:
+        return visualize(*compose_ckpt(checkpoint, overrides, config_name="visualize"))
 
-    summary = visualize(compose_cfg([*base, "layer=encoder.layer3"], config_name="visualize"))
+    base = [f"image={frame}", "class_vis.enabled=false", "image_size=[32,48]"]
+    summary = run(*base, "layer=encoder.layer3")
     assert list(summary["layers"]) == ["encoder.layer3"]
     assert summary["layers"]["encoder.layer3"]["shape"] == [256, 2, 3]
     assert "class_visualizations" not in summary["files"]
 
-    with pytest.raises(LayerError) as err:
-        visualize(compose_cfg([*base, "layer=encoder.layr3"], config_name="visualize"))
+    with pytest.raises(ConfigError) as err:
+        run(*base, "layer=encoder.layr3")
     message = str(err.value)
     assert (
         "did you mean encoder.layer3" in message and "decoder.aspp" in message and "encoder.layer4" in message
     )
 
     with pytest.raises(FileNotFoundError, match="not found"):
-        visualize(compose_cfg([*argv[1:], f"image={tmp_path / 'missing.png'}"], config_name="visualize"))
+        run(f"image={tmp_path / 'missing.png'}")
 
 
 @pytest.mark.slow

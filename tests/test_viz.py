@@ -11,21 +11,20 @@ import torch
 from PIL import Image
 
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX, PALETTE, camvid_lut
-from segvn.viz.network import (
-    activation_grid,
+from segvn.models.introspect import (
     class_score,
     class_visualization,
     class_visualizations,
     default_layers,
     first_conv,
-    first_conv_filters,
+    first_conv_weights,
     initial_noise,
     layer_activations,
-    save_image,
-    strongest_channel_overlay,
     to_tensor,
     to_uint8,
 )
+from segvn.viz.features import activation_grid, class_grid, filter_montage, strongest_channel_overlay
+from segvn.viz.image import save_image
 from segvn.viz.overlay import (
     GREEN,
     MAGENTA,
@@ -296,10 +295,14 @@ def tiny_deeplab() -> torch.nn.Module:
 def test_first_conv_filter_grid_layout(deeplab, tmp_path):
     name, conv = first_conv(deeplab)
     assert name == "encoder.conv1" and conv.weight.shape == (64, 3, 7, 7)
-    grid = first_conv_filters(deeplab, scale=4, pad=2)
+    grid = filter_montage(first_conv_weights(deeplab), scale=4, pad=2)
     tile = 7 * 4 + 2  # 64 filters -> 8 x 8 tiles of 28 px, 2 px apart, 2 px border
     assert grid.shape == (8 * tile + 2, 8 * tile + 2, 3) and grid.dtype == np.uint8
-    assert first_conv_filters(deeplab, scale=1, pad=1, ncols=16).shape == (4 * 8 + 1, 16 * 8 + 1, 3)
+    assert filter_montage(first_conv_weights(deeplab), scale=1, pad=1, ncols=16).shape == (
+        4 * 8 + 1,
+        16 * 8 + 1,
+        3,
+    )
     with Image.open(save_image(grid, tmp_path / "filters.png")) as im:
         assert im.size == (grid.shape[1], grid.shape[0])
 
@@ -369,7 +372,8 @@ def test_class_visualization_raises_class_score_and_leaves_model_alone(make_mode
 
 
 def test_class_visualizations_grid(tiny_deeplab):
-    grid = class_visualizations(tiny_deeplab, CLASS_NAMES, classes=[0, 4], size=(64, 64), steps=2, octaves=2)
+    pictures = class_visualizations(tiny_deeplab, [0, 4], size=(64, 64), steps=2, octaves=2)
+    grid = class_grid(pictures, [CLASS_NAMES[0], CLASS_NAMES[4]])
     assert grid.dtype == np.uint8 and grid.ndim == 3
     assert grid.shape[1] == 2 * (64 + 4) + 4 and grid.shape[0] > 64 + 8
 

@@ -79,3 +79,11 @@ def index_to_rgb(index: np.ndarray, palette: np.ndarray = PALETTE, ignore_color=
     lut[:] = ignore_color
     lut[: len(palette)] = palette
     return lut[np.asarray(index, dtype=np.uint8)]
+
+
+def palette_for(num_classes: int) -> np.ndarray:
+    """The class palette of ``num_classes`` classes (extended with fixed pseudo-random colours past the 8 segvn classes)."""
+    if num_classes <= len(PALETTE):
+        return PALETTE[:num_classes]
+    extra = np.random.default_rng(0).integers(0, 256, size=(num_classes - len(PALETTE), 3), dtype=np.uint8)
+    return np.concatenate([PALETTE, extra])

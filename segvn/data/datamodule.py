@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -27,12 +27,13 @@ class SegDataModule(L.LightningDataModule):
     ``image_size`` resizes every frame (``None`` keeps the native size; the model pads sides that
     are not multiples of its output stride and crops the output back). ``augment`` holds the
     training augmentation settings of :func:`~segvn.data.transforms.build_transforms`. ``root``
-    is the source's root, kept at the top of the data config so ``data.root=DIR`` works.
+    is where the data lives (``data.root``, its one home): ``source`` is a source factory (Hydra
+    ``_partial_: true``) called with it, or an already built :class:`StreetSource`.
     """
 
     def __init__(
         self,
-        source: StreetSource,
+        source: StreetSource | Callable[..., StreetSource],
         root: str | Path | None = None,
         batch_size: int = 4,
         eval_batch_size: int | None = None,
@@ -45,6 +46,10 @@ class SegDataModule(L.LightningDataModule):
         class_names: Sequence[str] = CLASS_NAMES,
     ) -> None:
         super().__init__()
+        if not isinstance(source, StreetSource):
+            if root is None:
+                raise DataError("data.root is not set: the folder that holds the data")
+            source = source(root=root)
         self.source = source
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size

@@ -42,6 +42,7 @@ from segvn.data.video import (
     VideoNotFoundError,
     open_video,
 )
+from segvn.utils.io import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -132,19 +133,13 @@ def _check_street(street: str) -> str:
     return street
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _write_image(path: Path, rgb: np.ndarray, image_format: str) -> None:
     ok, buf = cv2.imencode(
         f".{image_format}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), IMAGE_FORMATS[image_format]
     )
     if not ok:
         raise OSError(f"could not encode {path}")
-    _write_atomic(path, buf.tobytes())
+    write_atomic(path, buf.tobytes())
 
 
 def read_manifest(path: Path) -> dict[tuple[str, int], dict[str, str]]:
@@ -167,7 +162,7 @@ def _write_manifest(street_dir: Path, rows: dict, results: dict[str, VideoResult
     writer.writeheader()
     writer.writerows(rows[key] for key in sorted(rows))
     path = street_dir / MANIFEST_NAME
-    _write_atomic(path, buffer.getvalue().encode())
+    write_atomic(path, buffer.getvalue().encode())
     return path
 
 
@@ -185,7 +180,7 @@ def _write_status(
     overall = "complete" if all(v["status"] == "complete" for v in videos.values()) else "partial"
     doc = {"street": street, "status": overall, "last_run": {"selection": selection, "backend": backend}}
     doc["videos"] = [videos[k] for k in sorted(videos)]
-    _write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode())
+    write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode())
 
 
 def extract_frames(

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from segvn.data.classes import rgb_to_index
+from segvn.data.classes import PALETTE, rgb_to_index
 from segvn.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -73,3 +73,19 @@ def read_label(path: Path, label_format: str, lut: np.ndarray | None = None) -> 
 def list_images(folder: Path) -> list[Path]:
     """Image files of a folder, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def write_label_png(labels: np.ndarray, path: str | Path, palette: np.ndarray = PALETTE) -> Path:
+    """A label map as a palette PNG: pixel values are class indices (255 = ignore, black), colours the palette.
+
+    Image viewers show the class colours; ``PIL.Image.open(p)`` gives the indices back, and segvn's
+    data sources read it as an RGB colour mask.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), mode="P")
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[: len(palette)] = palette
+    img.putpalette(lut.flatten().tolist())
+    img.save(path, compress_level=1)
+    return path

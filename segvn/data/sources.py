@@ -91,7 +91,7 @@ class StreetSource:
         if self._frames is None:
             if not self.root.is_dir():
                 raise DataError(
-                    f"data root {self.root} does not exist; set data.root (or data.source.root) to "
+                    f"data root {self.root} does not exist; set data.root to "
                     "the folder that holds your streets"
                 )
             self._frames = self.discover()

@@ -3,11 +3,14 @@
 Checkpoints are opened with ``torch.load(weights_only=True)``: tensors, containers and plain
 values only, so a crafted file cannot run code. The resolved training config that
 :class:`segvn.callbacks.ConfigInCheckpoint` stored under ``segvn_config`` rebuilds the model.
+:class:`Checkpoint` is the one way in for every command that starts from a checkpoint: the file is
+read once, and its config, class names and model come from that one read.
 """
 
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +78,42 @@ def model_from_checkpoint(
             f"{path}: weights do not fit the model described by its config: {str(err)[:500]}"
         ) from err
     return module.eval()
+
+
+@dataclass
+class Checkpoint:
+    """A segvn checkpoint read once: its path, raw dict and stored training config; builds the model.
+
+    ``Checkpoint.read(path)`` raises :class:`CheckpointError` naming the file for anything that is not
+    a readable segvn checkpoint.
+    """
+
+    path: Path
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Checkpoint:
+        return cls(Path(path).expanduser(), load_checkpoint(path))
+
+    @property
+    def config(self) -> DictConfig:
+        """The resolved training config stored in the file."""
+        return checkpoint_config(self.raw)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The classes the model predicts, in output-channel order."""
+        model_cfg = self.config.get("model") or {}
+        return list(
+            model_cfg.get("class_names") or self.config.get("data", {}).get("class_names") or _default_names()
+        )
+
+    def model(self, model_cfg: DictConfig | None = None):
+        """The LightningModule with the trained weights, in eval mode (see :func:`model_from_checkpoint`)."""
+        return model_from_checkpoint(self.raw, model_cfg, self.path)
+
+
+def _default_names() -> list[str]:
+    from segvn.data.classes import CLASS_NAMES
+
+    return list(CLASS_NAMES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import netrc
 import os
 from pathlib import Path
@@ -12,8 +13,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from segvn.utils.schema import register_schemas
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
-"""The repository's ``conf/`` folder (segvn is installed editable, next to it)."""
+CONFIG_MODULE = "segvn.conf"
+"""The configs ship inside the package (the top-level ``conf/`` folder, mapped in ``pyproject.toml``)."""
+CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
+"""What ``@hydra.main(config_path=...)`` takes: works for editable installs, wheels and ``pip install .``."""
+CONF_DIR = str(importlib.resources.files(CONFIG_MODULE))
+"""The configs as a folder on disk (``conf/`` of the checkout for an editable install)."""
 
 
 def wandb_offline() -> bool:

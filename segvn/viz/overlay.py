@@ -382,3 +382,40 @@ def side_by_side(
         grid[y : y + height, x : x + width] = panel
     legend = _legend_strip(grid_w, class_names, np.asarray(palette, dtype=np.uint8).reshape(-1, 3), scale)
     return np.concatenate([grid, legend], axis=0)
+
+
+class OverlayDrawer:
+    """Overlay (alpha blend of the class colours) plus an optional legend, as written to videos and PNGs."""
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        alpha: float = DEFAULT_ALPHA,
+        legend: bool = True,
+        corner: str = "top-right",
+    ) -> None:
+        from segvn.data.classes import palette_for
+
+        self.class_names = list(class_names)
+        self.palette = palette_for(len(self.class_names))
+        self.alpha = float(alpha)
+        self.legend = bool(legend)
+        self.corner = corner
+
+    def __call__(self, rgb: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        out = overlay(rgb, labels, self.alpha, self.palette)
+        if self.legend:
+            out = draw_legend(out, self.class_names, self.palette, corner=self.corner)
+        return out
+
+
+def prediction_picture(
+    image: np.ndarray, pred: np.ndarray, class_names: Sequence[str], alpha: float = DEFAULT_ALPHA
+) -> np.ndarray:
+    """The frame beside the prediction overlaid on it, with a colour legend of the classes."""
+    shown = overlay(image, pred, alpha, PALETTE)
+    scale = float(np.clip(image.shape[0] / 800.0, 0.35, 1.2))
+    shown = draw_legend(shown, class_names, PALETTE, corner="top-right", scale=scale)
+    gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
+    panels = np.concatenate([image, gap, shown], axis=1)
+    return add_title(panels, "frame | prediction", scale)

@@ -1,17 +1,17 @@
-"""Evaluation reports: the dataset and class tables as JSON, Markdown and CSV.
+"""Evaluation reports: the dataset and class tables as JSON, Markdown and CSV, and their charts.
 
 Laid out like the thesis README (MATLAB's ``DataSetMetrics`` and ``ClassMetrics`` tables).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from segvn.utils.io import write_csv, write_json
+from segvn.viz.plots import plot_class_metrics, plot_confusion_matrix
 
 DATASET_KEYS = ("global_accuracy", "mean_accuracy", "mean_iou", "weighted_iou", "mean_bf_score")
 DATASET_TITLES = ("GlobalAccuracy", "MeanAccuracy", "MeanIoU", "WeightedIoU", "MeanBFScore")
@@ -71,24 +71,6 @@ def metrics_markdown(metrics: dict[str, Any], title: str = "Evaluation") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-    path = Path(path)
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(["" if v is None else v for v in row] for row in rows)
-    return path
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write JSON through a temporary file, so a reader never sees half a result."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-    return path
-
-
 def log_to_wandb(
     run: Any, metrics: dict[str, Any], pictures: dict[str, str | Path] | None = None, prefix: str = "eval"
 ) -> None:
@@ -103,3 +85,42 @@ def log_to_wandb(
     for key, path in (pictures or {}).items():
         payload[f"{prefix}/{key}"] = wandb.Image(str(path))
     run.log(payload)
+
+
+def write_evaluation_report(
+    out: Path, result: dict, class_names: Sequence[str], paths: Sequence[str], title: str, **extra: Any
+) -> tuple[dict[str, Any], Path]:
+    """Write ``metrics.json/.md``, ``class_metrics.csv/.png``, ``image_metrics.csv`` and
+    ``confusion_matrix.png`` of a :class:`~segvn.metrics.SegmentationMetrics` result into ``out``.
+
+    ``metrics.json`` is written last (atomically), so its presence means the report is complete.
+    Returns its content and the confusion-matrix picture.
+    """
+    names = list(class_names)
+    absent = [names[i] for i, n in enumerate(result["confmat"].sum(1).tolist()) if n == 0]
+    metrics = metrics_dict(result, names, images=len(paths), absent_classes=absent, **extra)
+    write_csv(
+        out / "class_metrics.csv",
+        ["class", "accuracy", "iou", "bf_score"],
+        [[n, *metrics["classes"][n].values()] for n in names],
+    )
+    image = {k: v.reshape(-1).tolist() for k, v in result["image_metrics"].items()}
+    write_csv(
+        out / "image_metrics.csv",
+        ["image", *IMAGE_KEYS],
+        [[p, *(image[k][i] for k in IMAGE_KEYS)] for i, p in enumerate(paths)],
+    )
+    cm_png = plot_confusion_matrix(result["confmat"].cpu().numpy(), names, out / "confusion_matrix.png")
+    nan = float("nan")
+    plot_class_metrics(
+        {
+            key: [metrics["classes"][n][field] or nan for n in names]
+            for key, field in (("accuracy", "accuracy"), ("IoU", "iou"), ("BF score", "bf_score"))
+        },
+        names,
+        out=out / "class_metrics.png",
+        title=f"Per-class metrics ({extra.get('split', '')})",
+    )
+    (out / "metrics.md").write_text(metrics_markdown(metrics, title))
+    write_json(out / "metrics.json", metrics)
+    return metrics, cm_png

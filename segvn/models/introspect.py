@@ -1,71 +1,49 @@
-"""Looking inside a network: first-layer filters, layer activations, and class visualisations.
+"""Looking inside a network: first-layer weights, layer activations, pictures of each class.
 
-These reproduce the thesis' MATLAB figures (filter montage, ``activations`` montages, the strongest
-channel over the frame, ``deepDreamImage`` of each class) for any PyTorch segmentation model, in
-particular smp's DeepLabV3+. Layers are addressed by their ``model.named_modules()`` names. Nothing
-here changes the model: training mode and ``requires_grad`` flags are restored and weights untouched.
+The computations behind the thesis' MATLAB figures (filters, ``activations``, ``deepDreamImage``)
+for any PyTorch segmentation model, in particular smp's DeepLabV3+; :mod:`segvn.viz.features` turns
+what they return into pictures. Layers are addressed by their ``model.named_modules()`` names.
+Nothing here changes the model: training mode and ``requires_grad`` flags are restored, weights
+untouched.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from segvn.viz.overlay import add_title
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from segvn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from segvn.errors import ConfigError
 
 
-# ------------------------------------------------------------------------------------------ helpers
-def save_image(image: np.ndarray, path: str | Path) -> Path:
-    """Write a uint8 greyscale (H, W) or RGB (H, W, 3) image as PNG/JPEG (by suffix); returns the path."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got {image.dtype}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
-    return path
+def check_layers(model: nn.Module, names: Sequence[str]) -> list[str]:
+    """``names`` if the model has them all, else :class:`ConfigError` listing the valid names."""
+    modules = [n for n, _ in model.named_modules() if n]
+    unknown = [n for n in names if n not in modules]
+    if not unknown:
+        return list(names)
+    close = {n: difflib.get_close_matches(n, modules, n=3, cutoff=0.5) for n in unknown}
+    hints = "; ".join(f"{n!r}: did you mean {', '.join(c)}?" for n, c in close.items() if c)
+    shallow = [n for n in modules if n.count(".") <= 1]
+    raise ConfigError(
+        f"unknown layer {', '.join(map(repr, unknown))}. {hints + ' ' if hints else ''}"
+        f"Valid layers include: {', '.join(shallow)} (and every deeper name of model.named_modules(), "
+        f"e.g. {next((n for n in modules if n.count('.') >= 2), modules[-1])}); the default is "
+        f"{', '.join(default_layers(model))}"
+    )
 
 
-def tile(images: Sequence[np.ndarray], ncols: int | None = None, pad: int = 1, fill: int = 255) -> np.ndarray:
-    """Montage of equally sized images (grey or RGB) on a ``fill`` background, ``pad`` pixels apart.
-
-    The grid is ``ncols`` wide (default ceil(sqrt(n)), square-ish like MATLAB's ``imtile``); its size
-    is ``rows * (h + pad) + pad`` by ``ncols * (w + pad) + pad``.
-    """
-    if len(images) == 0:
-        raise ValueError("nothing to tile")
-    first = np.asarray(images[0])
-    h, w = first.shape[:2]
-    ncols = ncols or math.ceil(math.sqrt(len(images)))
-    nrows = math.ceil(len(images) / ncols)
-    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, *first.shape[2:]), fill, np.uint8)
-    for i, img in enumerate(images):
-        r, c = divmod(i, ncols)
-        y, x = pad + r * (h + pad), pad + c * (w + pad)
-        grid[y : y + h, x : x + w] = img
-    return grid
-
-
-def _rescale(x: np.ndarray) -> np.ndarray:
-    """Min-max to uint8 (MATLAB ``mat2gray``); a constant array maps to 0."""
-    lo, hi = float(x.min()), float(x.max())
-    if hi - lo < 1e-12:
-        return np.zeros(x.shape, np.uint8)
-    return np.round((x - lo) / (hi - lo) * 255.0).astype(np.uint8)
+def inner_model(module: nn.Module) -> tuple[nn.Module, int]:
+    """The smp model inside a SegModule (layer names are relative to it) and the input multiple it needs."""
+    net = getattr(module, "net", module)
+    return getattr(net, "model", net), int(getattr(net, "stride", 32))
 
 
 @contextmanager
@@ -98,25 +76,11 @@ def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
     raise ValueError("model has no Conv2d with 3 input channels")
 
 
-def first_conv_filters(
-    model: nn.Module, scale: int = 4, pad: int = 2, ncols: int | None = None
-) -> np.ndarray:
-    """RGB montage of the first convolution's filters, each min-max normalised on its own.
-
-    Every filter (3 x k x k) becomes a k x k colour tile (input channels read as R, G, B), enlarged
-    ``scale`` times with nearest-neighbour so the pixels stay crisp, laid out by :func:`tile` on a
-    white background. For ResNet-18's conv1 (64 filters, 7x7) that is an 8 x 8 grid of 28 px tiles.
-    """
-    _, conv = first_conv(model)
-    weights = conv.weight.detach().float().cpu().numpy()  # (out, 3, k, k)
-    tiles = []
-    for w in weights:
-        img = _rescale(w.transpose(1, 2, 0))
-        tiles.append(np.repeat(np.repeat(img, scale, axis=0), scale, axis=1))
-    return tile(tiles, ncols=ncols, pad=pad)
+def first_conv_weights(model: nn.Module) -> np.ndarray:
+    """The weights ``(out, 3, k, k)`` of :func:`first_conv` as a float32 array."""
+    return first_conv(model)[1].weight.detach().float().cpu().numpy()
 
 
-# -------------------------------------------------------------------------------------- activations
 def _resolve(model: nn.Module, layer_names: Sequence[str]) -> dict[str, nn.Module]:
     modules = dict(model.named_modules())
     unknown = [n for n in layer_names if n not in modules]
@@ -124,7 +88,7 @@ def _resolve(model: nn.Module, layer_names: Sequence[str]) -> dict[str, nn.Modul
         valid = [n for n in modules if n]
         hints = {n: difflib.get_close_matches(n, valid, n=3) for n in unknown}
         hint_text = "; ".join(f"{n!r}: did you mean {', '.join(h)}?" for n, h in hints.items() if h)
-        raise ValueError(
+        raise ConfigError(
             f"unknown layer name(s) {unknown}. {hint_text + ' ' if hint_text else ''}"
             f"Valid names (model.named_modules()): {', '.join(valid)}"
         )
@@ -230,72 +194,6 @@ def default_layers(model: nn.Module) -> list[str]:
     return _spread(stages, 4)
 
 
-def _as_chw(act: torch.Tensor | np.ndarray) -> np.ndarray:
-    act = act.detach().float().cpu().numpy() if isinstance(act, torch.Tensor) else np.asarray(act, np.float32)
-    if act.ndim == 4:
-        if act.shape[0] != 1:
-            raise ValueError(f"expected one image's activations, got batch of {act.shape[0]}")
-        act = act[0]
-    if act.ndim != 3:
-        raise ValueError(f"expected activations of shape (C, h, w), got {act.shape}")
-    return act
-
-
-def activation_grid(
-    act: torch.Tensor | np.ndarray,
-    max_channels: int = 64,
-    normalize: str = "global",
-    pad: int = 1,
-    min_tile: int = 32,
-) -> np.ndarray:
-    """Greyscale montage (uint8, H x W) of a layer's channels, like MATLAB's activation montage.
-
-    Takes (C, h, w) or (1, C, h, w). When there are more than ``max_channels`` channels, the ones with
-    the highest mean activation are shown, strongest first. ``normalize="global"`` scales all tiles
-    together (MATLAB ``mat2gray`` on the whole tensor: strong and weak channels stay comparable);
-    ``"channel"`` stretches each tile on its own (shows the pattern of weak channels too). Tiles
-    smaller than ``min_tile`` px are enlarged by an integer factor with nearest-neighbour.
-    """
-    chw = _as_chw(act)
-    if normalize not in ("global", "channel"):
-        raise ValueError(f"normalize must be 'global' or 'channel', got {normalize!r}")
-    order = np.arange(len(chw))
-    if len(chw) > max_channels:
-        order = np.argsort(-chw.mean(axis=(1, 2)), kind="stable")[:max_channels]
-    chosen = chw[order]
-    tiles = list(_rescale(chosen)) if normalize == "global" else [_rescale(c) for c in chosen]
-    factor = max(1, math.ceil(min_tile / max(1, min(chw.shape[1:]))))
-    if factor > 1:
-        tiles = [np.repeat(np.repeat(t, factor, axis=0), factor, axis=1) for t in tiles]
-    return tile(tiles, pad=pad)
-
-
-def strongest_channel(act: torch.Tensor | np.ndarray) -> int:
-    """Index of the channel with the highest mean activation."""
-    return int(np.argmax(_as_chw(act).mean(axis=(1, 2))))
-
-
-def strongest_channel_overlay(
-    image_rgb: np.ndarray,
-    act: torch.Tensor | np.ndarray,
-    alpha: float = 0.5,
-    colormap: int = cv2.COLORMAP_JET,
-) -> np.ndarray:
-    """The strongest channel (highest mean activation), upsampled to the frame, as a heat map on it.
-
-    Shows where in the picture that layer responds most; ``alpha`` is the heat map's weight.
-    """
-    image = np.asarray(image_rgb)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
-    chw = _as_chw(act)
-    channel = chw[strongest_channel(chw)]
-    up = cv2.resize(channel, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
-    heat = cv2.cvtColor(cv2.applyColorMap(_rescale(up), colormap), cv2.COLOR_BGR2RGB)
-    return cv2.addWeighted(image, 1.0 - alpha, heat, alpha, 0.0)
-
-
-# ---------------------------------------------------------------------------------- class pictures
 def _normaliser(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
@@ -406,18 +304,8 @@ def class_visualization(
     return to_uint8(x)
 
 
-def class_visualizations(
-    model: nn.Module,
-    class_names: Sequence[str],
-    ncols: int = 4,
-    classes: Sequence[int] | None = None,
-    **kwargs,
-) -> np.ndarray:
-    """:func:`class_visualization` for each class (or the given indices), as one titled RGB grid.
-
-    Extra keyword arguments (``size``, ``steps``, ``seed``, ...) go to :func:`class_visualization`;
-    every class starts from the same noise so the pictures differ only by what the class asks for.
+def class_visualizations(model: nn.Module, classes: Sequence[int], **kwargs) -> list[np.ndarray]:
+    """:func:`class_visualization` for each class index; keyword arguments (``size``, ``steps``, ...) go
+    to it. Every class starts from the same noise, so the pictures differ only by what the class asks for.
     """
-    indices = list(range(len(class_names))) if classes is None else list(classes)
-    panels = [add_title(class_visualization(model, i, **kwargs), class_names[i], scale=0.5) for i in indices]
-    return tile(panels, ncols=min(ncols, len(panels)), pad=4)
+    return [class_visualization(model, int(i), **kwargs) for i in classes]

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from segvn.errors import ConfigError
 from segvn.metrics.temporal import dis_flow, warp_values
 
 MAX_EMA = 0.95
@@ -32,7 +33,7 @@ class TemporalEMA:
 
     def __init__(self, ema: float = 0.0, flow_aligned: bool = False) -> None:
         if not 0.0 <= ema <= MAX_EMA:
-            raise ValueError(f"ema must be in [0, {MAX_EMA}] (0 = off), got {ema}")
+            raise ConfigError(f"temporal.ema must be in [0, {MAX_EMA}] (0 = off), got {ema}")
         self.ema = float(ema)
         self.flow_aligned = flow_aligned
         self.reset()

@@ -1,4 +1,4 @@
-"""``python -m segvn.progress run_dir=DIR``: the training-progress figure from a run's real CSV log."""
+"""``python -m segvn.curves run_dir=DIR``: the training-progress figure from a run's real CSV log."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from segvn.progress import draw_progress, find_run_csv, progress, progress_frame
+from segvn.curves import curves
+from segvn.viz.curves import draw_progress, find_run_csv, progress_frame
 
 from .conftest import REPO_ROOT, run_segvn
 from .fixtures_ckpt import make_trained_run
@@ -22,7 +23,7 @@ def trained_run(camvid_root, tmp_path_factory, request) -> Path:
 
 
 def _run(*args: str):
-    return run_segvn("progress", *args, timeout=300)
+    return run_segvn("curves", *args, timeout=300)
 
 
 def _png(path):
@@ -35,14 +36,14 @@ def _png(path):
 @pytest.mark.xdist_group("trained_run")
 def test_progress_command_draws_the_figure_of_a_real_run(trained_run, tmp_path):
     out = tmp_path / "progress.png"
-    before = sorted(REPO_ROOT.iterdir()), sorted((REPO_ROOT / "outputs").glob("progress/runs/*"))
+    before = sorted(REPO_ROOT.iterdir()), sorted((REPO_ROOT / "outputs").glob("curves/runs/*"))
     proc = _run(f"run_dir={trained_run}", f"out={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     size, picture = _png(out)
     # the same figure the training run drew at its end (same CSV, same defaults but the title)
     assert size == _png(trained_run / "training_progress.png")[0]
     assert picture.std() > 10
-    after = sorted(REPO_ROOT.iterdir()), sorted((REPO_ROOT / "outputs").glob("progress/runs/*"))
+    after = sorted(REPO_ROOT.iterdir()), sorted((REPO_ROOT / "outputs").glob("curves/runs/*"))
     assert after == before, "the command leaves nothing behind but the picture (no run dir, no log)"
 
 
@@ -61,8 +62,8 @@ def test_progress_default_output_is_the_run_dir_and_per_class_curves_are_optiona
     assert not any(c.startswith("val/iou/") for c in progress_frame(csv).columns)
     assert any(c.startswith("val/iou/") for c in progress_frame(csv, per_class=True).columns)
 
-    cfg = compose_cfg([f"run_dir={run}"], config_name="progress")
-    path = progress(cfg)
+    cfg = compose_cfg([f"run_dir={run}"], config_name="curves")
+    path = curves(cfg)
     assert path == run / "training_progress.png"
     (w, h), _ = _png(path)
     # per-class curves make a taller legend but the same figure size: just check both draw

@@ -1,125 +1,24 @@
-"""Lightning callbacks: the resolved config in every checkpoint and a clean per-epoch CSV."""
+"""W&B dashboard media: class-IoU table, confusion matrix and example frames at every validation."""
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 
-CONFIG_KEY = "segvn_config"
+from segvn.callbacks.config import ConfigInCheckpoint
+from segvn.data.classes import IGNORE_INDEX
+from segvn.data.transforms import denormalize
+from segvn.metrics import metrics_from_confmat
+from segvn.viz.plots import plot_confusion_matrix
 
 log = logging.getLogger(__name__)
 
 
-class ConfigInCheckpoint(Callback):
-    """Stores the resolved run config (plain types) in every checkpoint under ``segvn_config``.
-
-    ``segvn.evaluate`` and ``segvn.predict`` rebuild model and data settings from it.
-    """
-
-    def __init__(self, config: dict | None = None) -> None:
-        self.config = config
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        if self.config is not None:
-            checkpoint[CONFIG_KEY] = self.config
-
-
-class EpochMetricsCSV(Callback):
-    """One row per epoch (epoch, step, lr and every epoch-level metric) in ``path``."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.rows: list[dict[str, Any]] = []
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        row: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
-        if trainer.optimizers:
-            row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
-        for key, value in sorted(trainer.callback_metrics.items()):
-            if key.endswith("_step"):
-                continue
-            v = float(value)
-            row[key] = "" if math.isnan(v) else v
-        self.rows.append(row)
-        fields = list(dict.fromkeys(k for r in self.rows for k in r))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(self.rows)
-
-
-# ------------------------------------------------------------------------------------ progress plot
-def find_csv_log(trainer: L.Trainer) -> Path | None:
-    """The run's per-step CSV log: Lightning's CSVLogger file, else the EpochMetricsCSV file."""
-    from lightning.pytorch.loggers import CSVLogger
-
-    for lg in trainer.loggers:
-        if isinstance(lg, CSVLogger):
-            lg.save()  # flush what is buffered (a no-op after the logger was finalised)
-            path = Path(lg.log_dir) / "metrics.csv"
-            if path.is_file():
-                return path
-    for cb in trainer.callbacks:
-        if isinstance(cb, EpochMetricsCSV) and cb.path.is_file():
-            return cb.path
-    return None
-
-
-class TrainingProgressPlot(Callback):
-    """Draws ``training_progress.png`` (:func:`segvn.viz.plots.plot_training_progress`) when fitting ends.
-
-    Reads the run's CSV log (``logger=csv`` or ``logger=wandb``, which includes it; without one, the
-    ``EpochMetricsCSV`` file); per-class IoU curves only with ``per_class=true``. Also drawn when a
-    run stops on an exception (e.g. Ctrl+C), and with ``every_epoch=true`` after every validation,
-    to watch a long run. Never fails the run: a plotting problem is logged as a warning.
-    """
-
-    def __init__(
-        self, path: str | Path, every_epoch: bool = False, per_class: bool = False, smoothing: float = 0.6
-    ) -> None:
-        self.path = Path(path)
-        self.every_epoch = every_epoch
-        self.per_class = per_class
-        self.smoothing = smoothing
-
-    def plot(self, trainer: L.Trainer) -> Path | None:
-        if not trainer.is_global_zero:
-            return None
-        from segvn.progress import draw_progress
-
-        try:
-            csv_path = find_csv_log(trainer)
-            if csv_path is None:
-                log.info("no CSV log (logger=none?): no training_progress.png")
-                return None
-            return draw_progress(csv_path, self.path, self.per_class, self.smoothing)
-        except Exception as err:  # plotting must never fail a training run
-            log.warning("could not draw %s: %s: %s", self.path, type(err).__name__, err)
-            return None
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.every_epoch and not trainer.sanity_checking:
-            self.plot(trainer)
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.plot(trainer)
-
-    def on_exception(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
-    ) -> None:
-        self.plot(trainer)
-
-
-# ------------------------------------------------------------------------------------- W&B media
 def validation_confmat(pl_module: L.LightningModule) -> Any:
     """The validation confusion matrix (C, C) the module accumulated this epoch, or ``None``.
 
@@ -127,7 +26,6 @@ def validation_confmat(pl_module: L.LightningModule) -> Any:
     ``SegmentationMetrics`` or torchmetrics' ``MulticlassConfusionMatrix``), summed across processes.
     Must be called before the module's ``on_validation_epoch_end`` resets it (callback hooks run first).
     """
-    import torch
     from torchmetrics import Metric
 
     for name, metric in pl_module.named_modules():
@@ -255,18 +153,21 @@ class WandbMedia(Callback):
         from PIL import Image
         from wandb.plot.custom_chart import plot_table
 
-        from segvn.viz.plots import plot_confusion_matrix
-
         out: dict[str, Any] = {}
         cm = np.asarray(cm, dtype=np.int64)
-        tp, rows, cols = np.diag(cm), cm.sum(1), cm.sum(0)
-        union = rows + cols - tp
+        scores = metrics_from_confmat(torch.from_numpy(cm))
+        rows, cols = cm.sum(1), cm.sum(0)
         if self.class_table:
             table = wandb.Table(columns=["class", "iou", "accuracy", "pixels", "predicted_pixels"])
             for c, name in enumerate(names):
-                iou = float(tp[c] / union[c]) if rows[c] > 0 else None
-                acc = float(tp[c] / rows[c]) if rows[c] > 0 else None
-                table.add_data(name, iou, acc, int(rows[c]), int(cols[c]))
+                iou, acc = (float(scores[k][c]) for k in ("class_iou", "class_accuracy"))
+                table.add_data(
+                    name,
+                    None if rows[c] == 0 else iou,
+                    None if rows[c] == 0 else acc,
+                    int(rows[c]),
+                    int(cols[c]),
+                )
             out["val/class_iou"] = table
         if self.confusion_matrix:
             data = [[names[i], names[j], int(cm[i, j])] for i in range(len(names)) for j in range(len(names))]
@@ -288,9 +189,6 @@ class WandbMedia(Callback):
         import numpy as np
         import torch
         import wandb
-
-        from segvn.data.classes import IGNORE_INDEX
-        from segvn.data.transforms import denormalize
 
         frames = self._fixed_frames(trainer)
         if not frames:

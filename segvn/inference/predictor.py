@@ -3,14 +3,14 @@
 :class:`Predictor` is the model half of ``segvn.predict``: it takes a batch of RGB ``uint8`` frames as
 they come out of a video decoder, optionally resizes them to the model's input size (models trained at a
 low resolution are run on 1080p video this way), normalises them, runs the network, applies an optional
-temporal smoothing hook (:class:`~segvn.models.smoothing.TemporalEMA`), brings the scores back to the
+temporal smoothing hook (:class:`~segvn.inference.smoothing.TemporalEMA`), brings the scores back to the
 frame size (bilinear) and returns the label maps and the share of each class per frame. It keeps count
 of the frames and seconds it spent, which is the *model-only* speed that ``segvn.predict`` reports.
 
-No drawing and no I/O here (that is :mod:`segvn.viz.video_pipeline`), so it is as fast on a GPU as on a
+No drawing and no I/O here (that is :mod:`segvn.inference.video`), so it is as fast on a GPU as on a
 CPU and usable from a notebook::
 
-    predictor = Predictor(model_from_checkpoint(load_checkpoint(path)), "auto", input_size=(270, 480))
+    predictor = Predictor(model_from_checkpoint(load_checkpoint(path)), "auto", image_size=(270, 480))
     result = predictor([rgb0, rgb1, rgb2, rgb3])   # result.labels (4, H, W) uint8, result.shares (4, C)
 """
 
@@ -27,30 +27,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from segvn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from segvn.models.smoothing import TemporalEMA
+from segvn.errors import ConfigError
+from segvn.inference.device import pick_device
+from segvn.inference.smoothing import TemporalEMA
 
 
-def pick_device(name: str | torch.device = "auto") -> torch.device:
-    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; clear error without a GPU."""
-    if str(name) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"device={name!r}: use auto, cpu, cuda or cuda:N ({err})") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name} but no CUDA GPU is visible to torch; use device=cpu or device=auto")
-    return device
-
-
-def check_input_size(size: Sequence[int] | None) -> tuple[int, int] | None:
+def check_image_size(size: Sequence[int] | None) -> tuple[int, int] | None:
     """``None`` or a validated ``(height, width)``."""
     if size is None:
         return None
     size = tuple(int(s) for s in size)
     if len(size) != 2 or min(size) < 1:
-        raise ValueError(
-            f"input_size must be [height, width] with positive sides (or null), got {list(size)}"
+        raise ConfigError(
+            f"image_size must be [height, width] with positive sides (or null), got {list(size)}"
         )
     return size  # type: ignore[return-value]
 
@@ -67,7 +56,7 @@ class Predictor:
     """Run a segmentation model on batches of RGB ``uint8`` frames of one size (see the module docstring).
 
     ``model(images)`` must return logits ``(B, C, h, w)`` at the input size (segvn's ``SegModule`` does, for
-    any size). ``input_size=(h, w)`` resizes the frames before the model (``INTER_AREA`` when shrinking)
+    any size). ``image_size=(h, w)`` resizes the frames before the model (``INTER_AREA`` when shrinking)
     and upsamples the scores back, so labels always match the frames. ``smoother`` (a
     :class:`TemporalEMA`) sees the class probabilities at the model's resolution, together with the
     resized frames when it is flow-aligned; ``ema=0`` (or ``None``) is skipped entirely, so the output
@@ -78,13 +67,13 @@ class Predictor:
         self,
         model: nn.Module,
         device: str | torch.device = "auto",
-        input_size: Sequence[int] | None = None,
+        image_size: Sequence[int] | None = None,
         smoother: TemporalEMA | None = None,
         num_classes: int | None = None,
     ) -> None:
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
-        self.input_size = check_input_size(input_size)
+        self.image_size = check_image_size(image_size)
         self.smoother = smoother if smoother is not None and smoother.ema > 0 else None
         self.num_classes = num_classes or len(getattr(model, "class_names", ())) or None
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
@@ -109,9 +98,9 @@ class Predictor:
 
     def _model_frames(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         height, width = frames[0].shape[:2]
-        if self.input_size is None or self.input_size == (height, width):
+        if self.image_size is None or self.image_size == (height, width):
             return np.stack(frames)
-        h, w = self.input_size
+        h, w = self.image_size
         interp = cv2.INTER_AREA if h < height and w < width else cv2.INTER_LINEAR
         return np.stack([cv2.resize(f, (w, h), interpolation=interp) for f in frames])
 
