@@ -17,9 +17,10 @@ test:  ## the whole suite (real data from ../shared or $$SEGVN_SHARED; skipped c
 test-fast:  ## without the slow end-to-end tests
 	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
-lint:
+lint:  ## ruff (lint + format) and the import-linter layer contracts of pyproject.toml
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format:
 	$(BIN)/ruff format .

@@ -1,0 +1,15 @@
+"""Lightning callbacks of segvn, one module each (see ``conf/callbacks/default.yaml``)."""
+
+from segvn.callbacks.config import ConfigInCheckpoint
+from segvn.callbacks.epoch_csv import EpochMetricsCSV
+from segvn.callbacks.progress_plot import TrainingProgressPlot, find_csv_log
+from segvn.callbacks.wandb_media import WandbMedia, validation_confmat
+
+__all__ = [
+    "ConfigInCheckpoint",
+    "EpochMetricsCSV",
+    "TrainingProgressPlot",
+    "WandbMedia",
+    "find_csv_log",
+    "validation_confmat",
+]

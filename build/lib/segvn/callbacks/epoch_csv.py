@@ -1,0 +1,38 @@
+"""``epoch_metrics.csv``: one clean row per epoch, the table people open first after a run."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+
+class EpochMetricsCSV(Callback):
+    """One row per epoch (epoch, step, lr and every epoch-level metric) in ``path``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        row: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        if trainer.optimizers:
+            row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        for key, value in sorted(trainer.callback_metrics.items()):
+            if key.endswith("_step"):
+                continue
+            v = float(value)
+            row[key] = "" if math.isnan(v) else v
+        self.rows.append(row)
+        fields = list(dict.fromkeys(k for r in self.rows for k in r))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.rows)

@@ -1,0 +1,159 @@
+"""The LightningDataModule: one source of streets, four splits, albumentations transforms."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from segvn.data.classes import CLASS_NAMES
+from segvn.data.dataset import SegmentationDataset
+from segvn.data.sources import SPLITS, StreetSource
+from segvn.data.stats import LabelStats, class_weights, scan_labels
+from segvn.data.transforms import build_transforms
+from segvn.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+class SegDataModule(L.LightningDataModule):
+    """Serves train/val/test/predict loaders of one :class:`StreetSource`.
+
+    ``image_size`` resizes every frame (``None`` keeps the native size; the model pads sides that
+    are not multiples of its output stride and crops the output back). ``augment`` holds the
+    training augmentation settings of :func:`~segvn.data.transforms.build_transforms`. ``root``
+    is where the data lives (``data.root``, its one home): ``source`` is a source factory (Hydra
+    ``_partial_: true``) called with it, or an already built :class:`StreetSource`.
+    """
+
+    def __init__(
+        self,
+        source: StreetSource | Callable[..., StreetSource],
+        root: str | Path | None = None,
+        batch_size: int = 4,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        image_size: Sequence[int] | None = None,
+        augment: dict | None = None,
+        shuffle: bool = True,
+        pin_memory: bool = False,
+        cache_dir: str | Path | None = None,
+        class_names: Sequence[str] = CLASS_NAMES,
+    ) -> None:
+        super().__init__()
+        if not isinstance(source, StreetSource):
+            if root is None:
+                raise DataError("data.root is not set: the folder that holds the data")
+            source = source(root=root)
+        self.source = source
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.image_size = list(image_size) if image_size is not None else None
+        self.augment = dict(augment or {})
+        self.shuffle = shuffle
+        self.pin_memory = pin_memory
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.class_names = list(class_names)
+        self._datasets: dict[str, SegmentationDataset] = {}
+        self._stats: LabelStats | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def dataset(self, split: str) -> SegmentationDataset:
+        """The dataset of one split, built on first use."""
+        if split not in self._datasets:
+            samples = self.source.samples(split)
+            transform = build_transforms(split == "train", self.image_size, **self.augment)
+            self._datasets[split] = SegmentationDataset(
+                samples, transform, self.source.label_format, self.source.lut
+            )
+        return self._datasets[split]
+
+    def require(self, split: str) -> SegmentationDataset:
+        """The dataset of a split, or a clear error when the split has no frames."""
+        ds = self.dataset(split)
+        if len(ds) == 0:
+            what = "frames" if split == "predict" else "labelled frames"
+            raise DataError(
+                f"the {split} split is empty: no {what} for data.source.{split}="
+                f"{self.source.streets.get(split)} under {self.source.root}; list streets that have "
+                f"{'frames' if split == 'predict' else 'labels'}, or use split_mode=ratio"
+            )
+        return ds
+
+    def has_split(self, split: str) -> bool:
+        return len(self.dataset(split)) > 0
+
+    def prepare_data(self) -> None:
+        """Runs once per machine before ``setup``: finds (or generates) the frames on disk."""
+        _ = self.source.frames
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self.require("train")
+            self.require("val")
+            self.label_stats("train")  # reads every training label once: sizes, colours, counts
+        elif stage in ("validate", "test"):
+            self.require("val" if stage == "validate" else "test")
+        elif stage == "predict":
+            self.require("predict")
+
+    def label_stats(self, split: str = "train") -> LabelStats:
+        """Pixel statistics of a split's labels (scanned once, cached on disk)."""
+        if split == "train" and self._stats is not None:
+            return self._stats
+        ds = self.require(split)
+        stats = scan_labels(ds.samples, ds.label_format, ds.lut, self.num_classes, self.cache_dir)
+        if split == "train":
+            self._stats = stats
+        return stats
+
+    def class_weights(self, method: str = "median_frequency") -> torch.Tensor:
+        """Loss weights from the training labels; see :func:`segvn.data.stats.class_weights`."""
+        if method == "none":
+            return torch.ones(self.num_classes)
+        weights = class_weights(self.label_stats("train"), method)
+        log.info(
+            "class weights (%s): %s",
+            method,
+            ", ".join(f"{n}={w:.3f}" for n, w in zip(self.class_names, weights, strict=True)),
+        )
+        return torch.from_numpy(np.asarray(weights))
+
+    def _loader(self, split: str, train: bool, batch_size: int | None = None) -> DataLoader:
+        return DataLoader(
+            self.require(split),
+            batch_size=batch_size or (self.batch_size if train else self.eval_batch_size),
+            shuffle=train and self.shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            drop_last=False,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", False)
+
+    def eval_dataloader(self, split: str, batch_size: int | None = None) -> DataLoader:
+        """An unshuffled loader over any split, in file order (for evaluation and prediction)."""
+        return self._loader(split, False, batch_size)
+
+    def describe(self) -> str:
+        return ", ".join(f"{s}={len(self.dataset(s))}" for s in SPLITS)

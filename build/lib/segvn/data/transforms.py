@@ -1,0 +1,73 @@
+"""Albumentations pipelines: the thesis augmentation for training, plain normalisation otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from albumentations.pytorch import ToTensorV2
+
+from segvn.data.classes import IGNORE_INDEX
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_transforms(
+    train: bool,
+    image_size: Sequence[int] | None = None,
+    hflip: float = 0.5,
+    translate_px: int = 10,
+    scale: Sequence[float] | None = None,
+    color_jitter: float = 0.0,
+) -> A.Compose:
+    """Resize (optional), then for training random flip/translation/scale/colour, then normalise.
+
+    Translation pads the frame with black and the label with the ignore value, like MATLAB's
+    ``imtranslate`` with ``OutputView='same'`` leaving undefined pixels.
+    """
+    steps: list[A.BasicTransform] = []
+    if image_size is not None:
+        h, w = image_size
+        steps.append(A.Resize(h, w, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST))
+    if train:
+        if hflip > 0:
+            steps.append(A.HorizontalFlip(p=hflip))
+        if translate_px > 0 or scale is not None:
+            steps.append(
+                A.Affine(
+                    translate_px={"x": (-translate_px, translate_px), "y": (-translate_px, translate_px)},
+                    scale=tuple(scale) if scale is not None else (1.0, 1.0),
+                    border_mode=cv2.BORDER_CONSTANT,
+                    fill=0,
+                    fill_mask=IGNORE_INDEX,
+                    p=1.0,
+                )
+            )
+        if color_jitter > 0:
+            steps.append(
+                A.ColorJitter(
+                    brightness=color_jitter, contrast=color_jitter, saturation=color_jitter, hue=0, p=0.8
+                )
+            )
+    steps += [A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD), ToTensorV2()]
+    return A.Compose(steps)
+
+
+def normalize(image: np.ndarray) -> torch.Tensor:
+    """An RGB uint8 frame (H, W, 3) as an ImageNet-normalised float tensor (3, H, W)."""
+    t = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (t - mean) / std
+
+
+def denormalize(tensor: torch.Tensor) -> np.ndarray:
+    """Undo :func:`normalize` for display: (3, H, W) float -> (H, W, 3) uint8."""
+    mean = torch.tensor(IMAGENET_MEAN, device=tensor.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=tensor.device).view(3, 1, 1)
+    img = (tensor.detach().float() * std + mean).clamp(0, 1).mul(255).round().byte()
+    return img.permute(1, 2, 0).cpu().numpy()

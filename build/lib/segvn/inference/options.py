@@ -1,0 +1,172 @@
+"""Typed options of the commands that start from a checkpoint: ``segvn.predict`` and ``segvn.evaluate``.
+
+Each dataclass is the schema of one command's config, registered in Hydra's ConfigStore as
+``<command>_schema`` and named first in ``conf/<command>.yaml``'s defaults list, so every default is
+written here once, a wrong type fails when the config is composed (``batch_size=abc`` names the key
+before anything is loaded), and the pipeline reads the same fields whether it is called from the
+command line or from Python (``PredictConfig(batch_size=2)``). Ranges Hydra cannot express are
+checked by :func:`check_predict` / :func:`check_evaluate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from segvn.errors import ConfigError
+from segvn.utils.schema import VideoBackend, VideoConfig
+
+LEGEND_CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+class FlowPreset(str, Enum):
+    """OpenCV DIS optical-flow presets (temporal consistency and flow-aligned smoothing)."""
+
+    ultrafast = "ultrafast"
+    fast = "fast"
+    medium = "medium"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class OutputOptions:
+    """The overlay video: H.264 (libx264 via PyAV), yuv420p, constant frame rate = the input's."""
+
+    crf: int = 20
+    # libx264 preset: per 960x540 frame superfast takes ~7.5 ms of CPU, veryfast ~13 ms (files ~40%
+    # smaller), medium ~40 ms. Encoding is the largest CPU cost besides the model.
+    preset: str = "superfast"
+
+
+@dataclass
+class TemporalOptions:
+    """Smoothing over time and the temporal-consistency measure (videos only)."""
+
+    ema: float = 0.0  # EMA of class probabilities over frames: 0 = off, up to 0.95
+    flow_aligned: bool = False  # warp the running average onto each new frame with DIS optical flow
+    tc: bool = True  # measure temporal consistency (TC, Liu et al. 2020) on consecutive frames
+    tc_scale: float = 0.5  # TC's flow and label comparison run at this fraction of the frame size
+    tc_flow: FlowPreset = FlowPreset.fast
+
+
+@dataclass
+class PredictConfig:
+    """``conf/predict.yaml``: segment videos and images with a checkpoint."""
+
+    ckpt_path: str = MISSING
+    # a video, an image, or a folder of videos and/or images (not recursive); null = the data's predict split
+    input: Any = None
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    batch_size: int = 4  # frames per model call; on 2 CPU cores 2-4 are best, on a GPU 8-16
+    # [height, width] frames are resized to before the model (scores are brought back to the frame size);
+    # null = the frame size, or for input=null the data config's image_size
+    image_size: Any = None
+    max_frames: int | None = None  # stop each video (and image group) after this many frames
+    alpha: float = 0.4  # class colours blended at alpha (0.4 = the thesis / MATLAB labeloverlay)
+    legend: bool = True
+    legend_corner: str = "top-right"  # top-left | top-right | bottom-left | bottom-right
+    save_labels: bool = False  # per-frame label maps as palette PNGs (pixel = class index) under labels/
+    output: OutputOptions = field(default_factory=OutputOptions)
+    temporal: TemporalOptions = field(default_factory=TemporalOptions)
+    queue_size: int = 2  # batches waiting between the decode, model and writer threads
+    progress: bool = True
+    # decoding runs in its own thread here, so decord's read-ahead thread only competes with the model for
+    # the CPU: decode + model ran at 6.7 fps with decord vs 7.5 with PyAV (2 CPU cores, 270x480)
+    video: VideoConfig = field(default_factory=lambda: VideoConfig(backend=VideoBackend.pyav))
+    task_name: str = "predict"
+    tags: list[str] = field(default_factory=lambda: ["predict"])
+    data: Any = None
+    model: Any = None
+    paths: Any = None
+
+
+@dataclass
+class MetricsOptions:
+    """MATLAB ``evaluateSemanticSegmentation`` parity (see :mod:`segvn.metrics`)."""
+
+    # classes absent from the truth of the whole set: omit (left out of the means, with a warning;
+    # mmsegmentation and older MATLAB) | nan (NaN, as current MATLAB). Text, not an enum: Hydra's
+    # parser turns `metrics.absent=nan` into a float before an enum sees it.
+    absent: Any = "omit"
+    bf_tolerance: float = 0.0075  # BF score tolerance as a fraction of the image diagonal
+
+
+@dataclass
+class EvaluateConfig:
+    """``conf/evaluate.yaml``: MATLAB-parity metrics of a checkpoint on a split."""
+
+    ckpt_path: str = MISSING
+    split: str = "test"
+    save_images: bool = False  # per image: the overlay and a prediction-vs-truth comparison picture
+    max_images: int | None = None
+    device: str = "auto"
+    batch_size: int | None = None  # default: data.eval_batch_size or data.batch_size
+    metrics: MetricsOptions = field(default_factory=MetricsOptions)
+    task_name: str = "evaluate"
+    tags: list[str] = field(default_factory=lambda: ["eval"])
+    data: Any = None
+    model: Any = None
+    logger: Any = None
+    paths: Any = None
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def check_predict(cfg: Any) -> None:
+    """Ranges of a :class:`PredictConfig` (or its DictConfig); :class:`ConfigError` naming the setting."""
+    _require(int(cfg.batch_size) >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
+    _require(
+        cfg.max_frames is None or int(cfg.max_frames) >= 1,
+        f"max_frames must be >= 1 or null, got {cfg.max_frames}",
+    )
+    _require(0.0 <= float(cfg.alpha) <= 1.0, f"alpha must be in [0, 1], got {cfg.alpha}")
+    _require(
+        cfg.legend_corner in LEGEND_CORNERS,
+        f"legend_corner must be one of {', '.join(LEGEND_CORNERS)}, got {cfg.legend_corner!r}",
+    )
+    _require(
+        0.0 < float(cfg.temporal.tc_scale) <= 1.0,
+        f"temporal.tc_scale must be in (0, 1], got {cfg.temporal.tc_scale}",
+    )
+    _require(int(cfg.queue_size) >= 1, f"queue_size must be >= 1, got {cfg.queue_size}")
+
+
+def absent_mode(cfg: Any) -> str:
+    """``metrics.absent`` as text (``nan`` arrives from the command line as a float)."""
+    mode = str(cfg.metrics.absent).lower()
+    _require(mode in ("omit", "nan"), f"metrics.absent must be omit or nan, got {cfg.metrics.absent!r}")
+    return mode
+
+
+def check_evaluate(cfg: Any) -> None:
+    """Ranges of an :class:`EvaluateConfig`; :class:`ConfigError` naming the setting."""
+    _require(
+        cfg.split in ("train", "val", "test", "predict"),
+        f"split must be train, val or test, got {cfg.split!r}",
+    )
+    _require(
+        cfg.batch_size is None or int(cfg.batch_size) >= 1, f"batch_size must be >= 1, got {cfg.batch_size}"
+    )
+    _require(
+        cfg.max_images is None or int(cfg.max_images) >= 0, f"max_images must be >= 0, got {cfg.max_images}"
+    )
+    absent_mode(cfg)
+
+
+def register_schemas() -> None:
+    """Store ``predict_schema`` and ``evaluate_schema`` in Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="predict_schema", node=PredictConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
+
+
+register_schemas()

@@ -1,0 +1,92 @@
+"""From a predict config and a checkpoint to what the video pipeline needs: model, inputs, metadata.
+
+The option mapping of ``segvn.predict``: which files to read (``input``, or the data config's
+``predict`` split grouped by street), at which size the model sees them, the smoothing, and the
+metadata that ``summary.json`` records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+
+from segvn.errors import CheckpointError
+from segvn.inference.predictor import Predictor, check_image_size
+from segvn.inference.smoothing import TemporalEMA
+from segvn.inference.video import collect_inputs, output_names
+from segvn.models.checkpoint import Checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictionSession:
+    """A loaded model and the inputs of one ``segvn.predict`` run."""
+
+    predictor: Predictor
+    class_names: list[str]
+    videos: list[Path] = field(default_factory=list)
+    image_groups: list[tuple[str, list[tuple[Path, str]]]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _inputs(cfg: Any, ckpt: Checkpoint, class_names: list[str]) -> tuple[list[Path], list, Any, str]:
+    """``(videos, image_groups, data image size, description)`` of ``cfg.input`` or the prediction set."""
+    if cfg.input is not None:
+        videos, images = collect_inputs(cfg.input)
+        groups = [(str(cfg.input), list(zip(images, output_names(images), strict=True)))] if images else []
+        return videos, groups, None, str(cfg.input)
+    dm = instantiate(cfg.data)
+    if list(dm.class_names) != class_names:
+        raise CheckpointError(
+            f"{ckpt.path}: the model predicts {len(class_names)} classes ({', '.join(class_names)}) but the "
+            f"data has {len(dm.class_names)} ({', '.join(dm.class_names)}); use data whose classes match"
+        )
+    by_street: dict[str, list[Path]] = defaultdict(list)
+    for sample in dm.require("predict").samples:
+        by_street[sample.street].append(sample.image)
+    groups = [
+        (street, [(p, f"{street}/{n}") for p, n in zip(paths, output_names(paths), strict=True)])
+        for street, paths in by_street.items()
+    ]
+    return [], groups, dm.image_size, f"prediction set ({', '.join(by_street)}) under {dm.source.root}"
+
+
+def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
+    """Build the predictor and list the inputs of a :class:`~segvn.inference.options.PredictConfig`."""
+    module = ckpt.model(cfg.model)
+    class_names = list(module.class_names)
+    videos, groups, data_size, described = _inputs(cfg, ckpt, class_names)
+    image_size = check_image_size(cfg.image_size if cfg.image_size is not None else data_size)
+    temporal = cfg.temporal
+    smoother = TemporalEMA(float(temporal.ema), bool(temporal.flow_aligned))
+    predictor = Predictor(module, cfg.device, image_size, smoother, len(class_names))
+    meta = {
+        "checkpoint": str(ckpt.path.resolve()),
+        "input": described,
+        "device": str(predictor.device),
+        "batch_size": cfg.batch_size,
+        "image_size": list(image_size) if image_size else None,
+        "temporal": {
+            "ema": smoother.ema,
+            "flow_aligned": smoother.flow_aligned,
+            "tc": temporal.tc,
+            "tc_scale": temporal.tc_scale,
+            "tc_flow": str(temporal.tc_flow),
+        },
+        "class_names": class_names,
+    }
+    log.info(
+        "predicting %s on %s (batch %d, model input %s, ema %s%s)",
+        described, predictor.device, cfg.batch_size,
+        "x".join(map(str, image_size)) if image_size else "frame size", smoother.ema,
+        ", flow-aligned" if smoother.flow_aligned and smoother.ema else "",
+    )  # fmt: skip
+    if smoother.ema and groups:
+        log.info("temporal smoothing applies to videos only; images are predicted one by one")
+    return PredictionSession(predictor, class_names, videos, groups, meta)

@@ -1,0 +1,266 @@
+"""Prediction over whole videos and folders of images: the drivers behind ``segvn.predict``.
+
+Each input streams through :func:`segvn.inference.streaming.run_stream`: decode thread -> batched
+:class:`~segvn.inference.predictor.Predictor` -> a writer thread (overlay + legend, H.264 or PNGs,
+``class_shares.csv`` rows) and, for videos, a TC thread. Outputs per input (one run directory):
+
+* a video: ``<stem>_overlay.mp4`` (H.264/yuv420p, same size, frame count and frame rate as the input),
+  optionally ``labels/<stem>/<stem>_<index>.png`` (palette PNGs: pixel value = class index);
+* images: ``overlays/<name>.png`` and optionally ``labels/<name>.png``;
+* for all: rows in ``class_shares.csv`` and an entry in ``summary.json``.
+
+A video truncated or corrupt part-way is not lost: every intact frame is predicted, the overlay video
+is finalised (playable up to the damage) and the CSV rows kept; the input's result carries the
+decoder's error (file and frame) and ``partial: true``. Videos are decoded with PyAV by default here:
+the decode thread already overlaps decoding with the model, and decord's own read-ahead thread would
+only compete with the model for the CPU cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segvn.data.classes import palette_for
+from segvn.data.io import IMAGE_SUFFIXES, read_image, write_label_png
+from segvn.data.video import VIDEO_EXTENSIONS, VideoWriter, open_video
+from segvn.errors import DataError, InputNotFoundError, SegvnError
+from segvn.inference.consistency import TemporalTracker
+from segvn.inference.options import PredictConfig
+from segvn.inference.outputs import InputResult, SharesCSV, build_summary
+from segvn.inference.predictor import BatchPrediction, Predictor
+from segvn.inference.streaming import Consumer, Item, run_stream
+from segvn.utils.io import write_json
+from segvn.viz.image import save_image
+from segvn.viz.overlay import OverlayDrawer
+
+log = logging.getLogger(__name__)
+
+ProgressFactory = Callable[[str, int | None], Callable[[int], None]]
+"""``progress(label, total)`` returns ``advance(n)``, called after each batch (main thread)."""
+
+
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """Output names (file stems; the suffix is kept where two files share a stem)."""
+    stems = [p.stem for p in paths]
+    dup = {s for s in stems if stems.count(s) > 1}
+    return [f"{p.stem}_{p.suffix.lstrip('.')}" if p.stem in dup else p.stem for p in paths]
+
+
+def collect_inputs(path: str | Path) -> tuple[list[Path], list[Path]]:
+    """``(videos, images)`` of a video file, an image file, or a folder (its files, sorted, not recursive)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InputNotFoundError(f"input not found: {path} (give a video, an image or a folder of them)")
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    videos = [p for p in files if p.suffix.lower() in VIDEO_EXTENSIONS]
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not videos and not images:
+        kinds = ", ".join(sorted(VIDEO_EXTENSIONS | set(IMAGE_SUFFIXES)))
+        what = "has no videos or images" if path.is_dir() else "is neither a video nor an image"
+        raise DataError(f"input {path} {what} (known suffixes: {kinds})")
+    return videos, images
+
+
+def _video_items(reader, path: Path, limit: int | None) -> Iterator[Item]:
+    """The frames of a video as items, at most ``limit``; closing this closes the decoder."""
+    frames = iter(reader)
+    try:
+        for count, frame in enumerate(frames, 1):
+            yield Item(frame.index, frame.timestamp, frame.rgb, path.stem, str(path))
+            if limit is not None and count >= limit:
+                return  # before decoding another frame (a damaged one after the limit is no error)
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()
+
+
+def _image_items(images: Sequence[tuple[Path, str]]) -> Iterator[Item]:
+    for i, (path, name) in enumerate(images):
+        yield Item(i, None, read_image(path), name, str(path))
+
+
+def _drawer(class_names: Sequence[str], options: PredictConfig) -> OverlayDrawer:
+    return OverlayDrawer(class_names, options.alpha, options.legend, options.legend_corner)
+
+
+class _Sink:
+    """The writer stage: draws, writes the outputs of one input and its CSV rows (writer thread)."""
+
+    def __init__(self, result: InputResult, drawer: OverlayDrawer, shares: SharesCSV, write_frame) -> None:
+        self.result, self.drawer, self.shares = result, drawer, shares
+        self.write_frame = write_frame  # (item, overlay, labels) -> None
+        self.share_sums = np.zeros(len(drawer.class_names))
+
+    def __call__(self, batch: list[Item], prediction: BatchPrediction) -> None:
+        for item, labels, shares in zip(batch, prediction.labels, prediction.shares, strict=True):
+            self.write_frame(item, self.drawer(item.rgb, labels), labels)
+            self.shares.write(item.source, item.index, item.timestamp, shares)
+            self.share_sums += shares
+            self.result.frames += 1
+        self.shares.flush()
+
+
+def _stream(
+    result: InputResult,
+    items: Iterator[Item],
+    predictor: Predictor,
+    sink: _Sink,
+    consumers: list[Consumer],
+    options: PredictConfig,
+    advance: Callable[[int], None] | None,
+) -> InputResult:
+    """The tail both drivers share: stream, then fill in times and shares; an input error ends the input."""
+    start, model_before = time.perf_counter(), predictor.seconds
+    error = run_stream(items, predictor, consumers, options.batch_size, options.queue_size, advance)
+    result.seconds += time.perf_counter() - start
+    result.model_seconds = predictor.seconds - model_before
+    result.share_sums = sink.share_sums
+    if error is not None:
+        if not isinstance(error, SegvnError):
+            raise error
+        result.error = str(error)
+    return result
+
+
+def predict_video(
+    path: str | Path,
+    predictor: Predictor,
+    out_dir: str | Path,
+    class_names: Sequence[str],
+    shares: SharesCSV,
+    options: PredictConfig,
+    progress: ProgressFactory | None = None,
+) -> InputResult:
+    """Predict every frame of one video (up to ``options.max_frames``); see the module docstring.
+
+    Raises a :class:`~segvn.errors.VideoError` when the file cannot be opened at all; damage part-way
+    ends the input with ``result.error`` set and the outputs finalised.
+    """
+    path, out_dir = Path(path), Path(out_dir)
+    start = time.perf_counter()
+    reader = open_video(path, str(options.video.backend), threads=options.video.threads)
+    info = reader.info
+    out_video = out_dir / f"{path.stem}_overlay.mp4"
+    labels_dir = out_dir / "labels" / path.stem
+    result = InputResult(
+        str(path), "video", str(out_video), str(labels_dir) if options.save_labels else None,
+        width=info.width, height=info.height, video_fps=info.fps,
+    )  # fmt: skip
+    total = reader.frame_count if options.max_frames is None else min(reader.frame_count, options.max_frames)
+    writer = VideoWriter(
+        out_video, info.rate, info.width, info.height, crf=options.output.crf, preset=options.output.preset
+    )
+    palette = palette_for(len(class_names))
+
+    def write_frame(item: Item, picture: np.ndarray, labels: np.ndarray) -> None:
+        writer.write(picture)
+        if options.save_labels:
+            write_label_png(labels, labels_dir / f"{path.stem}_{item.index:06d}.png", palette)
+
+    sink = _Sink(result, _drawer(class_names, options), shares, write_frame)
+    consumers: list[Consumer] = [("write", sink, writer.close)]
+    temporal = options.temporal
+    tracker = (
+        TemporalTracker(len(class_names), temporal.tc_scale, str(temporal.tc_flow)) if temporal.tc else None
+    )
+    if tracker is not None:
+
+        def track(batch: list[Item], prediction: BatchPrediction) -> None:
+            for item, labels in zip(batch, prediction.labels, strict=True):
+                tracker.add(item.rgb, labels)
+
+        consumers.append(("tc", track, lambda: None))
+    predictor.reset()
+    advance = progress(path.name, total) if progress is not None else None
+    result.seconds = time.perf_counter() - start
+    _stream(
+        result, _video_items(reader, path, options.max_frames), predictor, sink, consumers, options, advance
+    )
+    if tracker is not None:
+        result.tc, result.tc_pairs, result.tc_state = tracker.value, tracker.pairs, tracker.state()
+    return result
+
+
+def predict_images(
+    images: Sequence[tuple[Path, str]],
+    predictor: Predictor,
+    out_dir: str | Path,
+    class_names: Sequence[str],
+    shares: SharesCSV,
+    options: PredictConfig,
+    progress: ProgressFactory | None = None,
+    label: str = "images",
+) -> InputResult:
+    """Predict still images ``(path, output name)``: ``overlays/<name>.png`` (+ ``labels/<name>.png``).
+
+    Images are independent: no smoothing and no TC. Consecutive images of one size share a batch.
+    An unreadable image ends the group (``result.error``) with everything before it written.
+    """
+    out_dir = Path(out_dir)
+    result = InputResult(
+        label, "images", str(out_dir / "overlays"), str(out_dir / "labels") if options.save_labels else None
+    )
+    palette = palette_for(len(class_names))
+
+    def write_frame(item: Item, picture: np.ndarray, labels: np.ndarray) -> None:
+        save_image(picture, out_dir / "overlays" / f"{item.name}.png", compression=1)
+        if options.save_labels:
+            write_label_png(labels, out_dir / "labels" / f"{item.name}.png", palette)
+
+    sink = _Sink(result, _drawer(class_names, options), shares, write_frame)
+    items = list(images)[: options.max_frames]
+    smoother, predictor.smoother = predictor.smoother, None  # stills: never smoothed
+    advance = progress(label, len(items)) if progress is not None else None
+    try:
+        _stream(
+            result, _image_items(items), predictor, sink, [("write", sink, lambda: None)], options, advance
+        )
+    finally:
+        predictor.smoother = smoother
+    return result
+
+
+def run_prediction(
+    predictor: Predictor,
+    out_dir: str | Path,
+    class_names: Sequence[str],
+    options: PredictConfig,
+    videos: Iterable[Path] = (),
+    image_groups: Iterable[tuple[str, Sequence[tuple[Path, str]]]] = (),
+    progress: ProgressFactory | None = None,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Predict every video, then every image group; write ``class_shares.csv`` and ``summary.json``.
+
+    ``image_groups`` are ``(label, [(path, output name), ...])``. Returns the summary; ``summary["errors"]``
+    lists inputs that ended early (their partial outputs are kept), ``status`` is then ``partial``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: list[InputResult] = []
+    start = time.perf_counter()
+    model_before, frames_before = predictor.seconds, predictor.frames
+    with SharesCSV(out_dir / "class_shares.csv", class_names) as shares:
+        for video in videos:
+            res = predict_video(video, predictor, out_dir, class_names, shares, options, progress)
+            results.append(res)
+            if res.error:
+                log.error("%s", res.error)
+        for label, images in image_groups:
+            res = predict_images(images, predictor, out_dir, class_names, shares, options, progress, label)
+            results.append(res)
+            if res.error:
+                log.error("%s", res.error)
+    summary = build_summary(
+        results, time.perf_counter() - start, predictor.seconds - model_before,
+        predictor.frames - frames_before, class_names, out_dir, meta or {},
+    )  # fmt: skip
+    write_json(out_dir / "summary.json", summary)
+    return summary

@@ -1,0 +1,119 @@
+"""Reading segvn checkpoints safely and rebuilding the model they hold.
+
+Checkpoints are opened with ``torch.load(weights_only=True)``: tensors, containers and plain
+values only, so a crafted file cannot run code. The resolved training config that
+:class:`segvn.callbacks.ConfigInCheckpoint` stored under ``segvn_config`` rebuilds the model.
+:class:`Checkpoint` is the one way in for every command that starts from a checkpoint: the file is
+read once, and its config, class names and model come from that one read.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from segvn.errors import CheckpointError
+
+CONFIG_KEY = "segvn_config"
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict, refusing anything but plain data and naming the problem."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: checkpoint is empty (0 bytes)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: refused to load: the file holds pickled Python objects that are not plain tensors "
+            f"or containers, which could run arbitrary code ({str(err).splitlines()[0]}). Only "
+            "checkpoints written by segvn.train are accepted."
+        ) from err
+    except Exception as err:  # noqa: BLE001 - any other failure means an unreadable file
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint, the file is truncated or corrupt ({type(err).__name__}: "
+            f"{str(err).splitlines()[0]})"
+        ) from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    if CONFIG_KEY not in ckpt:
+        raise CheckpointError(
+            f"{path}: not a segvn checkpoint: it has no '{CONFIG_KEY}' (the training config); "
+            "checkpoints from segvn.train carry it"
+        )
+    return ckpt
+
+
+def checkpoint_config(ckpt: dict[str, Any]) -> DictConfig:
+    """The resolved training config stored in a checkpoint."""
+    return OmegaConf.create(ckpt[CONFIG_KEY])
+
+
+def model_from_checkpoint(
+    ckpt: dict[str, Any], model_cfg: DictConfig | None = None, path: str | Path = "checkpoint"
+):
+    """Instantiate the LightningModule from ``model_cfg`` (default: the stored one) and load the weights.
+
+    Pretrained-encoder settings are dropped (the checkpoint holds the trained weights), so a
+    checkpoint made with a local weights file loads on a machine without that file.
+    """
+    cfg = OmegaConf.create(
+        OmegaConf.to_container(model_cfg if model_cfg is not None else checkpoint_config(ckpt).model)
+    )
+    cfg.net.encoder_weights = None
+    module = instantiate(cfg)
+    try:
+        module.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{path}: weights do not fit the model described by its config: {str(err)[:500]}"
+        ) from err
+    return module.eval()
+
+
+@dataclass
+class Checkpoint:
+    """A segvn checkpoint read once: its path, raw dict and stored training config; builds the model.
+
+    ``Checkpoint.read(path)`` raises :class:`CheckpointError` naming the file for anything that is not
+    a readable segvn checkpoint.
+    """
+
+    path: Path
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Checkpoint:
+        return cls(Path(path).expanduser(), load_checkpoint(path))
+
+    @property
+    def config(self) -> DictConfig:
+        """The resolved training config stored in the file."""
+        return checkpoint_config(self.raw)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The classes the model predicts, in output-channel order."""
+        model_cfg = self.config.get("model") or {}
+        return list(
+            model_cfg.get("class_names") or self.config.get("data", {}).get("class_names") or _default_names()
+        )
+
+    def model(self, model_cfg: DictConfig | None = None):
+        """The LightningModule with the trained weights, in eval mode (see :func:`model_from_checkpoint`)."""
+        return model_from_checkpoint(self.raw, model_cfg, self.path)
+
+
+def _default_names() -> list[str]:
+    from segvn.data.classes import CLASS_NAMES
+
+    return list(CLASS_NAMES)

@@ -1,0 +1,70 @@
+"""Building the segmentation network from config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segvn.models.weights import load_encoder_weights
+
+
+class SegmentationNetwork(nn.Module):
+    """An smp model that accepts any image size.
+
+    DeepLabV3+ needs sides divisible by its output stride; frames such as 360x480 or
+    1080x1920 are padded (reflect) up to the next multiple and the logits cropped back, so the
+    output always has the input's size.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.stride = int(getattr(model.encoder, "output_stride", 32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % self.stride, (-w) % self.stride
+        if ph or pw:
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        out = self.model(x)
+        return out[..., :h, :w] if (ph or pw) else out
+
+
+def build_network(
+    arch: str = "DeepLabV3Plus",
+    encoder_name: str = "resnet18",
+    encoder_weights: str | None = None,
+    num_classes: int = 8,
+    encoder_output_stride: int = 16,
+    **kwargs,
+) -> SegmentationNetwork:
+    """An smp architecture (``DeepLabV3Plus`` by default) with a native or ``tu-`` timm encoder.
+
+    ``encoder_weights``: ``None`` (random init), ``"imagenet"`` (smp downloads them; needs the
+    internet), or a path to a local torchvision/timm state dict of the backbone.
+    """
+    local = (
+        encoder_weights is not None
+        and encoder_weights not in ("imagenet",)
+        and (
+            Path(str(encoder_weights)).suffix in (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
+            or Path(str(encoder_weights)).exists()
+        )
+    )
+    cls = getattr(smp, arch)
+    extra = {"encoder_output_stride": encoder_output_stride} if arch in ("DeepLabV3", "DeepLabV3Plus") else {}
+    model = cls(
+        encoder_name=encoder_name,
+        encoder_weights=None if local else encoder_weights,
+        classes=num_classes,
+        **extra,
+        **kwargs,
+    )
+    if local:
+        load_encoder_weights(model.encoder, encoder_weights)
+    return SegmentationNetwork(model)

@@ -1,0 +1,169 @@
+"""The LightningModule: weighted cross-entropy training and confusion-matrix metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX
+from segvn.metrics import SegmentationMetrics
+
+log = logging.getLogger(__name__)
+
+
+class SegModule(L.LightningModule):
+    """Semantic segmentation with class-weighted cross-entropy.
+
+    ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``) so the config owns
+    every hyper-parameter. With ``class_weighting`` other than ``none`` the loss weights are taken
+    from the data module's training labels when fitting starts and kept in the checkpoint.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+        class_names: Sequence[str] = CLASS_NAMES,
+        ignore_index: int = IGNORE_INDEX,
+        class_weighting: str = "median_frequency",
+        scheduler_interval: str = "epoch",
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        self.ignore_index = ignore_index
+        self.class_weighting = class_weighting
+        self.scheduler_interval = scheduler_interval
+        self.compile = compile
+        self.register_buffer("class_weights", torch.ones(self.num_classes))
+        self.train_loss = MeanMetric()
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        self.train_acc = MulticlassAccuracy(self.num_classes, average="micro", ignore_index=ignore_index)
+        seg = dict(
+            num_classes=self.num_classes,
+            ignore_index=ignore_index,
+            class_names=self.class_names,
+            validate_args=False,
+        )
+        self.val_metrics = SegmentationMetrics(**seg)
+        self.test_metrics = SegmentationMetrics(**seg, bf_score=True)
+        self.val_miou_best = MaxMetric()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C, H, W) at the input's resolution."""
+        return self.net(images)
+
+    # -- set-up ----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.class_weighting != "none":
+            dm = getattr(self.trainer, "datamodule", None)
+            if dm is None or not hasattr(dm, "class_weights"):
+                raise ValueError("class_weighting needs a SegDataModule to compute weights from")
+            self.class_weights.copy_(dm.class_weights(self.class_weighting))
+        if self.compile and stage == "fit":
+            self.net = torch.compile(self.net)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": self.scheduler_interval,
+                "monitor": "val/loss",
+            },
+        }
+
+    # -- steps -----------------------------------------------------------------------------
+    def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self(batch["image"])
+        target = batch["mask"]
+        loss = F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index)
+        return loss, logits.argmax(1), target
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, preds, target = self._step(batch)
+        self.train_loss(loss)
+        self.train_acc(preds, target)
+        n = batch["image"].shape[0]
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
+        self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, batch_size=n)
+        self.log(
+            "train/acc_step",
+            (preds == target)[target != self.ignore_index].float().mean(),
+            on_step=True,
+            on_epoch=False,
+            batch_size=n,
+        )
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, preds, target = self._step(batch)
+        self.val_loss(loss)
+        self.val_metrics.update(preds, target)
+        self.log(
+            "val/loss",
+            self.val_loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch["image"].shape[0],
+        )
+
+    def _log_summary(self, stage: str, metric: SegmentationMetrics) -> dict[str, torch.Tensor]:
+        """Log MATLAB-parity dataset metrics (already reduced across processes) and reset."""
+        summary = metric.compute()
+        self.log(f"{stage}/miou", summary["mean_iou"].float(), prog_bar=True)
+        self.log(f"{stage}/global_acc", summary["global_accuracy"].float(), prog_bar=True)
+        self.log(f"{stage}/mean_acc", summary["mean_accuracy"].float())
+        self.log(f"{stage}/weighted_iou", summary["weighted_iou"].float())
+        if "mean_bf_score" in summary:
+            self.log(f"{stage}/mean_bf_score", summary["mean_bf_score"].float())
+        for name, value in zip(self.class_names, summary["class_iou"], strict=True):
+            if not torch.isnan(value):
+                self.log(f"{stage}/iou/{name}", value.float())
+        metric.reset()
+        return summary
+
+    def on_validation_epoch_end(self) -> None:
+        summary = self._log_summary("val", self.val_metrics)
+        miou = summary["mean_iou"].float()
+        if not self.trainer.sanity_checking:
+            self.val_miou_best(miou)
+        best = self.val_miou_best.compute() if self.val_miou_best.update_called else miou
+        self.log("val/miou_best", best, prog_bar=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_metrics.reset()
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        loss, preds, target = self._step(batch)
+        self.test_loss(loss)
+        self.test_metrics.update(preds, target)
+        self.log(
+            "test/loss", self.test_loss, on_step=False, on_epoch=True, batch_size=batch["image"].shape[0]
+        )
+
+    def on_test_epoch_end(self) -> None:
+        self._log_summary("test", self.test_metrics)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self(batch["image"]).softmax(1)
