@@ -40,7 +40,8 @@ def run(cfg: DictConfig) -> str:
             f"action={action!r}: start with `import` or `export` (python -m segvn.labels import ...)"
         )
     _required(cfg, "format", "street")
-    mapping = OmegaConf.to_container(cfg.mapping) if cfg.mapping else {}
+    mapping = OmegaConf.to_container(cfg.mapping) if isinstance(cfg.mapping, DictConfig) else cfg.mapping
+    mapping = mapping or {}
     if not isinstance(mapping, dict):
         raise ConfigError(
             f"mapping={cfg.mapping}: give a dict such as mapping={{bike: ignore, pedestrian: person}}"
