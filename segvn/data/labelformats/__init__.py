@@ -24,6 +24,7 @@ from segvn.data.labelformats.common import (
     check_written_labels,
     export_dir,
     frame_index,
+    log,
     read_mask,
     write_labels,
 )
@@ -87,6 +88,8 @@ def import_labels(
             items = read_matlab(root, matcher, report, classes)
         written = write_labels(items, street_dir, report, overwrite, frames_dir, labels_dir)
     report.check_problems = check_street(written, street_dir, frames_dir)
+    for problem in report.check_problems:
+        log.warning("check: %s", problem)
     if report_path is not None:
         path = Path(report_path)
         path.parent.mkdir(parents=True, exist_ok=True)
