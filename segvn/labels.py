@@ -2,6 +2,7 @@
 
 ``python -m segvn.labels import format=cvat|labelstudio|cityscapes|matlab src=EXPORT street=NAME out=DATA_ROOT``
 ``python -m segvn.labels export format=cvat|cityscapes street=STREET_DIR out=DIR``
+``python -m segvn.labels prelabel ckpt_path=PATH street=STREET_DIR format=cvat|labelstudio|palette [out=DIR]``
 
 Only composes the config and calls :mod:`segvn.data.labelformats`. Per-file problems are reported and
 skipped; bad settings, or an import where nothing could be imported, end in one error line and exit 1.
@@ -21,7 +22,7 @@ from segvn.errors import ConfigError
 from segvn.utils import CONF_DIR, run_task
 
 log = logging.getLogger("segvn.labels")
-ACTIONS = ("import", "export")
+ACTIONS = ("import", "export", "prelabel")
 
 
 def _required(cfg: DictConfig, *keys: str) -> None:
@@ -37,7 +38,7 @@ def run(cfg: DictConfig) -> str:
     if OmegaConf.is_missing(cfg, "action") or cfg.action not in ACTIONS:
         action = None if OmegaConf.is_missing(cfg, "action") else cfg.action
         raise ConfigError(
-            f"action={action!r}: start with `import` or `export` (python -m segvn.labels import ...)"
+            f"action={action!r}: start with `import`, `export` or `prelabel` (python -m segvn.labels import ...)"
         )
     _required(cfg, "format", "street")
     mapping = OmegaConf.to_container(cfg.mapping) if isinstance(cfg.mapping, DictConfig) else cfg.mapping
@@ -62,6 +63,21 @@ def run(cfg: DictConfig) -> str:
             labels_dir=cfg.labels_dir,
         )
         return report.line()
+    if cfg.action == "prelabel":
+        from segvn.inference.prelabel import prelabel  # torch only when a model runs
+
+        _required(cfg, "ckpt_path")
+        out, count = prelabel(
+            cfg.ckpt_path,
+            cfg.street,
+            cfg.format,
+            cfg.out or Path(cfg.paths.output_dir) / "prelabels",
+            device=cfg.device,
+            input_size=list(cfg.input_size) if cfg.input_size else None,
+            batch_size=int(cfg.batch_size),
+            all_frames=bool(cfg.all_frames),
+        )
+        return f"{cfg.format}: pre-labelled {count} frame(s) of {cfg.street} into {out}"
     _required(cfg, "out")
     out = export_labels(cfg.format, cfg.street, cfg.out, labels_dir=cfg.labels_dir)
     return f"{cfg.format}: exported the labels of {cfg.street} to {out}"

@@ -277,3 +277,34 @@ def test_cli_import_and_bad_setting(camvid, tmp_path):
     assert "Traceback" not in bad.stderr
     errors = [line for line in out if "format='voc'" in line]
     assert len(errors) == 1 and "cvat" in errors[0]
+
+
+@pytest.mark.slow
+def test_prelabel_cli_writes_model_predictions_for_unlabelled_frames(camvid, camvid_checkpoint, tmp_path):
+    from segvn.models.checkpoint import load_checkpoint, model_from_checkpoint
+    from segvn.models.inference import Predictor
+
+    street = make_street(tmp_path / "data", camvid)
+    stems = list(camvid)
+    import_labels("cvat", cvat_export(tmp_path / "cvat", {stems[0]: camvid[stems[0]]}), street)
+    out = tmp_path / "pre.zip"
+    proc = run_segvn(
+        "labels",
+        "prelabel",
+        f"ckpt_path={camvid_checkpoint}",
+        f"street={street}",
+        "format=cvat",
+        f"out={out}",
+        "device=cpu",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "pre-labelled 2 frame(s)" in (proc.stdout + proc.stderr).strip().splitlines()[-1]
+
+    module = model_from_checkpoint(load_checkpoint(camvid_checkpoint))
+    predictor = Predictor(module, "cpu", (64, 96), None, len(CLASS_NAMES))
+    want = dict(zip(stems[1:], predictor([camvid[s][0] for s in stems[1:]]).labels, strict=True))
+    again = make_street(tmp_path / "data2", camvid)
+    report = import_labels("cvat", out, again)
+    assert sorted(report.imported) == sorted(stems[1:])
+    assert_same(read_labels(again), want)
