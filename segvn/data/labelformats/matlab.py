@@ -1,0 +1,84 @@
+"""MATLAB Image Labeler / ``pixelLabelDatastore`` index PNGs: value k (1..N) is the k-th class, 0 undefined.
+
+The class list comes from ``classes=[...]`` (the label definitions' order in the Image Labeler), or a
+``classes.txt`` (one name per line) in the export, or else our own ``CLASS_NAMES``. Mask files are
+matched to frames by stem, so export them named after their frames (``<frame stem>.png``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX
+from segvn.data.labelformats.common import ClassMatcher, ImportReport, LabelItem, open_mask, save_png
+from segvn.errors import DataError
+
+CLASSES_FILE = "classes.txt"
+
+
+def class_list(root: Path, classes: Sequence[str] | None) -> list[str]:
+    """The export's class names in value order (value 1 = first)."""
+    if classes:
+        return [str(c) for c in classes]
+    listed = root / CLASSES_FILE
+    if listed.is_file():
+        names = [line.strip() for line in listed.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if names:
+            return names
+    return list(CLASS_NAMES)
+
+
+def read_matlab(
+    root: Path, matcher: ClassMatcher, report: ImportReport, classes: Sequence[str] | None = None
+) -> list[LabelItem]:
+    """The index PNGs under ``root`` (any depth), decoded lazily with the class list."""
+    names = class_list(root, classes)
+    if len(names) > 254:
+        raise DataError(f"classes: {len(names)} names; index PNGs hold at most 254 classes")
+    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    unknown: dict[int, str] = {}
+    for value, name in enumerate(names, start=1):
+        index = matcher.index(name)
+        if index is None:
+            unknown[value] = name
+        else:
+            lut[value] = index
+    files = sorted(p for p in root.rglob("*.png") if p.is_file())
+    if not files:
+        raise DataError(f"{report.src}: no .png index masks; export the pixel labels as PNG files")
+
+    def loader(path: Path):
+        def load() -> np.ndarray:
+            img = open_mask(path)
+            if img.mode not in ("L", "P", "I", "I;16"):
+                raise DataError(f"{path.name}: expected a single-channel index PNG, got mode {img.mode}")
+            values = np.asarray(img)
+            if values.max(initial=0) > 255:
+                raise DataError(f"{path.name}: values above 255; expected class values 0..{len(names)}")
+            values = values.astype(np.uint8)
+            counts = np.bincount(values.ravel(), minlength=256)
+            for value, name in unknown.items():
+                if counts[value]:
+                    report.unknown(name, int(counts[value]))
+            extra = np.nonzero(counts[len(names) + 1 :])[0] + len(names) + 1
+            for value in extra:
+                report.unknown(f"value {value} (only {len(names)} classes listed)", int(counts[value]))
+            return lut[values]
+
+        return load
+
+    return [LabelItem(stem=p.stem, source=str(p.relative_to(root)), load=loader(p)) for p in files]
+
+
+def write_matlab(masks: dict[str, np.ndarray], out: Path) -> Path:
+    """Write class-index masks as index PNGs (our class k -> value k+1, unlabelled -> 0) and classes.txt."""
+    lut = np.zeros(256, dtype=np.uint8)
+    lut[: len(CLASS_NAMES)] = np.arange(1, len(CLASS_NAMES) + 1)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CLASSES_FILE).write_text("".join(f"{n}\n" for n in CLASS_NAMES), encoding="utf-8")
+    for stem, index in sorted(masks.items()):
+        save_png(out / f"{stem}.png", lut[index])
+    return out

@@ -1,0 +1,99 @@
+"""Import labels from labelling tools, or export a street's labels to them.
+
+``python -m segvn.labels import format=cvat|labelstudio|cityscapes|matlab src=EXPORT street=NAME out=DATA_ROOT``
+``python -m segvn.labels export format=cvat|cityscapes street=STREET_DIR out=DIR``
+``python -m segvn.labels prelabel ckpt_path=PATH street=STREET_DIR format=cvat|labelstudio|palette [out=DIR]``
+
+Only composes the config and calls :mod:`segvn.data.labelformats`. Per-file problems are reported and
+skipped; bad settings, or an import where nothing could be imported, end in one error line and exit 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from segvn.data.labelformats import REPORT_NAME, export_labels, import_labels
+from segvn.errors import ConfigError
+from segvn.utils import CONF_DIR, run_task
+
+log = logging.getLogger("segvn.labels")
+ACTIONS = ("import", "export", "prelabel")
+
+
+def _required(cfg: DictConfig, *keys: str) -> None:
+    missing = [k for k in keys if OmegaConf.is_missing(cfg, k) or cfg.get(k) in (None, "")]
+    if missing:
+        raise ConfigError(
+            f"missing required setting(s) for {cfg.action}: {', '.join(f'{k}=...' for k in missing)}"
+        )
+
+
+def run(cfg: DictConfig) -> str:
+    """Run the import or export named by ``cfg.action``; returns the summary line."""
+    if OmegaConf.is_missing(cfg, "action") or cfg.action not in ACTIONS:
+        action = None if OmegaConf.is_missing(cfg, "action") else cfg.action
+        raise ConfigError(
+            f"action={action!r}: start with `import`, `export` or `prelabel` (python -m segvn.labels import ...)"
+        )
+    _required(cfg, "format", "street")
+    mapping = OmegaConf.to_container(cfg.mapping) if isinstance(cfg.mapping, DictConfig) else cfg.mapping
+    mapping = mapping or {}
+    if not isinstance(mapping, dict):
+        raise ConfigError(
+            f"mapping={cfg.mapping}: give a dict such as mapping={{bike: ignore, pedestrian: person}}"
+        )
+    if cfg.action == "import":
+        _required(cfg, "src")
+        root = Path(cfg.out or cfg.default_data_root)
+        report = import_labels(
+            cfg.format,
+            cfg.src,
+            root / str(cfg.street),
+            mapping=mapping,
+            overwrite=bool(cfg.overwrite),
+            classes=list(cfg.classes) if cfg.classes else None,
+            tasks=cfg.tasks,
+            report_path=Path(cfg.paths.output_dir) / REPORT_NAME,
+            frames_dir=cfg.frames_dir,
+            labels_dir=cfg.labels_dir,
+        )
+        return report.line()
+    if cfg.action == "prelabel":
+        from segvn.inference.prelabel import prelabel  # torch only when a model runs
+
+        _required(cfg, "ckpt_path")
+        out, count = prelabel(
+            cfg.ckpt_path,
+            cfg.street,
+            cfg.format,
+            cfg.out or Path(cfg.paths.output_dir) / "prelabels",
+            device=cfg.device,
+            input_size=list(cfg.input_size) if cfg.input_size else None,
+            batch_size=int(cfg.batch_size),
+            all_frames=bool(cfg.all_frames),
+        )
+        return f"{cfg.format}: pre-labelled {count} frame(s) of {cfg.street} into {out}"
+    _required(cfg, "out")
+    out = export_labels(cfg.format, cfg.street, cfg.out, labels_dir=cfg.labels_dir)
+    return f"{cfg.format}: exported the labels of {cfg.street} to {out}"
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="labels")
+def _main(cfg: DictConfig) -> None:
+    log.info("%s", run_task(run, cfg))
+
+
+def main() -> None:
+    """Accept the action as the first word (``import``/``export``) as well as ``action=...``."""
+    if len(sys.argv) > 1 and sys.argv[1] in ACTIONS:
+        sys.argv = [sys.argv[0], f"action={sys.argv[1]}", *sys.argv[2:]]
+    _main()
+
+
+if __name__ == "__main__":
+    main()
