@@ -14,12 +14,11 @@ import logging
 import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from segvn.cli import command
 from segvn.data.labelformats import REPORT_NAME, export_labels, import_labels
 from segvn.errors import ConfigError
-from segvn.utils import CONF_DIR, run_task
 
 log = logging.getLogger("segvn.labels")
 ACTIONS = ("import", "export", "prelabel")
@@ -73,9 +72,10 @@ def run(cfg: DictConfig) -> str:
             cfg.format,
             cfg.out or Path(cfg.paths.output_dir) / "prelabels",
             device=cfg.device,
-            input_size=list(cfg.input_size) if cfg.input_size else None,
+            image_size=list(cfg.image_size) if cfg.image_size else None,
             batch_size=int(cfg.batch_size),
             all_frames=bool(cfg.all_frames),
+            label_first_count=int(cfg.label_first),
         )
         return f"{cfg.format}: pre-labelled {count} frame(s) of {cfg.street} into {out}"
     _required(cfg, "out")
@@ -83,9 +83,13 @@ def run(cfg: DictConfig) -> str:
     return f"{cfg.format}: exported the labels of {cfg.street} to {out}"
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="labels")
-def _main(cfg: DictConfig) -> None:
-    log.info("%s", run_task(run, cfg))
+def _labels(cfg: DictConfig) -> str:
+    line = run(cfg)
+    log.info("%s", line)
+    return line
+
+
+_main = command("labels")(_labels)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@ compared pixel by pixel with the CamVid labels mapped independently through ``ca
 
 from __future__ import annotations
 
+import csv
 import json
 import zipfile
 from pathlib import Path
@@ -281,8 +282,8 @@ def test_cli_import_and_bad_setting(camvid, tmp_path):
 
 @pytest.mark.slow
 def test_prelabel_cli_writes_model_predictions_for_unlabelled_frames(camvid, camvid_checkpoint, tmp_path):
+    from segvn.inference.predictor import Predictor
     from segvn.models.checkpoint import load_checkpoint, model_from_checkpoint
-    from segvn.models.inference import Predictor
 
     street = make_street(tmp_path / "data", camvid)
     stems = list(camvid)
@@ -308,3 +309,20 @@ def test_prelabel_cli_writes_model_predictions_for_unlabelled_frames(camvid, cam
     report = import_labels("cvat", out, again)
     assert sorted(report.imported) == sorted(stems[1:])
     assert_same(read_labels(again), want)
+
+    # the uncertainty table: every pre-labelled frame with its margin; the label-first ranks follow the margin
+    rows = list(csv.DictReader((tmp_path / "uncertainty.csv").read_text().splitlines()))
+    assert [r["frame"] for r in rows] == stems[1:]
+    margins = {r["frame"]: float(r["margin"]) for r in rows}
+    assert all(0.0 <= m <= 1.0 for m in margins.values())
+    ranked = sorted((int(r["label_first_rank"]), r["frame"]) for r in rows if r["label_first_rank"])
+    assert ranked and margins[ranked[0][1]] == min(margins.values())
+
+
+def test_label_first_picks_uncertain_frames_spread_over_the_video():
+    from segvn.inference.prelabel import label_first
+
+    stems = [f"f{i:03d}" for i in range(20)]
+    margins = {s: 0.9 for s in stems} | {"f005": 0.1, "f006": 0.11, "f007": 0.12, "f015": 0.3}
+    assert label_first(stems, margins, 2) == ["f005", "f015"]  # not f006: too close to f005
+    assert label_first(stems, margins, 1) == ["f005"]

@@ -7,6 +7,7 @@ a temporary folder, and composes the configs from a working directory outside th
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -22,9 +23,14 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    src = tmp_path_factory.mktemp("src")  # a copy, so the build leaves nothing (build/, egg-info) in the repo
+    for name in ("segvn", "conf"):
+        shutil.copytree(REPO_ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, src / name)
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), "."],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        cwd=src, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     (path,) = out.glob("segvn-*.whl")
@@ -36,7 +42,9 @@ def test_wheel_holds_every_package_and_config(wheel: Path) -> None:
     source = {str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "segvn").rglob("*.py")}
     missing = sorted(s for s in source if s not in names)
     assert not missing, f"modules left out of the wheel (list their packages in pyproject.toml): {missing}"
-    configs = {f"segvn/conf/{p.relative_to(REPO_ROOT / 'conf')}" for p in (REPO_ROOT / "conf").rglob("*.yaml")}
+    configs = {
+        f"segvn/conf/{p.relative_to(REPO_ROOT / 'conf')}" for p in (REPO_ROOT / "conf").rglob("*.yaml")
+    }
     assert configs and configs <= names, sorted(configs - names)
 
 

@@ -50,6 +50,9 @@ class BatchPrediction:
 
     labels: np.ndarray
     shares: np.ndarray
+    margin: np.ndarray | None = None
+    """Per frame, the mean over pixels of top-1 minus top-2 class probability (``uncertainty=True`` only):
+    low where the model hesitates between two classes; pre-labelling ranks frames by it."""
 
 
 class Predictor:
@@ -70,6 +73,7 @@ class Predictor:
         image_size: Sequence[int] | None = None,
         smoother: TemporalEMA | None = None,
         num_classes: int | None = None,
+        uncertainty: bool = False,
     ) -> None:
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
@@ -78,6 +82,7 @@ class Predictor:
         self.num_classes = num_classes or len(getattr(model, "class_names", ())) or None
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        self.uncertainty = uncertainty
         self.frames = 0
         self.seconds = 0.0
         if self.device.type == "cuda":
@@ -123,6 +128,11 @@ class Predictor:
         if self.smoother is not None:
             flow_frames = small if self.smoother.flow_aligned else None
             scores = self.smoother(scores.float().softmax(dim=1), frame=flow_frames)
+        margin = None
+        if self.uncertainty:  # at the model's resolution: cheap, and upsampling adds nothing
+            probs = scores.float().softmax(dim=1) if self.smoother is None else scores.float()
+            top2 = probs.topk(2, dim=1).values
+            margin = (top2[:, 0] - top2[:, 1]).mean(dim=(1, 2)).cpu().numpy()
         if scores.shape[-2:] != (height, width):
             scores = F.interpolate(scores.float(), size=(height, width), mode="bilinear", align_corners=False)
         labels = scores.max(dim=1).indices  # as argmax, several times faster on CPU for (B, C, H, W)
@@ -130,7 +140,7 @@ class Predictor:
         offsets = torch.arange(len(frames), device=labels.device).view(-1, 1, 1) * num_classes
         counts = torch.bincount((labels + offsets).flatten(), minlength=len(frames) * num_classes)
         shares = counts.view(len(frames), num_classes).double() / (height * width)
-        out = BatchPrediction(labels.to(torch.uint8).cpu().numpy(), shares.cpu().numpy())
+        out = BatchPrediction(labels.to(torch.uint8).cpu().numpy(), shares.cpu().numpy(), margin)
         self.seconds += time.perf_counter() - start
         self.frames += len(frames)
         return out

@@ -20,8 +20,9 @@ from segvn.data.labelformats.common import write_mask
 from segvn.data.labelformats.cvat import write_cvat
 from segvn.data.labelformats.labelstudio import write_labelstudio
 from segvn.errors import ConfigError, DataError
-from segvn.models.checkpoint import checkpoint_config, load_checkpoint, model_from_checkpoint
-from segvn.models.inference import Predictor
+from segvn.inference.predictor import Predictor
+from segvn.models.checkpoint import Checkpoint
+from segvn.utils.io import write_csv
 
 log = logging.getLogger("segvn.labels")
 
@@ -43,26 +44,24 @@ def predict_frames(
     ckpt_path: str | Path,
     frames: Sequence[Path],
     device: str = "auto",
-    input_size: Sequence[int] | None = None,
+    image_size: Sequence[int] | None = None,
     batch_size: int = 4,
-) -> dict[str, np.ndarray]:
-    """Class-index maps (frame size) for each frame, by stem; batches group consecutive frames of one size."""
-    ckpt = load_checkpoint(ckpt_path)
-    module = model_from_checkpoint(ckpt, path=ckpt_path)
-    if input_size is None:
-        data_cfg = checkpoint_config(ckpt).get("data") or {}
-        input_size = data_cfg.get("image_size")
-    try:
-        predictor = Predictor(module, device, input_size, None, len(module.class_names))
-    except ValueError as err:
-        raise ConfigError(f"{err} (prelabel settings)") from err
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Class-index maps (frame size) and margins (see :class:`BatchPrediction`) for each frame, by stem; batches group consecutive frames of one size."""
+    ckpt = Checkpoint.read(ckpt_path)
+    module = ckpt.model()
+    if image_size is None:
+        image_size = (ckpt.config.get("data") or {}).get("image_size")
+    predictor = Predictor(module, device, image_size, None, len(module.class_names), uncertainty=True)
     out: dict[str, np.ndarray] = {}
+    margins: dict[str, float] = {}
     batch: list[tuple[str, np.ndarray]] = []
 
     def flush() -> None:
         if batch:
-            labels = predictor([img for _, img in batch]).labels
-            out.update({stem: lab for (stem, _), lab in zip(batch, labels, strict=True)})
+            pred = predictor([img for _, img in batch])
+            out.update({stem: lab for (stem, _), lab in zip(batch, pred.labels, strict=True)})
+            margins.update({stem: float(m) for (stem, _), m in zip(batch, pred.margin, strict=True)})
             batch.clear()
 
     for path in frames:
@@ -71,7 +70,31 @@ def predict_frames(
             flush()
         batch.append((path.stem, image))
     flush()
-    return out
+    return out, margins
+
+
+def label_first(stems: Sequence[str], margins: dict[str, float], count: int) -> list[str]:
+    """Up to ``count`` frames to label first: the most uncertain (lowest margin), spread over the video.
+
+    Greedy: frames in order of rising margin, skipping any within ``len(stems) // (2 * count)`` positions
+    of one already chosen, so a hesitant stretch of road does not fill the whole list.
+    """
+    position = {s: i for i, s in enumerate(stems)}
+    gap = len(stems) // (2 * max(count, 1))
+    chosen: list[str] = []
+    for stem in sorted(stems, key=lambda s: (margins[s], position[s])):
+        if len(chosen) >= count:
+            break
+        if all(abs(position[stem] - position[c]) > gap for c in chosen):
+            chosen.append(stem)
+    return chosen
+
+
+def write_uncertainty(stems: Sequence[str], margins: dict[str, float], out: Path, count: int) -> Path:
+    """``uncertainty.csv``: every frame in order with its margin, uncertainty (1 - margin) and label-first rank."""
+    rank = {s: i + 1 for i, s in enumerate(label_first(stems, margins, count))}
+    rows = [[s, round(margins[s], 6), round(1.0 - margins[s], 6), rank.get(s, "")] for s in stems]
+    return write_csv(out, ["frame", "margin", "uncertainty", "label_first_rank"], rows)
 
 
 def write_prelabels(masks: dict[str, np.ndarray], fmt: str, out: Path) -> Path:
@@ -93,9 +116,10 @@ def prelabel(
     fmt: str,
     out: str | Path,
     device: str = "auto",
-    input_size: Sequence[int] | None = None,
+    image_size: Sequence[int] | None = None,
     batch_size: int = 4,
     all_frames: bool = False,
+    label_first_count: int = 20,
 ) -> tuple[Path, int]:
     """Predict the street's unlabelled frames and write them for a tool; returns (output, frame count)."""
     if fmt not in PRELABEL_FORMATS:
@@ -106,5 +130,10 @@ def prelabel(
             f"{street_dir}: every frame already has a label; set all_frames=true to pre-label them anyway"
         )
     log.info("pre-labelling %d frame(s) of %s", len(frames), street_dir)
-    masks = predict_frames(ckpt_path, frames, device, input_size, batch_size)
-    return write_prelabels(masks, fmt, Path(out).expanduser()), len(masks)
+    masks, margins = predict_frames(ckpt_path, frames, device, image_size, batch_size)
+    out = Path(out).expanduser()
+    written = write_prelabels(masks, fmt, out)
+    table = (out.parent if out.suffix == ".zip" else out) / "uncertainty.csv"
+    write_uncertainty([p.stem for p in frames], margins, table, label_first_count)
+    log.info("per-frame uncertainty and the frames to label first: %s", table)
+    return written, len(masks)
