@@ -48,7 +48,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segvn.data.video import VideoWriter, open_video
+from segvn.data.video import open_video
+from segvn.data.video_writer import VideoWriter
 from segvn.inference.consistency import TemporalTracker
 from segvn.inference.options import PredictConfig
 from segvn.inference.predictor import Predictor

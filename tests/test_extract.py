@@ -14,14 +14,8 @@ import numpy as np
 import pytest
 
 from segvn.data.extract import MANIFEST_COLUMNS, ExtractError, extract_frames, find_videos, read_manifest
-from segvn.data.video import (
-    BACKENDS,
-    FrameSelection,
-    VideoDecodeError,
-    VideoNotFoundError,
-    VideoWriter,
-    open_video,
-)
+from segvn.data.video import BACKENDS, FrameSelection, VideoDecodeError, VideoNotFoundError, open_video
+from segvn.data.video_writer import VideoWriter
 from tests.test_video import truncate_copy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

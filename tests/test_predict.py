@@ -24,7 +24,8 @@ import torch
 from PIL import Image
 
 from segvn.data.classes import CLASS_NAMES, PALETTE
-from segvn.data.video import VideoWriter, open_video
+from segvn.data.video import open_video
+from segvn.data.video_writer import VideoWriter
 from segvn.errors import ConfigError
 from segvn.inference.device import pick_device
 from segvn.inference.options import PredictConfig, TemporalOptions

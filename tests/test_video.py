@@ -19,12 +19,10 @@ from segvn.data.video import (
     VideoDecodeError,
     VideoError,
     VideoNotFoundError,
-    VideoWriter,
-    available_h264_encoders,
     open_video,
-    pick_h264_encoder,
     probe_video,
 )
+from segvn.data.video_writer import VideoWriter, available_h264_encoders, pick_h264_encoder
 
 N_FRAMES, FPS, WIDTH, HEIGHT = 221, 25, 960, 540
 

@@ -23,19 +23,10 @@ from segvn.models.introspect import (
     to_tensor,
     to_uint8,
 )
+from segvn.viz.compare import comparison, disagreement_rate, side_by_side
 from segvn.viz.features import activation_grid, class_grid, filter_montage, strongest_channel_overlay
 from segvn.viz.image import save_image
-from segvn.viz.overlay import (
-    GREEN,
-    MAGENTA,
-    comparison,
-    disagreement_rate,
-    draw_legend,
-    legend_box,
-    overlay,
-    overlay_torch,
-    side_by_side,
-)
+from segvn.viz.overlay import GREEN, MAGENTA, draw_legend, legend_box, overlay, overlay_torch
 from segvn.viz.plots import (
     plot_class_frequency,
     plot_class_metrics,

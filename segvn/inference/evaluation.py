@@ -18,8 +18,9 @@ import torch
 from segvn.data.classes import IGNORE_INDEX
 from segvn.data.transforms import denormalize
 from segvn.metrics import SegmentationMetrics
+from segvn.viz.compare import comparison
 from segvn.viz.image import save_image
-from segvn.viz.overlay import comparison, overlay
+from segvn.viz.overlay import overlay
 
 
 @dataclass

@@ -28,7 +28,8 @@ import numpy as np
 
 from segvn.data.classes import palette_for
 from segvn.data.io import IMAGE_SUFFIXES, read_image, write_label_png
-from segvn.data.video import VIDEO_EXTENSIONS, VideoWriter, open_video
+from segvn.data.video import VIDEO_EXTENSIONS, open_video
+from segvn.data.video_writer import VideoWriter
 from segvn.errors import DataError, InputNotFoundError, SegvnError
 from segvn.inference.consistency import TemporalTracker
 from segvn.inference.options import PredictConfig
