@@ -198,8 +198,8 @@ def _split_samples(source: StreetSource, splits: Sequence[str], out: _Collector)
         except DataError as err:
             out.add("unknown_street", str(err), "warning" if split == "predict" else None, split=split)
             continue
-        if not found[split]:
-            required = split in ("train", "val")
+        required = split in ("train", "val")
+        if not found[split] and (required or source.streets.get(split)):
             what = "frames" if split == "predict" else "labelled frames"
             out.add(
                 "empty_split",
