@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from segvn.data.classes import IGNORE_INDEX, PALETTE, _rgb_key, rgb_to_index
 from segvn.errors import DataError
@@ -29,7 +29,7 @@ def _open(path: Path) -> Image.Image:
         img.load()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except Exception as err:  # PIL raises many types on damaged data (OSError, SyntaxError, EOFError, ...)
         raise DataError(
             f"{path}: cannot read image ({err}); the file is corrupt or truncated - re-export it or "
             "remove it from the dataset"
@@ -42,7 +42,7 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             w, h = img.size
-    except (FileNotFoundError, UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except Exception as err:  # a missing or damaged file: PIL raises many types
         raise DataError(f"{path}: cannot read image header ({err})") from err
     return h, w
 
@@ -52,7 +52,7 @@ def image_mode(path: Path) -> str:
     try:
         with Image.open(path) as img:
             return img.mode
-    except (FileNotFoundError, UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except Exception as err:  # a missing or damaged file: PIL raises many types
         raise DataError(f"{path}: cannot read image header ({err})") from err
 
 
