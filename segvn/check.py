@@ -38,6 +38,8 @@ def render(report: CheckReport, limit: int) -> list[Table]:
     for f in report.sorted()[:limit]:
         style = "bold red" if f.severity == "error" else "yellow"
         found.add_row(f"[{style}]{f.severity}[/]", f.kind, f.split or "", f.message)
+    if not report.findings:
+        found.add_row("[green]ok[/]", "", "", "no findings")
     if len(report.findings) > limit:
         found.add_row("", "", "", f"... and {len(report.findings) - limit} more in check.json")
     return [counts, found]
