@@ -1,0 +1,1 @@
+"""segvn: semantic segmentation of street-scene videos (see README.md)."""

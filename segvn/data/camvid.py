@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segvn.data.classes import camvid_lut
+from segvn.data.classes import camvid_known, camvid_lut
 from segvn.data.io import list_images
 from segvn.data.sources import Sample, StreetSource
 from segvn.errors import DataError
@@ -42,6 +42,10 @@ class CamVid(StreetSource):
     """
 
     label_format = "index"
+    root_hint = (
+        "; data=camvid reads paths.shared_dir/datasets/camvid by default, and paths.shared_dir "
+        "comes from the SEGVN_SHARED environment variable (default: ../shared beside the repository)"
+    )
 
     def __init__(self, root: str | Path, group_by: str = "folder", **kw) -> None:
         if group_by not in ("folder", "sequence"):
@@ -52,6 +56,24 @@ class CamVid(StreetSource):
     @property
     def lut(self) -> np.ndarray:
         return camvid_lut()
+
+    @property
+    def known(self) -> np.ndarray:
+        return camvid_known()
+
+    def orphan_labels(self) -> dict[str, list[Path]]:
+        out: dict[str, list[Path]] = defaultdict(list)
+        for folder in FOLDERS:
+            annot = self.root / f"{folder}annot"
+            if not annot.is_dir():
+                continue
+            image_dir = self.root / folder
+            stems = {p.stem for p in list_images(image_dir)} if image_dir.is_dir() else set()
+            for p in list_images(annot):
+                if p.stem not in stems:
+                    street = folder if self.group_by == "folder" else p.stem.split("_")[0]
+                    out[street].append(p)
+        return dict(out)
 
     def discover(self) -> dict[str, list[Sample]]:
         groups: dict[str, list[Sample]] = defaultdict(list)
@@ -71,7 +93,8 @@ class CamVid(StreetSource):
         if not found:
             raise DataError(
                 f"{self.root}: not a CamVid folder (no train/, val/ or test/ inside); point "
-                "data.root at the SegNet-layout CamVid folder or run segvn's download_camvid()"
+                "data.root at the SegNet-layout CamVid folder (or SEGVN_SHARED at the shared/ folder "
+                "that holds datasets/camvid), or run segvn's download_camvid()"
             )
         return {k: sorted(v, key=lambda s: s.image.name) for k, v in groups.items()}
 

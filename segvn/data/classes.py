@@ -49,6 +49,17 @@ def camvid_lut() -> np.ndarray:
     return lut
 
 
+CAMVID_VALUES = 12
+"""CamVid label values 0..11 (11 = Unlabelled); any other value in a CamVid label is out of range."""
+
+
+def camvid_known() -> np.ndarray:
+    """Which raw CamVid label values exist (bool per value 0..255): 0..11."""
+    known = np.zeros(256, dtype=bool)
+    known[:CAMVID_VALUES] = True
+    return known
+
+
 def _rgb_key(rgb: np.ndarray) -> np.ndarray:
     rgb = rgb.astype(np.uint32)
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from segvn.data.check import LABELLED_SPLITS, check_dataset, validate_options
 from segvn.data.classes import CLASS_NAMES
 from segvn.data.dataset import SegmentationDataset
 from segvn.data.sources import SPLITS, StreetSource
@@ -29,6 +30,8 @@ class SegDataModule(L.LightningDataModule):
     training augmentation settings of :func:`~segvn.data.transforms.build_transforms`. ``root``
     is where the data lives (``data.root``, its one home): ``source`` is a source factory (Hydra
     ``_partial_: true``) called with it, or an already built :class:`StreetSource`.
+    ``check`` (``level``: off/cheap/full, ``warn_only``: error kinds reported as warnings) is the
+    dataset check :meth:`setup` runs before fitting; see :mod:`segvn.data.check`.
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class SegDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         cache_dir: str | Path | None = None,
         class_names: Sequence[str] = CLASS_NAMES,
+        check: dict | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(source, StreetSource):
@@ -62,6 +66,15 @@ class SegDataModule(L.LightningDataModule):
         self.class_names = list(class_names)
         self._datasets: dict[str, SegmentationDataset] = {}
         self._stats: LabelStats | None = None
+        check = dict(check or {})
+        unknown = sorted(set(check) - {"level", "warn_only"})
+        if unknown:
+            raise DataError(f"data.check: unknown setting(s) {unknown}; use level and warn_only")
+        self.check = {
+            "level": str(check.get("level", "cheap")),
+            "warn_only": list(check.get("warn_only") or []),
+        }
+        validate_options(self.check["level"], self.check["warn_only"])
 
     @property
     def num_classes(self) -> int:
@@ -73,7 +86,7 @@ class SegDataModule(L.LightningDataModule):
             samples = self.source.samples(split)
             transform = build_transforms(split == "train", self.image_size, **self.augment)
             self._datasets[split] = SegmentationDataset(
-                samples, transform, self.source.label_format, self.source.lut
+                samples, transform, self.source.label_format, self.source.lut, self.source.known
             )
         return self._datasets[split]
 
@@ -100,18 +113,36 @@ class SegDataModule(L.LightningDataModule):
         if stage in (None, "fit"):
             self.require("train")
             self.require("val")
-            self.label_stats("train")  # reads every training label once: sizes, colours, counts
+            stats = self.label_stats("train")  # reads every training label once: sizes, colours, counts
+            self.check_data(stats)
         elif stage in ("validate", "test"):
             self.require("val" if stage == "validate" else "test")
         elif stage == "predict":
             self.require("predict")
+
+    def check_data(self, stats: LabelStats | None = None) -> None:
+        """The set-up check of ``self.check`` over train/val/test: raises :class:`DataError` on errors."""
+        if self.check["level"] == "off":
+            return
+        splits = [s for s in LABELLED_SPLITS if s != "test" or self.source.streets.get("test")]
+        report = check_dataset(self, self.check["level"], self.check["warn_only"], splits, label_stats=stats)
+        if report.warnings:
+            kinds = sorted({f.kind for f in report.warnings})
+            log.warning(
+                "dataset check (%s): %d warning(s) (%s); python -m segvn.check shows them",
+                self.check["level"],
+                len(report.warnings),
+                ", ".join(kinds),
+            )
 
     def label_stats(self, split: str = "train") -> LabelStats:
         """Pixel statistics of a split's labels (scanned once, cached on disk)."""
         if split == "train" and self._stats is not None:
             return self._stats
         ds = self.require(split)
-        stats = scan_labels(ds.samples, ds.label_format, ds.lut, self.num_classes, self.cache_dir)
+        stats = scan_labels(
+            ds.samples, ds.label_format, ds.lut, self.num_classes, self.cache_dir, known=ds.known
+        )
         if split == "train":
             self._stats = stats
         return stats
@@ -156,4 +187,13 @@ class SegDataModule(L.LightningDataModule):
         return self._loader(split, False, batch_size)
 
     def describe(self) -> str:
-        return ", ".join(f"{s}={len(self.dataset(s))}" for s in SPLITS)
+        """Frames per split; absent prediction streets are noted, not an error (training needs none)."""
+        parts = []
+        for split in SPLITS:
+            try:
+                parts.append(f"{split}={len(self.dataset(split))}")
+            except DataError:
+                if split != "predict":
+                    raise
+                parts.append(f"predict=absent ({', '.join(self.source.streets['predict'])} not found)")
+        return ", ".join(parts)

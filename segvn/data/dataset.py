@@ -28,11 +28,13 @@ class SegmentationDataset(Dataset):
         transform: A.Compose,
         label_format: str = "rgb",
         lut: np.ndarray | None = None,
+        known: np.ndarray | None = None,
     ) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.label_format = label_format
         self.lut = lut
+        self.known = known
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -43,7 +45,7 @@ class SegmentationDataset(Dataset):
         image = read_image(sample.image)
         if sample.label is None:
             return image, np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
-        label, _ = read_label(sample.label, self.label_format, self.lut)
+        label = read_label(sample.label, self.label_format, self.lut, self.known).labels
         if label.shape != image.shape[:2]:
             raise DataError(
                 f"{sample.label}: label is {label.shape[1]}x{label.shape[0]} but its image "

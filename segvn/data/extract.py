@@ -146,11 +146,26 @@ def read_manifest(path: Path) -> dict[tuple[str, int], dict[str, str]]:
     """Manifest rows keyed by ``(video, frame_index)`` (empty when the file does not exist)."""
     if not path.exists():
         return {}
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
-            raise ExtractError(f"{path} is not a segvn manifest (columns {reader.fieldnames}); move it away")
-        return {(row["video"], int(row["frame_index"])): row for row in reader}
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
+                raise ExtractError(
+                    f"{path} is not a segvn manifest (columns {reader.fieldnames}); move it away"
+                )
+            rows = {}
+            for row in reader:
+                if None in row or None in row.values() or not str(row["frame_index"]).strip().isdecimal():
+                    raise ExtractError(
+                        f"{path}, line {reader.line_num}: a damaged manifest row ({row}); fix the line or "
+                        "move the manifest away and extract again"
+                    )
+                rows[(row["video"], int(row["frame_index"]))] = row
+            return rows
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ExtractError(
+            f"{path} is not a readable manifest ({err}); move it away and extract again"
+        ) from err
 
 
 def _write_manifest(street_dir: Path, rows: dict, results: dict[str, VideoResult]) -> Path:

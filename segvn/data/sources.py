@@ -7,6 +7,10 @@ which frames belong to train, val, test and predict. Two split modes exist, as i
   so validation never sees a street the model was trained on;
 - ``ratio``: the labelled frames of the listed streets are shuffled with ``seed`` and cut by
   ``ratios`` into train/val/test.
+
+Streets listed under ``predict`` are looked up only when the predict split is asked for, so a
+training machine need not hold the prediction streets; an unknown street in train/val/test is an
+error as soon as its split is used.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class StreetSource:
     """Base class: subclasses implement :meth:`discover` and say how labels are stored."""
 
     label_format: str = "rgb"
+    root_hint: str = ""
+    """Appended to the missing-root error: where this source's default root comes from."""
 
     def __init__(
         self,
@@ -85,14 +91,23 @@ class StreetSource:
         """Lookup table for ``index`` label maps; ``None`` for colour masks."""
         return None
 
+    @property
+    def known(self) -> np.ndarray | None:
+        """Which raw ``index`` label values exist (bool per value); ``None``: segvn indices 0..7, 255."""
+        return None
+
+    def orphan_labels(self) -> dict[str, list[Path]]:
+        """Label files without a frame of the same stem, per street (for ``segvn.check``)."""
+        return {}
+
     # -- splitting --------------------------------------------------------------------------
     @property
     def frames(self) -> dict[str, list[Sample]]:
         if self._frames is None:
             if not self.root.is_dir():
                 raise DataError(
-                    f"data root {self.root} does not exist; set data.root to "
-                    "the folder that holds your streets"
+                    f"data root {self.root} does not exist; set data.root=DIR "
+                    f"to the folder that holds your streets{self.root_hint}"
                 )
             self._frames = self.discover()
         return self._frames
@@ -136,8 +151,17 @@ class StreetSource:
             "test": pool[n_train + n_val :],
         }
 
+    def split_size(self, split: str) -> int | str:
+        """Frames of a split; for ``predict``, a note instead of an error when its streets are absent."""
+        if split != "predict":
+            return len(self.samples(split))
+        try:
+            return len(self.samples(split))
+        except DataError:
+            return "absent"
+
     def describe(self) -> str:
-        parts = [f"{split}={len(self.samples(split))}" for split in SPLITS]
+        parts = [f"{split}={self.split_size(split)}" for split in SPLITS]
         return f"{type(self).__name__}({self.root}, {self.split_mode}: {', '.join(parts)})"
 
 
@@ -179,3 +203,16 @@ class StreetFolders(StreetSource):
                 f"ROOT/<street>/{self.frames_dir}/*.png and ROOT/<street>/{self.labels_dir}/*.png"
             )
         return streets
+
+    def orphan_labels(self) -> dict[str, list[Path]]:
+        out: dict[str, list[Path]] = {}
+        for street_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            label_dir = street_dir / self.labels_dir
+            if not label_dir.is_dir():
+                continue
+            frame_dir = street_dir / self.frames_dir
+            stems = {p.stem for p in list_images(frame_dir)} if frame_dir.is_dir() else set()
+            orphans = [p for p in list_images(label_dir) if p.stem not in stems]
+            if orphans:
+                out[street_dir.name] = orphans
+        return out

@@ -1,7 +1,9 @@
 """Per-class pixel statistics of labelled frames and the class weights training derives from them.
 
-One scan reads every label once, checks it against its frame's size, counts each class's pixels
-and the share of pixels with unknown colours. Results are cached per file (keyed by path, size
+One scan reads every label once, checks it against its frame's size, counts each class's pixels,
+the share of pixels with unknown colours (RGB masks) and, apart from it, the share of index
+values outside the dataset's table (e.g. 200 in CamVid): deliberately unlabelled pixels (CamVid
+Unlabelled, black in masks) are neither. Results are cached per file (keyed by path, size
 and modification time), so later runs and ``segvn.analyze`` reuse them.
 """
 
@@ -33,8 +35,13 @@ class LabelStats:
     streets: list[str]
     counts: np.ndarray  # (N, C) int64
     pixels: np.ndarray  # (N,) int64, all pixels of each frame
-    unknown: np.ndarray  # (N,) float, share of pixels with a value outside the class table
+    unknown: np.ndarray  # (N,) float, share of pixels with a colour outside the palette
     class_names: Sequence[str] = field(default=CLASS_NAMES)
+    out_of_range: np.ndarray | None = None  # (N,) float, share of index values outside the table
+
+    def __post_init__(self) -> None:
+        if self.out_of_range is None:
+            self.out_of_range = np.zeros(len(self.files), np.float64)
 
     @property
     def pixel_count(self) -> np.ndarray:
@@ -62,6 +69,7 @@ class LabelStats:
                 self.pixels[idx],
                 self.unknown[idx],
                 self.class_names,
+                self.out_of_range[idx],
             )
         return out
 
@@ -110,18 +118,21 @@ def scan_labels(
     num_classes: int = len(CLASS_NAMES),
     cache_dir: str | Path | None = None,
     warn_unknown: bool = True,
+    known: np.ndarray | None = None,
 ) -> LabelStats:
     """Count class pixels of every labelled sample, checking sizes; cached in ``cache_dir``.
 
-    Emits one warning listing, per file, the share of pixels whose colour (or index) is not in
-    the class table; those pixels are ignored in training and metrics.
+    Emits one warning naming the worst files: the share of pixels whose colour is not in the
+    palette and, counted apart, of index values outside the table ``known`` (see
+    :func:`~segvn.data.io.read_label`); those pixels are ignored in training and metrics.
     """
     labelled = [s for s in samples if s.label is not None]
     cache: dict[str, list] = {}
     cache_file = None
     if cache_dir is not None:
         tag = hashlib.sha1(
-            f"{label_format}|{None if lut is None else lut.tobytes().hex()}".encode()
+            f"v2|{label_format}|{None if lut is None else lut.tobytes().hex()}|"
+            f"{None if known is None else np.asarray(known).tobytes().hex()}".encode()
         ).hexdigest()[:10]
         cache_file = Path(cache_dir) / f"label_stats_{tag}.json"
         if cache_file.exists():
@@ -132,13 +143,15 @@ def scan_labels(
     counts = np.zeros((len(labelled), num_classes), np.int64)
     pixels = np.zeros(len(labelled), np.int64)
     unknown = np.zeros(len(labelled), np.float64)
+    out_of_range = np.zeros(len(labelled), np.float64)
     changed = False
     for i, s in enumerate(labelled):
         key = _file_key(s.label)
-        if key in cache:
+        if key in cache and len(cache[key]) == 4:
             row = cache[key]
         else:
-            label, share = read_label(s.label, label_format, lut)
+            read = read_label(s.label, label_format, lut, known)
+            label = read.labels
             frame_hw = image_size(s.image)
             if label.shape != frame_hw:
                 raise DataError(
@@ -146,20 +159,40 @@ def scan_labels(
                     f"{frame_hw[1]}x{frame_hw[0]}; labels must match their frames"
                 )
             hist = np.bincount(label.ravel(), minlength=256)
-            row = [hist[:num_classes].tolist(), int(label.size), float(share)]
+            row = [hist[:num_classes].tolist(), int(label.size), read.unknown_share, read.out_of_range_share]
             cache[key] = row
             changed = True
-        counts[i], pixels[i], unknown[i] = row
+        counts[i], pixels[i], unknown[i], out_of_range[i] = row
     if cache_file is not None and changed:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         cache_file.write_text(json.dumps(cache))
-    if warn_unknown and (unknown > 0).any():
-        bad = [(labelled[i].label, unknown[i]) for i in np.nonzero(unknown > 0)[0]]
-        lines = "\n".join(f"  {path}: {share:.2%}" for path, share in bad[:20])
-        more = f"\n  ... and {len(bad) - 20} more files" if len(bad) > 20 else ""
+    if warn_unknown:
+        warn_bad_labels([s.label for s in labelled], unknown, out_of_range)
+    files = [str(s.label) for s in labelled]
+    return LabelStats(files, [s.street for s in labelled], counts, pixels, unknown, out_of_range=out_of_range)
+
+
+def warn_bad_labels(
+    paths: Sequence[Path], unknown: np.ndarray, out_of_range: np.ndarray, worst: int = 20
+) -> None:
+    """One warning for all files: colours outside the palette and index values out of range, worst first."""
+    parts = []
+    for shares, what in (
+        (unknown, "colours outside the class palette"),
+        (
+            out_of_range,
+            "label values outside the dataset's class table (out of range: corrupt or foreign labels)",
+        ),
+    ):
+        bad = [i for i in np.argsort(-shares, kind="stable") if shares[i] > 0]
+        if not bad:
+            continue
+        lines = "\n".join(f"  {paths[i]}: {shares[i]:.2%}" for i in bad[:worst])
+        more = f"\n  ... and {len(bad) - worst} more files" if len(bad) > worst else ""
+        parts.append(f"{len(bad)} label file(s) contain {what} (share per file, worst first):\n{lines}{more}")
+    if parts:
         warnings.warn(
-            f"{len(bad)} label file(s) contain colours outside the class palette; those pixels are "
-            f"treated as unlabelled and ignored (share per file):\n{lines}{more}",
-            stacklevel=2,
+            "\n".join(parts) + "\nthose pixels are treated as unlabelled and ignored; run "
+            "python -m segvn.check for a full report",
+            stacklevel=3,
         )
-    return LabelStats([str(s.label) for s in labelled], [s.street for s in labelled], counts, pixels, unknown)

@@ -34,10 +34,16 @@ def wandb_offline() -> bool:
         return True
 
 
+REPO_DIR = Path(__file__).resolve().parents[2]
+"""The folder holding the ``segvn`` package: the checkout for an editable install (``../shared`` beside it)."""
+
+
 def register_resolvers() -> None:
-    """Register segvn's OmegaConf resolvers (idempotent)."""
+    """Register segvn's OmegaConf resolvers (idempotent): ``segvn.wandb_offline``, ``segvn.repo_dir``."""
     if not OmegaConf.has_resolver("segvn.wandb_offline"):
         OmegaConf.register_new_resolver("segvn.wandb_offline", wandb_offline)
+    if not OmegaConf.has_resolver("segvn.repo_dir"):
+        OmegaConf.register_new_resolver("segvn.repo_dir", lambda: str(REPO_DIR))
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
