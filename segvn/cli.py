@@ -19,6 +19,7 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -72,6 +73,46 @@ def _read_checkpoint(verb: str, argv: list[str]) -> Checkpoint | None:
     return ckpt
 
 
+RESUME_CONFIG = "segvn_resume"
+MODEL_KEYS = ("model.", "data.image_size", "data.class_names")
+"""Overrides that change the network a resumed checkpoint must fit: a resume warns about them."""
+
+
+def prepare_resume(argv: list[str]) -> str | None:
+    """For ``resume=RUN_DIR``: the run's stored config as the primary config, its directory and last.ckpt.
+
+    Rewrites ``argv`` in place (``hydra.run.dir=RUN_DIR``, ``ckpt_path=RUN_DIR/checkpoints/last.ckpt``
+    when it exists) and returns the config name to compose, or ``None`` without ``resume=``.
+    Command-line overrides still win over the stored values.
+    """
+    value = _arg(argv[1:], "resume")
+    if value in (None, "", "null", "None"):
+        return None
+    run_dir = Path(value).expanduser().resolve()
+    stored = run_dir / "config.yaml"
+    if not stored.is_file():
+        _fail(f"resume={value}: {stored} not found; give the directory of a segvn.train run")
+    cfg = OmegaConf.load(stored)
+    cfg.resume = str(run_dir)
+    node = OmegaConf.create({"defaults": [{"hydra": "default"}, "_self_"], **OmegaConf.to_container(cfg)})
+    ConfigStore.instance().store(name=RESUME_CONFIG, node=node)
+    argv.append(f"hydra.run.dir={run_dir}")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if _arg(argv[1:], "ckpt_path") is None:
+        if last.is_file():
+            argv.append(f"ckpt_path={last}")
+        else:
+            _warn(f"resume: {run_dir} has no checkpoints/last.ckpt yet: the run starts again from epoch 0")
+    for a in argv[1:]:
+        if a.split("=", 1)[0].lstrip("+~").startswith(MODEL_KEYS):
+            _warn(f"resume: {a} changes the model of the run; the checkpoint's weights must still fit it")
+    return RESUME_CONFIG
+
+
+def _warn(message: str) -> None:
+    print(f"[segvn] WARNING {message}", file=sys.stderr)
+
+
 def command(
     config_name: str, from_checkpoint: bool = False
 ) -> Callable[[Callable[..., Any]], Callable[[], Any]]:
@@ -88,17 +129,16 @@ def command(
                 loaded[path] = run_task(Checkpoint.read, path)
             return run_task(task, cfg, loaded[path])
 
-        hydra_main = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(
-            hydra_task
-        )
-
         @functools.wraps(task)
         def main() -> Any:
+            name = config_name
             if from_checkpoint:
                 ckpt = _read_checkpoint(config_name, sys.argv)
                 if ckpt is not None:
                     loaded[str(_arg(sys.argv[1:], "ckpt_path"))] = ckpt
-            return hydra_main()
+            elif config_name == "train":
+                name = prepare_resume(sys.argv) or config_name
+            return hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=name)(hydra_task)()
 
         return main
 

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
+import string
 import time
 from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
-from segvn.callbacks import ConfigInCheckpoint
-from segvn.cli import command
+from segvn.callbacks import ConfigInCheckpoint, LastCheckpoint, trim_csv_log
+from segvn.cli import Checkpoint, command
 from segvn.utils import instantiate_dict, save_resolved_config, to_container
 from segvn.utils.io import write_json
 
@@ -32,10 +36,36 @@ def _floats(metrics: dict) -> dict[str, float]:
     return out
 
 
+def _prepare_loggers(cfg: DictConfig) -> None:
+    """Give the W&B logger a run id before config.yaml is written, so ``resume=RUN_DIR`` finds it."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if wandb_cfg is not None and not wandb_cfg.get("id"):
+        alphabet = string.ascii_lowercase + string.digits  # W&B's own run-id alphabet
+        with open_dict(cfg):
+            cfg.logger.wandb.id = "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def _resume_point(cfg: DictConfig) -> int | None:
+    """The global step of ``ckpt_path`` (validated: one clear error for a bad file), or ``None``."""
+    if not cfg.get("ckpt_path"):
+        return None
+    ckpt = Checkpoint.read(cfg.ckpt_path)
+    return int(ckpt.raw.get("global_step", 0))
+
+
+def _checkpoint_paths(trainer: L.Trainer) -> tuple[ModelCheckpoint | None, str]:
+    """The best-by-metric checkpoint callback and the path of last.ckpt."""
+    best = next((cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), None)
+    last = next((cb.path for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)), "")
+    return best, last
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit (and test) as the config says; returns the final metrics."""
     start = time.time()
     out_dir = Path(cfg.paths.output_dir)
+    resume_step = _resume_point(cfg)
+    _prepare_loggers(cfg)
     resolved = to_container(cfg)
     rank_zero_only(save_resolved_config)(cfg, out_dir / "config.yaml")
     L.seed_everything(cfg.seed, workers=True)
@@ -48,15 +78,27 @@ def train(cfg: DictConfig) -> dict:
         if isinstance(cb, ConfigInCheckpoint):
             cb.config = resolved
     loggers = instantiate_dict(cfg.get("logger"))
+    if resume_step is not None:
+        for lg in loggers:
+            if isinstance(lg, CSVLogger):  # rows after the checkpoint are logged again by the resumed run
+                trimmed = rank_zero_only(trim_csv_log)(Path(lg.log_dir) / "metrics.csv", resume_step)
+                if trimmed:
+                    log.info("resume: dropped %d CSV-log rows written after step %d", trimmed, resume_step)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    per_device = int(cfg.data.get("batch_size", 0) or 0)
+    effective = per_device * trainer.world_size * int(cfg.trainer.get("accumulate_grad_batches", 1) or 1)
+    log.info(
+        "batch: %d per device x %d process(es) x %s accumulation = %d per optimizer step",
+        per_device, trainer.world_size, cfg.trainer.get("accumulate_grad_batches", 1), effective,
+    )  # fmt: skip
     for lg in loggers:
-        lg.log_hyperparams(resolved)
+        lg.log_hyperparams({**resolved, "effective_batch_size": effective, "world_size": trainer.world_size})
 
     if cfg.get("train", True):
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = _floats(trainer.callback_metrics)
 
-    ckpt = trainer.checkpoint_callback
+    ckpt, last = _checkpoint_paths(trainer)
     best = ckpt.best_model_path if ckpt is not None else ""
     if cfg.get("test", True):
         if datamodule.has_split("test"):
@@ -70,12 +112,18 @@ def train(cfg: DictConfig) -> dict:
     summary = {
         "metrics": {k: v for k, v in sorted(metrics.items()) if not k.endswith("_step")},
         "best_model_path": best,
-        "last_model_path": getattr(ckpt, "last_model_path", "") if ckpt is not None else "",
+        "last_model_path": last,
         "best_model_score": float(ckpt.best_model_score)
         if ckpt is not None and ckpt.best_model_score is not None
         else None,
+        "test_confusion_matrix": model.last_summary["test"]["confmat"].long().tolist()
+        if "test" in model.last_summary
+        else None,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
+        "effective_batch_size": effective,
+        "world_size": trainer.world_size,
+        "resumed_from_step": resume_step,
         "seconds": round(time.time() - start, 2),
         "output_dir": str(out_dir),
     }

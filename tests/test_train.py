@@ -100,7 +100,7 @@ def test_ddp_training_on_two_cpu_processes(tmp_path):
     run_dir = tmp_path / "run"
     proc = run_segvn(
         "train",
-        "trainer=ddp_cpu",
+        "trainer=ddp_sim",
         "+debug=limit",
         "logger=csv",
         "data.source.height=48",

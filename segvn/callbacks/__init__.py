@@ -1,15 +1,25 @@
 """Lightning callbacks of segvn, one module each (see ``conf/callbacks/default.yaml``)."""
 
+from segvn.callbacks.checkpoints import AtomicCheckpointIO, LastCheckpoint, NonFiniteWeightsError
 from segvn.callbacks.config import ConfigInCheckpoint
+from segvn.callbacks.csv_log import ResumableCSVLogger, trim_csv_log
 from segvn.callbacks.epoch_csv import EpochMetricsCSV
+from segvn.callbacks.finite import NonFiniteGuard, TrainingDivergedError
 from segvn.callbacks.progress_plot import TrainingProgressPlot, find_csv_log
 from segvn.callbacks.wandb_media import WandbMedia, validation_confmat
 
 __all__ = [
+    "AtomicCheckpointIO",
+    "LastCheckpoint",
+    "NonFiniteGuard",
+    "NonFiniteWeightsError",
+    "ResumableCSVLogger",
+    "TrainingDivergedError",
     "ConfigInCheckpoint",
     "EpochMetricsCSV",
     "TrainingProgressPlot",
     "WandbMedia",
     "find_csv_log",
+    "trim_csv_log",
     "validation_confmat",
 ]

@@ -12,11 +12,21 @@ from lightning.pytorch.callbacks import Callback
 
 
 class EpochMetricsCSV(Callback):
-    """One row per epoch (epoch, step, lr and every epoch-level metric) in ``path``."""
+    """One row per epoch (epoch, step, lr and every epoch-level metric) in ``path``.
+
+    The rows travel in every checkpoint (callback state), so a resumed run continues the same table
+    without losing or repeating an epoch.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.rows: list[dict[str, Any]] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": [dict(r) for r in self.rows]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = [dict(r) for r in state_dict.get("rows", [])]
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:

@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from segvn.data.check import LABELLED_SPLITS, check_dataset, validate_options
@@ -160,10 +161,17 @@ class SegDataModule(L.LightningDataModule):
         return torch.from_numpy(np.asarray(weights))
 
     def _loader(self, split: str, train: bool, batch_size: int | None = None) -> DataLoader:
+        dataset = self.require(split)
+        sampler = None
+        if not train and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # every frame exactly once across processes: Lightning's default DistributedSampler pads the
+            # split with repeated frames, which would count them twice in the metrics
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
-            self.require(split),
+            dataset,
             batch_size=batch_size or (self.batch_size if train else self.eval_batch_size),
             shuffle=train and self.shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             drop_last=False,

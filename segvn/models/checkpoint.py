@@ -50,7 +50,23 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: not a segvn checkpoint: it has no '{CONFIG_KEY}' (the training config); "
             "checkpoints from segvn.train carry it"
         )
+    bad = non_finite_count(ckpt["state_dict"])
+    if bad:
+        raise CheckpointError(
+            f"{path}: {bad} weights are NaN or infinite: the training that wrote it diverged, so its "
+            "predictions mean nothing. Use an earlier checkpoint of the run, or retrain with a lower "
+            "model.optimizer.lr"
+        )
     return ckpt
+
+
+def non_finite_count(state_dict: dict[str, Any]) -> int:
+    """How many entries of the floating-point tensors of a state dict are NaN or infinite."""
+    return sum(
+        int((~torch.isfinite(t)).sum())
+        for t in state_dict.values()
+        if isinstance(t, torch.Tensor) and t.is_floating_point()
+    )
 
 
 def checkpoint_config(ckpt: dict[str, Any]) -> DictConfig:

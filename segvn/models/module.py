@@ -61,6 +61,8 @@ class SegModule(L.LightningModule):
         self.val_metrics = SegmentationMetrics(**seg)
         self.test_metrics = SegmentationMetrics(**seg, bf_score=True)
         self.val_miou_best = MaxMetric()
+        self.last_summary: dict[str, dict[str, torch.Tensor]] = {}
+        """The latest dataset metrics per stage (``confmat`` included), reduced across processes."""
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B, C, H, W) at the input's resolution."""
@@ -141,6 +143,7 @@ class SegModule(L.LightningModule):
             if not torch.isnan(value):
                 self.log(f"{stage}/iou/{name}", value.float())
         metric.reset()
+        self.last_summary[stage] = {k: v.detach().cpu() for k, v in summary.items() if torch.is_tensor(v)}
         return summary
 
     def on_validation_epoch_end(self) -> None:

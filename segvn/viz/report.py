@@ -99,6 +99,7 @@ def write_evaluation_report(
     names = list(class_names)
     absent = [names[i] for i, n in enumerate(result["confmat"].sum(1).tolist()) if n == 0]
     metrics = metrics_dict(result, names, images=len(paths), absent_classes=absent, **extra)
+    metrics["confusion_matrix"] = result["confmat"].long().tolist()  # rows: truth, columns: prediction
     write_csv(
         out / "class_metrics.csv",
         ["class", "accuracy", "iou", "bf_score"],

@@ -1,0 +1,55 @@
+"""Stop a diverging run at once: a non-finite loss or gradient ends training with a clear message.
+
+Without it, ``model.optimizer.lr=1e9`` runs on with NaN weights, the run exits 0, and the NaN model is
+saved as best and last. :class:`NonFiniteGuard` checks the loss and the gradients before every optimizer
+step (so no NaN ever reaches the weights) and raises :class:`TrainingDivergedError` naming the epoch,
+step, loss and learning rate; ``segvn.train`` then exits 1 and the last good checkpoint stays.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from segvn.errors import SegvnError
+
+
+class TrainingDivergedError(SegvnError, FloatingPointError):
+    """The loss or a gradient became NaN or infinite."""
+
+
+class NonFiniteGuard(Callback):
+    """Raise :class:`TrainingDivergedError` on a non-finite loss or gradient (see the module docstring).
+
+    With fp16 mixed precision the gradient scaler skips steps with infinite gradients by design, so
+    only the loss is checked there.
+    """
+
+    def __init__(self, check_gradients: bool = True) -> None:
+        self.check_gradients = check_gradients
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        loss = trainer.callback_metrics.get("train/loss_step")
+        loss_value = float(loss) if loss is not None else float("nan")
+        bad = loss is not None and not math.isfinite(loss_value)
+        what = "loss"
+        scaled = str(trainer.precision).startswith("16")
+        if not bad and self.check_gradients and not scaled:
+            grads = [
+                p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None
+            ]
+            if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+                bad, what = True, "gradient"
+        if bad:
+            lr = optimizer.param_groups[0].get("lr")
+            raise TrainingDivergedError(
+                f"training diverged at epoch {trainer.current_epoch}, step {trainer.global_step}: non-finite "
+                f"{what} (loss {loss_value:.4g}, learning rate {lr:.4g}). The learning rate is the usual cause: "
+                "lower model.optimizer.lr (or set trainer.gradient_clip_val). Checkpoints written before this "
+                "step are kept and hold finite weights."
+            )
