@@ -150,7 +150,7 @@ def test_ddp_sim_test_metrics_equal_a_single_process_evaluation(camvid_root: Pat
     proc = run_segvn(
         "train", *SMALL, "trainer=ddp_sim", "data.image_size=[32,48]", "trainer.max_epochs=1",
         "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "data.source.train=[0001TP]",
-        "data.source.test=['0016E5']", "logger=csv", "~callbacks.progress_bar", f"hydra.run.dir={run_dir}",
+        "data.source.val=[0006R0]", "data.source.test=['0016E5']", "logger=csv", "~callbacks.progress_bar", f"hydra.run.dir={run_dir}",
         root=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -161,7 +161,7 @@ def test_ddp_sim_test_metrics_equal_a_single_process_evaluation(camvid_root: Pat
     ev = run_segvn("evaluate", f"ckpt_path={train['best_model_path']}", "split=test", f"hydra.run.dir={out}")
     assert ev.returncode == 0, ev.stderr[-3000:]
     single = json.loads((out / "metrics.json").read_text())
-    assert single["images"] == 101
+    assert single["images"] % 2 == 1, "an odd number of frames: a padding sampler would repeat one"
     assert train["test_confusion_matrix"] == single["confusion_matrix"]
     m = train["metrics"]
     for ddp_key, key in (("test/mean_bf_score", "mean_bf_score"), ("test/miou", "mean_iou"),
