@@ -424,3 +424,45 @@ def test_bad_checkpoint_is_a_clear_error(
     assert proc.returncode == 1, said[-3000:]
     assert "Traceback" not in said
     assert str(bad) in said and "truncated or corrupt" in said
+
+
+def test_a_folder_with_bad_inputs_predicts_every_good_one(
+    camvid_checkpoint, video_path: Path, tmp_path: Path
+):
+    frames = _first_frames(video_path, 6)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a_empty.mp4").write_bytes(b"")
+    (folder / "b_garbage.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
+    _write_clip(frames, folder / "c_good.mp4")
+    _write_clip(frames[:4], folder / "d_good.mp4")
+    Image.fromarray(cv2.resize(frames[0], (96, 64))).save(folder / "e.png")
+    (folder / "f_broken.png").write_bytes((folder / "e.png").read_bytes()[:60])
+    out = tmp_path / "run"
+    proc = _predict_cli(
+        f"ckpt_path={camvid_checkpoint}", f"input={folder}", f"image_size=[{SMALL[0]},{SMALL[1]}]",
+        f"hydra.run.dir={out}", timeout=300,
+    )  # fmt: skip
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in said, said[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "partial" and summary["frames"] == 6 + 4 + 1
+    by_input = {Path(e["input"]).name: e for e in summary["inputs"]}
+    assert by_input["c_good.mp4"]["frames"] == 6 and by_input["d_good.mp4"]["frames"] == 4
+    assert by_input["a_empty.mp4"]["partial"] and by_input["b_garbage.mp4"]["partial"]
+    assert len(summary["errors"]) == 3 and "f_broken.png" in summary["errors"][-1]
+    assert (out / "c_good_overlay.mp4").exists() and (out / "d_good_overlay.mp4").exists()
+    assert (out / "overlays" / "e.png").exists()
+    last = [line for line in said.splitlines() if "ERROR" in line][-1]
+    assert "a_empty.mp4" in last and "b_garbage.mp4" in last and "f_broken.png" in last
+
+    stop = tmp_path / "stop"
+    proc = _predict_cli(
+        f"ckpt_path={camvid_checkpoint}", f"input={folder}", f"image_size=[{SMALL[0]},{SMALL[1]}]",
+        "on_error=stop", f"hydra.run.dir={stop}", timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    summary = json.loads((stop / "summary.json").read_text())
+    assert [Path(e["input"]).name for e in summary["inputs"]] == ["a_empty.mp4"], (
+        "stopped at the first failure"
+    )

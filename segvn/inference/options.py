@@ -75,6 +75,8 @@ class PredictConfig:
     output: OutputOptions = field(default_factory=OutputOptions)
     temporal: TemporalOptions = field(default_factory=TemporalOptions)
     queue_size: int = 2  # batches waiting between the decode, model and writer threads
+    # an input that cannot be read: skip (record it in summary.json, go on, exit 1 at the end) | stop
+    on_error: str = "skip"
     progress: bool = True
     # decoding runs in its own thread here, so decord's read-ahead thread only competes with the model for
     # the CPU: decode + model ran at 6.7 fps with decord vs 7.5 with PyAV (2 CPU cores, 270x480)
@@ -138,6 +140,7 @@ def check_predict(cfg: Any) -> None:
         f"temporal.tc_scale must be in (0, 1], got {cfg.temporal.tc_scale}",
     )
     _require(int(cfg.queue_size) >= 1, f"queue_size must be >= 1, got {cfg.queue_size}")
+    _require(cfg.on_error in ("skip", "stop"), f"on_error must be skip or stop, got {cfg.on_error!r}")
 
 
 def absent_mode(cfg: Any) -> str:

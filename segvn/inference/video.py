@@ -82,9 +82,18 @@ def _video_items(reader, path: Path, limit: int | None) -> Iterator[Item]:
             close()
 
 
-def _image_items(images: Sequence[tuple[Path, str]]) -> Iterator[Item]:
+def _image_items(images: Sequence[tuple[Path, str]], skipped: list[str] | None = None) -> Iterator[Item]:
+    """The images as items; with ``skipped``, an unreadable one is recorded there and left out."""
     for i, (path, name) in enumerate(images):
-        yield Item(i, None, read_image(path), name, str(path))
+        try:
+            rgb = read_image(path)
+        except SegvnError as err:
+            if skipped is None:
+                raise
+            log.error("%s", err)
+            skipped.append(str(err))
+            continue
+        yield Item(i, None, rgb, name, str(path))
 
 
 def _drawer(class_names: Sequence[str], options: PredictConfig) -> OverlayDrawer:
@@ -202,7 +211,7 @@ def predict_images(
     """Predict still images ``(path, output name)``: ``overlays/<name>.png`` (+ ``labels/<name>.png``).
 
     Images are independent: no smoothing and no TC. Consecutive images of one size share a batch.
-    An unreadable image ends the group (``result.error``) with everything before it written.
+    An unreadable image is skipped and named in ``result.error`` (``on_error=stop``: it ends the group).
     """
     out_dir = Path(out_dir)
     result = InputResult(
@@ -228,6 +237,10 @@ def predict_images(
     return result
 
 
+class _Stop(Exception):
+    """``on_error=stop``: end the run after the first input that failed."""
+
+
 def run_prediction(
     predictor: Predictor,
     out_dir: str | Path,
@@ -241,27 +254,42 @@ def run_prediction(
     """Predict every video, then every image group; write ``class_shares.csv`` and ``summary.json``.
 
     ``image_groups`` are ``(label, [(path, output name), ...])``. Returns the summary; ``summary["errors"]``
-    lists inputs that ended early (their partial outputs are kept), ``status`` is then ``partial``.
+    lists inputs that failed or ended early (their partial outputs are kept), ``status`` is then
+    ``partial``. With ``on_error=skip`` (the default) a video that cannot be opened, or an unreadable
+    image, is recorded and the next input follows; ``on_error=stop`` ends the run there.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results: list[InputResult] = []
     start = time.perf_counter()
     model_before, frames_before = predictor.seconds, predictor.frames
-    with SharesCSV(out_dir / "class_shares.csv", class_names) as shares:
-        for video in videos:
-            res = predict_video(video, predictor, out_dir, class_names, shares, options, progress)
-            results.append(res)
-            if res.error:
-                log.error("%s", res.error)
-        for label, images in image_groups:
-            res = predict_images(images, predictor, out_dir, class_names, shares, options, progress, label)
-            results.append(res)
-            if res.error:
-                log.error("%s", res.error)
-    summary = build_summary(
-        results, time.perf_counter() - start, predictor.seconds - model_before,
-        predictor.frames - frames_before, class_names, out_dir, meta or {},
-    )  # fmt: skip
-    write_json(out_dir / "summary.json", summary)
+    stop = str(options.on_error) == "stop"
+
+    def finish(res: InputResult) -> None:
+        results.append(res)
+        if res.error:
+            log.error("%s", res.error)
+            if stop:
+                raise _Stop
+
+    try:
+        with SharesCSV(out_dir / "class_shares.csv", class_names) as shares:
+            for video in videos:
+                try:
+                    res = predict_video(video, predictor, out_dir, class_names, shares, options, progress)
+                except SegvnError as err:  # not even opened: record it, go on with the next input
+                    res = InputResult(str(video), "video", error=str(err))
+                finish(res)
+            for label, images in image_groups:
+                finish(
+                    predict_images(images, predictor, out_dir, class_names, shares, options, progress, label)
+                )
+    except _Stop:
+        log.error("on_error=stop: the remaining inputs were not predicted")
+    finally:  # summary.json is written whatever happens, so finished inputs keep their figures
+        summary = build_summary(
+            results, time.perf_counter() - start, predictor.seconds - model_before,
+            predictor.frames - frames_before, class_names, out_dir, meta or {},
+        )  # fmt: skip
+        write_json(out_dir / "summary.json", summary)
     return summary
