@@ -47,6 +47,7 @@ def run(cfg: DictConfig) -> ExtractSummary:
             image_format=cfg.image_format,
             threads=cfg.video.get("threads", 0),
             progress=progress,
+            on_error=str(cfg.on_error),
         )
 
 

@@ -100,7 +100,9 @@ def test_truncated_video_keeps_partial_output(video_path: Path, tmp_path: Path) 
     broken = truncate_copy(video_path, tmp_path / "broken.mp4", 0.6)
     street = tmp_path / "data" / "s"
     with pytest.raises(VideoDecodeError) as caught:
-        extract_frames(broken, "s", tmp_path / "data", FrameSelection(every_n=40), backend="decord")
+        extract_frames(
+            broken, "s", tmp_path / "data", FrameSelection(every_n=40), backend="decord", on_error="stop"
+        )
     message = str(caught.value)
     assert str(broken) in message and "failed at frame 132" in message and "partial" in message
     assert caught.value.frame_index == 132
@@ -122,7 +124,7 @@ def test_garbage_and_missing_inputs(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"\x00\x01not a video" * 5000)
     with pytest.raises(VideoDecodeError, match="garbage.mp4.*no frames of garbage.mp4"):
-        extract_frames(garbage, "s", tmp_path / "data", FrameSelection(num_frames=3))
+        extract_frames(garbage, "s", tmp_path / "data", FrameSelection(num_frames=3), on_error="stop")
     (entry,) = status(tmp_path / "data" / "s")["videos"]
     assert entry["status"] == "failed" and entry["frames_written"] == 0 and "not a video" in entry["error"]
     assert manifest_rows(tmp_path / "data" / "s") == []
@@ -212,3 +214,22 @@ def test_interrupted_run_still_writes_manifest(video_path: Path, tmp_path: Path)
     assert [(int(r["frame_index"]), r["status"]) for r in rows] == [(0, "partial"), (50, "partial")]
     (entry,) = status(tmp_path / "s")["videos"]
     assert entry["status"] == "partial" and entry["error"] == "KeyboardInterrupt"
+
+
+def test_a_folder_with_bad_videos_extracts_every_good_one(tmp_path: Path) -> None:
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "a_empty.mp4").write_bytes(b"")
+    _small_video(folder / "b_good.mp4", 6, 10)
+    (folder / "c_garbage.mp4").write_bytes(b"\x00\x01not a video" * 500)
+    _small_video(folder / "d_good.mp4", 4, 90)
+    with pytest.raises(ExtractError) as caught:
+        extract_frames(folder, "s", tmp_path / "data", FrameSelection(every_n=1))
+    message = str(caught.value)
+    assert message.startswith("2 of 4 video(s)") and "a_empty.mp4" in message and "c_garbage.mp4" in message
+    street = tmp_path / "data" / "s"
+    frames = sorted(p.name for p in (street / "frames").iterdir())
+    assert frames == [f"b_good_{i:06d}.png" for i in range(6)] + [f"d_good_{i:06d}.png" for i in range(4)]
+    entries = {v["video"]: v["status"] for v in status(street)["videos"]}
+    assert entries == {"a_empty.mp4": "failed", "b_good.mp4": "complete", "c_garbage.mp4": "failed",
+                       "d_good.mp4": "complete"}  # fmt: skip

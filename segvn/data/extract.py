@@ -208,13 +208,16 @@ def extract_frames(
     *,
     threads: int = 0,
     progress: ProgressFn | None = None,
+    on_error: str = "skip",
 ) -> ExtractSummary:
     """Write the selected frames of ``input`` (a video or a folder of videos) to ``out_root/street/frames``.
 
     ``selection`` applies to each video on its own (``num_frames=400`` on a folder of 3 videos gives up to
     1200 frames). Raises :class:`VideoNotFoundError`/:class:`ExtractError` before writing anything for bad
-    input, and :class:`VideoDecodeError` (naming file and frame) when a video turns out truncated or
-    corrupt: the frames written so far stay, the manifest lists them and the status file says how far it got.
+    input. A video that cannot be read, or turns out truncated or corrupt, is recorded (the frames written
+    so far stay, the manifest lists them, the status file says how far it got) and, with
+    ``on_error="skip"`` (the default), the next video follows; at the end :class:`ExtractError` names
+    every video that failed. ``on_error="stop"`` raises :class:`VideoDecodeError` at the first one.
     """
     if image_format not in IMAGE_FORMATS:
         raise ExtractError(f"image_format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
@@ -258,11 +261,11 @@ def extract_frames(
                 result.last_frame_index, result.last_timestamp = frame.index, round(frame.timestamp, 6)
                 if progress:
                     progress(path.name, result.frames_written, len(wanted))
-        except BaseException as err:  # also Ctrl-C, disk full: record what is on disk, then re-raise
+        except BaseException as err:  # also Ctrl-C, disk full: record what is on disk, then go on or re-raise
             result.status = "partial" if result.frames_written else "failed"
             result.error = str(err) or type(err).__name__
             finish()
-            if not isinstance(err, VideoDecodeError):
+            if not isinstance(err, VideoError):
                 raise
             if result.frames_written:
                 note = (
@@ -271,13 +274,23 @@ def extract_frames(
                 )
             else:
                 note = f"no frames of {path.name} were written"
-            raise VideoDecodeError(
-                f"{err} [{note}; details in {street_dir / STATUS_NAME}]",
-                err.path,
-                err.frame_index,
-                err.timestamp,
-            ) from err
+            log.error("%s [%s]", err, note)
+            if on_error == "stop":
+                raise VideoDecodeError(
+                    f"{err} [{note}; details in {street_dir / STATUS_NAME}]",
+                    getattr(err, "path", path),
+                    getattr(err, "frame_index", None),
+                    getattr(err, "timestamp", None),
+                ) from err
+            continue
         result.status = "complete"
         log.info("%s: %d frames written", path.name, result.frames_written)
     finish()
+    failed = [r for r in results.values() if r.status != "complete"]
+    if failed:
+        raise ExtractError(
+            f"{len(failed)} of {len(results)} video(s) not extracted completely: "
+            + "; ".join(f"{r.video} ({r.status}: {r.error})" for r in failed)
+            + f" -- the other videos are done; details in {street_dir / STATUS_NAME}"
+        )
     return summary
