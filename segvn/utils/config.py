@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.resources
 import netrc
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,45 @@ def wandb_offline() -> bool:
         return True
 
 
+def unique_suffix() -> str:
+    """Six random hex digits: ``${segvn.unique:}`` keeps run directories started in the same second apart.
+
+    Registered with ``use_cache=True``: one value per config (Hydra copies the cache into each job's
+    config, as for ``${now:...}``), so every reference to ``hydra.run.dir`` names the same folder.
+    """
+    return secrets.token_hex(3)
+
+
+def sweep_group(default: str | None = None, *, _root_: Any = None) -> str:
+    """``${segvn.sweep_group:}``: the sweep directory's name in a multirun, else the task name.
+
+    For W&B's ``group``, so the jobs of one multirun (any launcher) show as one group. ``default``
+    (or the config's ``task_name``) names single runs.
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized():
+            hc = HydraConfig.get()
+            if hc.mode == RunMode.MULTIRUN:
+                return Path(str(hc.sweep.dir)).name
+    except Exception:  # pragma: no cover - outside Hydra
+        pass
+    if default:
+        return str(default)
+    task = _root_.get("task_name") if _root_ is not None else None
+    return str(task or "segvn")
+
+
 def register_resolvers() -> None:
     """Register segvn's OmegaConf resolvers (idempotent)."""
     if not OmegaConf.has_resolver("segvn.wandb_offline"):
         OmegaConf.register_new_resolver("segvn.wandb_offline", wandb_offline)
+    if not OmegaConf.has_resolver("segvn.unique"):
+        OmegaConf.register_new_resolver("segvn.unique", unique_suffix, use_cache=True)
+    if not OmegaConf.has_resolver("segvn.sweep_group"):
+        OmegaConf.register_new_resolver("segvn.sweep_group", sweep_group)
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
