@@ -35,6 +35,22 @@ def wandb_offline() -> bool:
         return True
 
 
+def launch_dir() -> str:
+    """``${segvn.cwd:}``: the directory segvn was started from (Hydra's ``runtime.cwd``).
+
+    Unlike ``${hydra:runtime.cwd}`` it also resolves before Hydra has set its config, as in the
+    process that starts a multirun and resolves ``hydra.sweep.dir`` (``paths.root_dir`` needs it).
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return str(HydraConfig.get().runtime.cwd)
+    except Exception:  # pragma: no cover - a half-set HydraConfig
+        pass
+    return os.getcwd()
+
+
 def unique_suffix() -> str:
     """Six random hex digits: ``${segvn.unique:}`` keeps run directories started in the same second apart.
 
@@ -70,6 +86,8 @@ def register_resolvers() -> None:
     """Register segvn's OmegaConf resolvers (idempotent)."""
     if not OmegaConf.has_resolver("segvn.wandb_offline"):
         OmegaConf.register_new_resolver("segvn.wandb_offline", wandb_offline)
+    if not OmegaConf.has_resolver("segvn.cwd"):
+        OmegaConf.register_new_resolver("segvn.cwd", launch_dir)
     if not OmegaConf.has_resolver("segvn.unique"):
         OmegaConf.register_new_resolver("segvn.unique", unique_suffix, use_cache=True)
     if not OmegaConf.has_resolver("segvn.sweep_group"):

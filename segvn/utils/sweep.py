@@ -189,6 +189,10 @@ class SweepSummary(Callback):
         self.fail_on_job_failure = fail_on_job_failure
         self.metric = metric
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # before the sweeper starts: Optuna's storage (sqlite:///<sweep dir>/optuna.db) needs the folder
+        Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if not _is_multirun(config):
             return
