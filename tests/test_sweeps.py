@@ -61,6 +61,18 @@ def test_run_dirs_never_collide_within_a_second(compose_cfg):
     assert len(Path(a).name.rsplit("_", 1)[1]) == 6 and len(Path(c).name.rsplit("_", 1)[1]) == 6
 
 
+def test_torchrun_ranks_share_the_run_dir_suffix(monkeypatch):
+    from segvn.utils.config import unique_suffix
+
+    assert unique_suffix() != unique_suffix()
+    for key, value in {"TORCHELASTIC_RUN_ID": "none", "LOCAL_RANK": "1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(key, value)
+    assert unique_suffix() == unique_suffix()
+    first = unique_suffix()
+    monkeypatch.setenv("MASTER_PORT", "29501")  # another torchrun
+    assert unique_suffix() != first
+
+
 def test_run_task_in_a_multirun_raises_instead_of_exiting(compose_cfg):
     def bad():
         raise DataError("data root /nope does not exist")

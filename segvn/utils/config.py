@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import netrc
 import os
@@ -52,11 +53,24 @@ def launch_dir() -> str:
 
 
 def unique_suffix() -> str:
-    """Six random hex digits: ``${segvn.unique:}`` keeps run directories started in the same second apart.
+    """Six hex digits: ``${segvn.unique:}`` keeps run directories started in the same second apart.
 
-    Registered with ``use_cache=True``: one value per config (Hydra copies the cache into each job's
-    config, as for ``${now:...}``), so every reference to ``hydra.run.dir`` names the same folder.
+    Random, except under ``torchrun``: there every rank composes its own config, so the digits come
+    from what the ranks share (the rendezvous id, master port and the launching agent), and all
+    ranks name the same run directory. Registered with ``use_cache=True``: one value per config
+    (Hydra copies the cache into each job's config, as for ``${now:...}``).
     """
+    env = os.environ
+    if "TORCHELASTIC_RUN_ID" in env and "LOCAL_RANK" in env:
+        shared = "|".join(
+            [
+                env["TORCHELASTIC_RUN_ID"],
+                env.get("MASTER_ADDR", ""),
+                env.get("MASTER_PORT", ""),
+                str(os.getppid()),
+            ]
+        )
+        return hashlib.sha1(shared.encode()).hexdigest()[:6]
     return secrets.token_hex(3)
 
 
