@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import netrc
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +40,78 @@ REPO_DIR = Path(__file__).resolve().parents[2]
 """The folder holding the ``segvn`` package: the checkout for an editable install (``../shared`` beside it)."""
 
 
+def launch_dir() -> str:
+    """``${segvn.cwd:}``: the directory segvn was started from (Hydra's ``runtime.cwd``).
+
+    Unlike ``${hydra:runtime.cwd}`` it also resolves before Hydra has set its config, as in the
+    process that starts a multirun and resolves ``hydra.sweep.dir`` (``paths.root_dir`` needs it).
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return str(HydraConfig.get().runtime.cwd)
+    except Exception:  # pragma: no cover - a half-set HydraConfig
+        pass
+    return os.getcwd()
+
+
+def unique_suffix() -> str:
+    """Six hex digits: ``${segvn.unique:}`` keeps run directories started in the same second apart.
+
+    Random, except under ``torchrun``: there every rank composes its own config, so the digits come
+    from what the ranks share (the rendezvous id, master port and the launching agent), and all
+    ranks name the same run directory. Registered with ``use_cache=True``: one value per config
+    (Hydra copies the cache into each job's config, as for ``${now:...}``).
+    """
+    env = os.environ
+    if "TORCHELASTIC_RUN_ID" in env and "LOCAL_RANK" in env:
+        shared = "|".join(
+            [
+                env["TORCHELASTIC_RUN_ID"],
+                env.get("MASTER_ADDR", ""),
+                env.get("MASTER_PORT", ""),
+                str(os.getppid()),
+            ]
+        )
+        return hashlib.sha1(shared.encode()).hexdigest()[:6]
+    return secrets.token_hex(3)
+
+
+def sweep_group(default: str | None = None, *, _root_: Any = None) -> str:
+    """``${segvn.sweep_group:}``: the sweep directory's name in a multirun, else the task name.
+
+    For W&B's ``group``, so the jobs of one multirun (any launcher) show as one group. ``default``
+    (or the config's ``task_name``) names single runs.
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized():
+            hc = HydraConfig.get()
+            if hc.mode == RunMode.MULTIRUN:
+                return Path(str(hc.sweep.dir)).name
+    except Exception:  # pragma: no cover - outside Hydra
+        pass
+    if default:
+        return str(default)
+    task = _root_.get("task_name") if _root_ is not None else None
+    return str(task or "segvn")
+
+
 def register_resolvers() -> None:
     """Register segvn's OmegaConf resolvers (idempotent): ``segvn.wandb_offline``, ``segvn.repo_dir``."""
     if not OmegaConf.has_resolver("segvn.wandb_offline"):
         OmegaConf.register_new_resolver("segvn.wandb_offline", wandb_offline)
     if not OmegaConf.has_resolver("segvn.repo_dir"):
         OmegaConf.register_new_resolver("segvn.repo_dir", lambda: str(REPO_DIR))
+    if not OmegaConf.has_resolver("segvn.cwd"):
+        OmegaConf.register_new_resolver("segvn.cwd", launch_dir)
+    if not OmegaConf.has_resolver("segvn.unique"):
+        OmegaConf.register_new_resolver("segvn.unique", unique_suffix, use_cache=True)
+    if not OmegaConf.has_resolver("segvn.sweep_group"):
+        OmegaConf.register_new_resolver("segvn.sweep_group", sweep_group)
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:

@@ -1,4 +1,10 @@
-"""Running a task so that bad input ends in one clear message, not a traceback."""
+"""Running a task so that bad input ends in one clear message, not a traceback.
+
+A single run (``python -m segvn.<verb> ...``) exits with status 1 on a
+:class:`~segvn.errors.SegvnError`. A job of a multirun (``-m``) must not end the whole sweep, so
+there the error becomes a :class:`SweepJobError`: Hydra records the job as failed, the other jobs
+run, the sweep summary (:mod:`segvn.utils.sweep`) lists it, and the multirun exits non-zero at the end.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +13,60 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from hydra.errors import CompactHydraException
+
 from segvn.errors import SegvnError
 
 log = logging.getLogger("segvn")
 
 
+class SweepJobError(CompactHydraException):
+    """A job of a multirun failed on bad input (already logged as one line).
+
+    A :class:`~hydra.errors.CompactHydraException`, so when Hydra's basic sweeper re-raises it after
+    all jobs of the batch have run, the command ends with this one line (no traceback) and status 1.
+    Not a :class:`SegvnError`, so a :func:`run_task` around it lets it through unchanged.
+    """
+
+
+def in_multirun() -> bool:
+    """True inside a job of a Hydra multirun (``-m``, any launcher)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:  # pragma: no cover - a half-set HydraConfig
+        return False
+
+
 def run_task(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call ``fn``; a :class:`~segvn.errors.SegvnError` is logged as one line and exits with status 1.
 
-    Whatever the task wrote before the error (checkpoints, frames, partial reports) stays. An open
-    W&B run is finished either way, so the next job of a sweep starts a run of its own.
+    In a multirun job it raises :class:`SweepJobError` instead (the sweep goes on), and a
+    ``sys.exit`` with a non-zero status inside the task becomes one too. Whatever the task wrote
+    before the error (checkpoints, frames, partial reports) stays. An open W&B run is finished
+    either way, so the next job of a sweep starts a run of its own.
     """
+    failed = True
     try:
-        return fn(*args, **kwargs)
+        out = fn(*args, **kwargs)
+        failed = False
+        return out
     except SegvnError as err:
         log.error("%s", err)
+        if in_multirun():
+            raise SweepJobError(str(err)) from err
         sys.exit(1)
+    except SystemExit as exc:
+        if exc.code in (0, None) or not in_multirun():
+            raise
+        raise SweepJobError(f"the job exited with status {exc.code}") from exc
     finally:
         try:
             import wandb
 
             if wandb.run is not None:
-                wandb.finish()
+                wandb.finish(exit_code=1 if failed else 0)  # a failed job shows as failed in W&B
         except ImportError:  # pragma: no cover
             pass
