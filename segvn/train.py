@@ -22,6 +22,7 @@ from omegaconf import DictConfig, open_dict
 
 from segvn.callbacks import ConfigInCheckpoint, LastCheckpoint, trim_csv_log
 from segvn.cli import Checkpoint, command
+from segvn.errors import ConfigError
 from segvn.utils import instantiate_dict, save_resolved_config, to_container
 from segvn.utils.io import write_json
 
@@ -60,6 +61,16 @@ def _checkpoint_paths(trainer: L.Trainer) -> tuple[ModelCheckpoint | None, str]:
     return best, last
 
 
+def _check_classes(model: L.LightningModule, datamodule) -> None:
+    """One clear error, before any expensive set-up, when the network's classes are not the data's."""
+    outputs = getattr(getattr(model, "net", None), "num_classes", 0)
+    if outputs and outputs != datamodule.num_classes:
+        raise ConfigError(
+            f"model.net.num_classes={outputs} but the data has {datamodule.num_classes} classes "
+            f"({', '.join(datamodule.class_names)}); set model.net.num_classes={datamodule.num_classes}"
+        )
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit (and test) as the config says; returns the final metrics."""
     start = time.time()
@@ -73,6 +84,7 @@ def train(cfg: DictConfig) -> dict:
     datamodule = instantiate(cfg.data)
     log.info("data: %s", datamodule.describe())
     model = instantiate(cfg.model)
+    _check_classes(model, datamodule)
     callbacks = instantiate_dict(cfg.get("callbacks"))
     for cb in callbacks:
         if isinstance(cb, ConfigInCheckpoint):

@@ -18,9 +18,19 @@ from segvn.data.dataset import SegmentationDataset
 from segvn.data.sources import SPLITS, StreetSource
 from segvn.data.stats import LabelStats, class_weights, scan_labels
 from segvn.data.transforms import build_transforms
-from segvn.errors import DataError
+from segvn.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
+
+
+def _check_settings(**values: object) -> None:
+    """:class:`ConfigError` naming ``data.<key>`` for a count that is not a whole number in range."""
+    for key, value in values.items():
+        if value is None and key == "eval_batch_size":
+            continue
+        low = 0 if key == "num_workers" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"data.{key} must be a whole number >= {low}, got {value!r}")
 
 
 class SegDataModule(L.LightningDataModule):
@@ -51,6 +61,11 @@ class SegDataModule(L.LightningDataModule):
         check: dict | None = None,
     ) -> None:
         super().__init__()
+        _check_settings(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
+        if image_size is not None and (
+            len(image_size) != 2 or not all(isinstance(v, int) and v > 0 for v in image_size)
+        ):
+            raise ConfigError(f"data.image_size must be [height, width] in pixels or null, got {image_size}")
         if not isinstance(source, StreetSource):
             if root is None:
                 raise DataError("data.root is not set: the folder that holds the data")

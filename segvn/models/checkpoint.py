@@ -10,6 +10,7 @@ read once, and its config, class names and model come from that one read.
 from __future__ import annotations
 
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint not found")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: checkpoint is empty (0 bytes)")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint, the file is truncated or corrupt (not a PyTorch zip archive); "
+            "copy it again from where training wrote it"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

@@ -24,6 +24,9 @@ class SegmentationNetwork(nn.Module):
         super().__init__()
         self.model = model
         self.stride = int(getattr(model.encoder, "output_stride", 32))
+        head = getattr(model, "segmentation_head", None)
+        self.num_classes = int(getattr(head[0], "out_channels", 0)) if head is not None else 0
+        """Output channels (classes) of the network; 0 when it cannot be told."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from hydra.errors import CompactHydraException
+from hydra.errors import CompactHydraException, InstantiationException
 
 from segvn.errors import SegvnError
 
@@ -40,6 +40,17 @@ def in_multirun() -> bool:
         return False
 
 
+def user_error_in(err: BaseException) -> SegvnError | None:
+    """The :class:`SegvnError` behind ``err`` (its ``__cause__``/``__context__`` chain), if any."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, SegvnError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def run_task(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call ``fn``; a :class:`~segvn.errors.SegvnError` is logged as one line and exits with status 1.
 
@@ -50,7 +61,13 @@ def run_task(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """
     failed = True
     try:
-        out = fn(*args, **kwargs)
+        try:
+            out = fn(*args, **kwargs)
+        except InstantiationException as err:  # hydra.utils.instantiate wraps the error of a constructor
+            cause = user_error_in(err)
+            if cause is None:
+                raise
+            raise cause from err
         failed = False
         return out
     except SegvnError as err:
