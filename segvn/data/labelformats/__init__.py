@@ -49,8 +49,23 @@ __all__ = [
 
 
 def check_street(written: list[Path], street_dir: Path, frames_dir: str = "frames") -> list[str]:
-    """The consistency check run after every import (the call point for ``segvn.check`` on the street)."""
-    return check_written_labels(written, street_dir, frames_dir)
+    """After every import: the written labels against their frames, then ``segvn.check``'s checks of the
+    street (pairs, sizes, unreadable files, stray colours, 16-bit masks, classes absent), as report lines."""
+    problems = check_written_labels(written, street_dir, frames_dir)
+    from segvn.data.check import check_source
+    from segvn.data.sources import StreetFolders
+
+    try:
+        source = StreetFolders(
+            street_dir.parent, frames_dir=frames_dir, train=[street_dir.name], val=[], test=[], predict=[]
+        )
+        report = check_source(source, splits=["train"], level="full")
+    except DataError as err:
+        return [*problems, f"check: {err}"]
+    problems += [
+        f"check {f.severity} [{f.kind}]: {f.message}" for f in report.sorted() if f.kind != "missing_class"
+    ]
+    return problems
 
 
 def import_labels(
