@@ -63,7 +63,9 @@ def check_street(written: list[Path], street_dir: Path, frames_dir: str = "frame
     except DataError as err:
         return [*problems, f"check: {err}"]
     problems += [
-        f"check {f.severity} [{f.kind}]: {f.message}" for f in report.sorted() if f.kind != "missing_class"
+        f"check {f.severity} [{f.kind}]: {f.message}"
+        for f in report.sorted()
+        if f.kind not in ("missing_class", "unlabelled_frame")
     ]
     return problems
 
