@@ -45,14 +45,14 @@ def evaluate(cfg: DictConfig, ckpt: Checkpoint) -> dict:
         run = evaluate_split(
             module, dm.eval_dataloader(cfg.split, cfg.batch_size), list(dm.class_names), pick_device(cfg.device),
             absent_mode(cfg), cfg.metrics.bf_tolerance, pictures, cfg.max_images,
-            lambda n: progress.advance(task, n),
+            lambda n: progress.advance(task, n), cfg.tta_flip,
         )  # fmt: skip
     if pictures is not None:
         shutil.rmtree(out / "images", ignore_errors=True)
         pictures.rename(out / "images")
     metrics, cm_png = write_evaluation_report(
         out, run.result, dm.class_names, run.paths, f"Evaluation of {ckpt.path.name} ({cfg.split})",
-        checkpoint=str(ckpt.path.resolve()), split=cfg.split, absent_mode=absent_mode(cfg),
+        checkpoint=str(ckpt.path.resolve()), split=cfg.split, absent_mode=absent_mode(cfg), tta_flip=cfg.tta_flip,
     )  # fmt: skip
     for lg in instantiate_dict(cfg.get("logger")):
         if isinstance(lg, WandbLogger):

@@ -96,7 +96,9 @@ def train(cfg: DictConfig) -> dict:
                 trimmed = rank_zero_only(trim_csv_log)(Path(lg.log_dir) / "metrics.csv", resume_step)
                 if trimmed:
                     log.info("resume: dropped %d CSV-log rows written after step %d", trimmed, resume_step)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="partial"
+    )
     per_device = int(cfg.data.get("batch_size", 0) or 0)
     effective = per_device * trainer.world_size * int(cfg.trainer.get("accumulate_grad_batches", 1) or 1)
     log.info(

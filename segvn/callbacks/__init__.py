@@ -1,5 +1,6 @@
 """Lightning callbacks of segvn, one module each (see ``conf/callbacks/default.yaml``)."""
 
+from segvn.callbacks.budget import TimeBudgetSchedule
 from segvn.callbacks.checkpoints import AtomicCheckpointIO, LastCheckpoint, NonFiniteWeightsError
 from segvn.callbacks.config import ConfigInCheckpoint
 from segvn.callbacks.csv_log import ResumableCSVLogger, trim_csv_log
@@ -14,6 +15,7 @@ __all__ = [
     "NonFiniteGuard",
     "NonFiniteWeightsError",
     "ResumableCSVLogger",
+    "TimeBudgetSchedule",
     "TrainingDivergedError",
     "ConfigInCheckpoint",
     "EpochMetricsCSV",

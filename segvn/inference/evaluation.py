@@ -18,6 +18,7 @@ import torch
 from segvn.data.classes import IGNORE_INDEX
 from segvn.data.transforms import denormalize
 from segvn.metrics import SegmentationMetrics
+from segvn.models.tta import predict_logits
 from segvn.viz.compare import comparison
 from segvn.viz.image import save_image
 from segvn.viz.overlay import overlay
@@ -41,11 +42,13 @@ def evaluate_split(
     pictures: Path | None = None,
     max_pictures: int | None = None,
     advance: Callable[[int], None] | None = None,
+    tta_flip: bool = False,
 ) -> Evaluation:
     """Metrics of ``model`` over ``loader`` (batches of ``image``, ``mask``, ``path``).
 
     With ``pictures`` (a folder), the first ``max_pictures`` frames (all with ``None``) get
-    ``<stem>_overlay.png`` and ``<stem>_compare.png`` there.
+    ``<stem>_overlay.png`` and ``<stem>_compare.png`` there. ``tta_flip`` averages the logits with
+    those of the mirrored frame (:func:`segvn.models.tta.flip_tta`).
     """
     metric = SegmentationMetrics(
         len(class_names), IGNORE_INDEX, absent=absent, class_names=class_names,
@@ -57,7 +60,7 @@ def evaluate_split(
     with torch.inference_mode():
         for batch in loader:
             images, target = batch["image"].to(device), batch["mask"].to(device)
-            preds = model(images).argmax(1)
+            preds = predict_logits(model, images, tta_flip).argmax(1)
             metric.update(preds, target)
             paths.extend(batch["path"])
             for i in range(images.shape[0]):

@@ -68,6 +68,7 @@ class PredictConfig:
     # null = the frame size, or for input=null the data config's image_size
     image_size: Any = None
     max_frames: int | None = None  # stop each video (and image group) after this many frames
+    tta_flip: bool = False  # average with the prediction of the mirrored frame (2x the model time)
     alpha: float = 0.4  # class colours blended at alpha (0.4 = the thesis / MATLAB labeloverlay)
     legend: bool = True
     legend_corner: str = "top-right"  # top-left | top-right | bottom-left | bottom-right
@@ -109,6 +110,7 @@ class EvaluateConfig:
     max_images: int | None = None
     device: str = "auto"
     batch_size: int | None = None  # default: data.eval_batch_size or data.batch_size
+    tta_flip: bool = False  # average with the prediction of the mirrored frame (2x the model time)
     metrics: MetricsOptions = field(default_factory=MetricsOptions)
     task_name: str = "evaluate"
     tags: list[str] = field(default_factory=lambda: ["eval"])

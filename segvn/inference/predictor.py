@@ -30,6 +30,7 @@ from segvn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segvn.errors import ConfigError
 from segvn.inference.device import pick_device
 from segvn.inference.smoothing import TemporalEMA
+from segvn.models.tta import predict_logits
 
 
 def check_image_size(size: Sequence[int] | None) -> tuple[int, int] | None:
@@ -74,6 +75,7 @@ class Predictor:
         smoother: TemporalEMA | None = None,
         num_classes: int | None = None,
         uncertainty: bool = False,
+        tta_flip: bool = False,
     ) -> None:
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
@@ -83,6 +85,7 @@ class Predictor:
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         self.uncertainty = uncertainty
+        self.tta_flip = tta_flip
         self.frames = 0
         self.seconds = 0.0
         if self.device.type == "cuda":
@@ -124,7 +127,7 @@ class Predictor:
         small = self._model_frames(frames)
         x = torch.from_numpy(small).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         x = (x.div_(255.0) - self._mean) / self._std
-        scores = self.model(x.contiguous())
+        scores = predict_logits(self.model, x.contiguous(), self.tta_flip)
         if self.smoother is not None:
             flow_frames = small if self.smoother.flow_aligned else None
             scores = self.smoother(scores.float().softmax(dim=1), frame=flow_frames)

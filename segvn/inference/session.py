@@ -65,7 +65,9 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
     image_size = check_image_size(cfg.image_size if cfg.image_size is not None else data_size)
     temporal = cfg.temporal
     smoother = TemporalEMA(float(temporal.ema), bool(temporal.flow_aligned))
-    predictor = Predictor(module, cfg.device, image_size, smoother, len(class_names))
+    predictor = Predictor(
+        module, cfg.device, image_size, smoother, len(class_names), tta_flip=bool(cfg.tta_flip)
+    )
     meta = {
         "checkpoint": str(ckpt.path.resolve()),
         "input": described,
@@ -80,6 +82,7 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
             "tc_flow": str(temporal.tc_flow),
         },
         "class_names": class_names,
+        "tta_flip": bool(cfg.tta_flip),
     }
     log.info(
         "predicting %s on %s (batch %d, model input %s, ema %s%s)",

@@ -1,0 +1,48 @@
+"""Time budgets: ``+budget=...`` ends on time with a decayed learning rate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from segvn.callbacks import TimeBudgetSchedule
+from segvn.errors import ConfigError
+
+from .conftest import run_segvn
+
+
+def test_schedule_shape() -> None:
+    poly = TimeBudgetSchedule(10, "poly", warmup=0.1, power=1.0)
+    assert poly.factor(0.0) == 0.0 and poly.factor(0.05) == pytest.approx(0.5 * 0.9)
+    assert poly.factor(0.1) == pytest.approx(0.9) and poly.factor(0.55) == pytest.approx(0.45)
+    assert poly.factor(1.0) == 0.0 and poly.factor(3.0) == 0.0
+    cosine = TimeBudgetSchedule(10, "cosine", warmup=0.0, min_factor=0.01)
+    assert cosine.factor(0.0) == pytest.approx(1.0) and cosine.factor(0.5) == pytest.approx(0.505)
+    assert cosine.factor(1.0) == pytest.approx(0.01)
+    factors = [poly.factor(t / 100) for t in range(10, 101)]
+    assert all(a >= b for a, b in zip(factors, factors[1:], strict=False)), "decays monotonically"
+    with pytest.raises(ConfigError, match="budget.schedule"):
+        TimeBudgetSchedule(10, "step")
+
+
+@pytest.mark.slow
+def test_budgeted_run_ends_on_time_with_a_decayed_learning_rate(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    budget_s = 12
+    proc = run_segvn(
+        "train", "+budget=45min", f"budget.minutes={budget_s / 60}", "logger=csv", "data.source.height=48",
+        "data.source.width=64", "test=true", f"hydra.run.dir={run_dir}", root=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["epochs"] >= 2, "several epochs fit in the budget"
+    assert "test/miou" in summary["metrics"], "the final test ran on the best checkpoint"
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    lr = last["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert lr < 0.25 * 0.001, f"the learning rate of the last epoch is decayed ({lr})"
+    assert last["callbacks"], "the elapsed budget is saved for a resume"
+    elapsed = next(v["elapsed"] for k, v in last["callbacks"].items() if "TimeBudget" in k)
+    assert budget_s * 0.5 < elapsed < budget_s + 5
