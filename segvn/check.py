@@ -7,7 +7,6 @@ an error and what a warning: :mod:`segvn.data.check`.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from segvn.cli import command
 from segvn.data.check import CheckReport, check_dataset
 from segvn.errors import DataError
 from segvn.utils import save_resolved_config
+from segvn.utils.io import write_json
 
 log = logging.getLogger("segvn.check")
 
@@ -55,7 +55,7 @@ def check(cfg: DictConfig) -> CheckReport:
     for table in render(report, cfg.limit):
         console.print(table)
     path = out / "check.json"
-    path.write_text(json.dumps(report.to_dict(), indent=2))
+    write_json(path, report.to_dict())
     log.info("dataset check -> %s", path)
     if not report.ok:
         raise DataError(

@@ -42,7 +42,7 @@ from segvn.data.video import (
     VideoNotFoundError,
     open_video,
 )
-from segvn.utils.io import write_atomic
+from segvn.utils.io import write_atomic, write_json
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def _write_status(
     overall = "complete" if all(v["status"] == "complete" for v in videos.values()) else "partial"
     doc = {"street": street, "status": overall, "last_run": {"selection": selection, "backend": backend}}
     doc["videos"] = [videos[k] for k in sorted(videos)]
-    write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode())
+    write_json(path, doc)
 
 
 def extract_frames(

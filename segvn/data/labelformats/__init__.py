@@ -8,7 +8,6 @@ shared name matching, report and writing live in :mod:`segvn.data.labelformats.c
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from segvn.data.labelformats.cvat import read_cvat, write_cvat
 from segvn.data.labelformats.labelstudio import read_labelstudio, write_labelstudio
 from segvn.data.labelformats.matlab import read_matlab, write_matlab
 from segvn.errors import ConfigError, DataError
+from segvn.utils.io import write_json
 
 IMPORT_FORMATS = ("cvat", "labelstudio", "cityscapes", "matlab")
 EXPORT_FORMATS = ("cvat", "cityscapes", "matlab", "labelstudio")
@@ -110,7 +110,7 @@ def import_labels(
     if report_path is not None:
         path = Path(report_path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report.as_dict(), indent=2), encoding="utf-8")
+        write_json(path, report.as_dict())
     if not report.imported:
         reasons = (
             "; ".join(f"{s['file']}: {s['reason']}" for s in report.skipped[:3]) or "the export has no masks"
