@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast lint format train clean
+.PHONY: install test test-fast lint format train bench clean
 
 install:  ## a .venv with pinned dependencies and segvn installed editable
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ lint:  ## ruff (lint + format) and the import-linter layer contracts of pyprojec
 format:
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+bench:  ## every benchmark -> benchmarks/results/latest.{json,md}; QUICK=1: tiny sizes (CI runs it)
+	OMP_NUM_THREADS= $(BIN)/python benchmarks/run.py $(if $(QUICK),--quick,)
 
 train:  ## the thesis recipe on the embedded (synthetic) data
 	$(BIN)/python -m segvn.train +experiment=resnet18

@@ -14,6 +14,7 @@ Default video: ``$SEGVN_SHARED/videos/solidWhiteRight.mp4`` (960x540, 25 fps, 22
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="decoder threads (0 = FFmpeg's choice)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     if not args.video.exists():
         raise SystemExit(f"video not found: {args.video} (set SEGVN_SHARED or pass --video)")
@@ -67,6 +69,10 @@ def main() -> None:
         f"decord / pyav: {best['decord'] / best['pyav']:.2f}x (best), {median['decord'] / median['pyav']:.2f}x (median); "
         f"faster: {max(best, key=best.get)}"
     )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"video": args.video.name, "frames": frames, "best_fps": best, "median_fps": median}
+        args.json.write_text(json.dumps({**doc, "decord_over_pyav": best["decord"] / best["pyav"]}, indent=2))
 
 
 if __name__ == "__main__":

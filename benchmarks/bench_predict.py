@@ -66,7 +66,8 @@ CKPT_DIR = REPO_ROOT / "outputs" / "bench" / "predict_ckpt"
 
 def train_checkpoint(batches: int, size: tuple[int, int]) -> Path:
     """A ResNet-18 DeepLabV3+ trained for ``batches`` steps on CamVid (cached)."""
-    ckpt = CKPT_DIR / "checkpoints" / "last.ckpt"
+    run_dir = CKPT_DIR / f"{batches}b_{size[0]}x{size[1]}"  # one cached checkpoint per recipe
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
     if ckpt.exists():
         print(f"using the cached checkpoint {ckpt}")
         return ckpt
@@ -74,7 +75,7 @@ def train_checkpoint(batches: int, size: tuple[int, int]) -> Path:
         sys.executable, "-m", "segvn.train", "+experiment=resnet18", "data=camvid",
         f"data.image_size=[{size[0]},{size[1]}]", "data.num_workers=0", "trainer.max_epochs=1",
         f"trainer.limit_train_batches={batches}", "trainer.limit_val_batches=2", "test=false",
-        "logger=csv", "model.optimizer.lr=0.01", f"hydra.run.dir={CKPT_DIR}",
+        "logger=csv", "model.optimizer.lr=0.01", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
     print(f"training a checkpoint on CamVid ({batches} batches at {size[0]}x{size[1]}) ...", flush=True)
     start = time.perf_counter()

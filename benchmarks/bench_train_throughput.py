@@ -11,6 +11,7 @@ images per second of each (median over rounds) and their ratio (goal: segvn >= 0
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -115,6 +116,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--out", default=str(ROOT / "outputs" / "bench_train"))
+    p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
     if args.threads:
@@ -131,6 +133,17 @@ def main() -> None:
         f"{torch.get_num_threads()} threads"
     )
     print(f"segvn {s:.2f} img/s | plain loop {q:.2f} img/s | ratio segvn/plain = {s / q:.3f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "size": list(args.size),
+            "batch": cfg.data.batch_size,
+            "steps": args.steps,
+            "rounds": args.rounds,
+        }
+        args.json.write_text(
+            json.dumps({**doc, "segvn_img_s": s, "plain_img_s": q, "ratio": s / q}, indent=2)
+        )
 
 
 if __name__ == "__main__":

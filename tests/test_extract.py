@@ -233,3 +233,20 @@ def test_a_folder_with_bad_videos_extracts_every_good_one(tmp_path: Path) -> Non
     entries = {v["video"]: v["status"] for v in status(street)["videos"]}
     assert entries == {"a_empty.mp4": "failed", "b_good.mp4": "complete", "c_garbage.mp4": "failed",
                        "d_good.mp4": "complete"}  # fmt: skip
+
+
+def test_a_rerun_continues_with_the_videos_not_done(tmp_path: Path, caplog) -> None:
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    _small_video(folder / "a.mp4", 5, 10)
+    (folder / "b.mp4").write_bytes(b"not yet copied completely")
+    with pytest.raises(ExtractError, match="b.mp4"):
+        extract_frames(folder, "s", tmp_path / "data", FrameSelection(every_n=1))
+    first = (tmp_path / "data" / "s" / "frames" / "a_000000.png").stat().st_mtime_ns
+    _small_video(folder / "b.mp4", 3, 50)  # the copy is complete now
+    with caplog.at_level("INFO"):
+        summary = extract_frames(folder, "s", tmp_path / "data", FrameSelection(every_n=1))
+    assert "a.mp4: already extracted" in caplog.text
+    assert (tmp_path / "data" / "s" / "frames" / "a_000000.png").stat().st_mtime_ns == first, "not rewritten"
+    assert summary.frames_written == 5 + 3 and summary.status == "complete"
+    assert len(manifest_rows(tmp_path / "data" / "s")) == 8

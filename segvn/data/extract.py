@@ -198,6 +198,23 @@ def _write_status(
     write_json(path, doc)
 
 
+def _completed(street_dir: Path, selection: str) -> dict[str, dict]:
+    """Videos that ``manifest.status.json`` says were extracted completely with ``selection``."""
+    path = street_dir / STATUS_NAME
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if (doc.get("last_run") or {}).get("selection") != selection:
+        return {}
+    fields = set(VideoResult.__dataclass_fields__)
+    return {
+        v["video"]: {k: val for k, val in v.items() if k in fields}
+        for v in doc.get("videos", [])
+        if v.get("status") == "complete"
+    }
+
+
 def extract_frames(
     input: str | os.PathLike,
     street: str,
@@ -237,8 +254,16 @@ def extract_frames(
         _write_status(street_dir, street, results, summary.selection, backend)
         summary.seconds = time.perf_counter() - started
 
+    done = _completed(street_dir, summary.selection)
     for path in videos:
         result = results[path.name]
+        if path.name in done:  # a re-run after an interruption continues with the videos not yet done
+            for key, value in done[path.name].items():
+                setattr(result, key, value)
+            log.info(
+                "%s: already extracted with %s (manifest.status.json); skipped", path.name, summary.selection
+            )
+            continue
         try:
             reader = open_video(path, backend=backend, threads=threads)
             result.frames_reported = reader.info.reported_frames
