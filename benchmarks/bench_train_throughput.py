@@ -66,6 +66,7 @@ def compose_cfg(args, out: Path):
         cfg.hydra.runtime.cwd = str(ROOT)
         cfg.paths.log_dir = str(out)
         cfg.callbacks.pop("model_checkpoint")
+        cfg.callbacks.pop("last_checkpoint")
     HydraConfig().set_config(cfg)
     return cfg
 

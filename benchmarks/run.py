@@ -96,7 +96,7 @@ def headline(name: str, r: dict) -> str:
             f"segvn / plain loop = {r['ratio']:.3f} ({r['segvn_img_s']:.2f} vs {r['plain_img_s']:.2f} img/s)"
         )
     if name == "bfscore":
-        return f"{r['speedup']:.1f}x the scipy reference, max |delta| {r['max_abs_delta']:.1e}"
+        return f"{r['speedup']:.1f}x the scipy reference, max abs delta {r['max_abs_delta']:.1e}"
     if name == "decode":
         return f"decord / PyAV = {r['decord_over_pyav']:.2f} ({r['best_fps']['decord']:.0f} vs {r['best_fps']['pyav']:.0f} fps)"
     if name == "predict":
