@@ -106,6 +106,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("segvn.wandb_offline", wandb_offline)
     if not OmegaConf.has_resolver("segvn.repo_dir"):
         OmegaConf.register_new_resolver("segvn.repo_dir", lambda: str(REPO_DIR))
+    if not OmegaConf.has_resolver("segvn.beside_repo"):  # ${segvn.beside_repo:shared} = <repo>/../shared
+        OmegaConf.register_new_resolver("segvn.beside_repo", lambda name: str(REPO_DIR.parent / name))
     if not OmegaConf.has_resolver("segvn.cwd"):
         OmegaConf.register_new_resolver("segvn.cwd", launch_dir)
     if not OmegaConf.has_resolver("segvn.unique"):
