@@ -466,3 +466,31 @@ def test_a_folder_with_bad_inputs_predicts_every_good_one(
     assert [Path(e["input"]).name for e in summary["inputs"]] == ["a_empty.mp4"], (
         "stopped at the first failure"
     )
+
+
+def test_a_rerun_into_the_same_folder_continues(camvid_checkpoint, video_path: Path, tmp_path: Path) -> None:
+    frames = _first_frames(video_path, 6)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _write_clip(frames, folder / "a.mp4")
+    (folder / "b.mp4").write_bytes(b"still copying")
+    out = tmp_path / "run"
+    args = (f"ckpt_path={camvid_checkpoint}", f"input={folder}", f"image_size=[{SMALL[0]},{SMALL[1]}]",
+            f"hydra.run.dir={out}")  # fmt: skip
+    assert _predict_cli(*args, timeout=300).returncode == 1
+    first = json.loads((out / "summary.json").read_text())
+    assert first["status"] == "partial" and first["frames"] == 6
+    stamp = (out / "a_overlay.mp4").stat().st_mtime_ns
+    _write_clip(frames[:3], folder / "b.mp4")  # the copy is complete now
+    proc = _predict_cli(*args, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 input(s) done by an earlier run are kept" in proc.stdout + proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["frames"] == 9 and summary["tc_pairs"] == 5 + 2
+    assert (out / "a_overlay.mp4").stat().st_mtime_ns == stamp, "a.mp4 was not predicted again"
+    rows = _shares(out / "class_shares.csv")
+    assert [(Path(r["source"]).name, int(r["frame"])) for r in rows] == [("a.mp4", i) for i in range(6)] + [
+        ("b.mp4", i) for i in range(3)
+    ]
+    assert sum(summary["mean_class_shares"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert summary["inputs"][0]["tc"] == first["inputs"][0]["tc"]

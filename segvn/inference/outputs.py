@@ -8,7 +8,6 @@ flushed after every batch so an interrupted run keeps its rows.
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,33 +53,45 @@ class InputResult:
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k not in ("share_sums", "tc_state")}
         out.update(partial=self.partial, fps=self.fps, model_fps=self.model_fps)
-        return json_safe(out)
+        # what a re-run into the same folder needs to carry this input over without predicting it again
+        out["share_sums"] = None if self.share_sums is None else [float(v) for v in self.share_sums]
+        if self.tc_state is not None:
+            out["tc_intersection"], out["tc_union"] = (v.tolist() for v in self.tc_state)
+        return json_safe(out, digits=None)
 
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN/inf -> None, numpy scalars -> Python, floats rounded to 6 digits."""
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float):
-        return round(obj, 6) if math.isfinite(obj) else None
-    return obj
+    @classmethod
+    def from_dict(cls, entry: dict[str, Any]) -> InputResult:
+        """The result an earlier run wrote into ``summary.json`` (see :meth:`to_dict`)."""
+        names = {f for f in cls.__dataclass_fields__ if f not in ("share_sums", "tc_state")}
+        result = cls(**{k: v for k, v in entry.items() if k in names})
+        if entry.get("share_sums") is not None:
+            result.share_sums = np.asarray(entry["share_sums"], dtype=np.float64)
+        if entry.get("tc_intersection") is not None:
+            result.tc_state = (np.asarray(entry["tc_intersection"]), np.asarray(entry["tc_union"]))
+        return result
 
 
 class SharesCSV:
     """``class_shares.csv``: one row per predicted frame, flushed after every batch (kept on errors)."""
 
-    def __init__(self, path: str | Path, class_names: Sequence[str]) -> None:
+    def __init__(
+        self, path: str | Path, class_names: Sequence[str], keep_sources: set[str] = frozenset()
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.class_names = list(class_names)
+        header = ["source", "frame", "timestamp", *self.class_names]
+        kept: list[list[str]] = []
+        if keep_sources and self.path.is_file():  # a re-run keeps the rows of the inputs it carries over
+            with self.path.open(newline="") as fh:
+                rows = list(csv.reader(fh))
+            if rows and rows[0] == header:
+                kept = [r for r in rows[1:] if r and r[0] in keep_sources]
         self._fh = open(self.path, "w", newline="")  # noqa: SIM115 - closed in close()
         self._writer = csv.writer(self._fh)
-        self._writer.writerow(["source", "frame", "timestamp", *self.class_names])
-        self.rows = 0
+        self._writer.writerow(header)
+        self._writer.writerows(kept)
+        self.rows = len(kept)
 
     def write(self, source: str, index: int, timestamp: float | None, shares: np.ndarray) -> None:
         ts = "" if timestamp is None else f"{timestamp:.6f}"

@@ -18,6 +18,7 @@ only compete with the model for the CPU cores.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -36,7 +37,7 @@ from segvn.inference.options import PredictConfig
 from segvn.inference.outputs import InputResult, SharesCSV, build_summary
 from segvn.inference.predictor import BatchPrediction, Predictor
 from segvn.inference.streaming import Consumer, Item, run_stream
-from segvn.utils.io import write_json
+from segvn.utils.io import json_safe, write_json
 from segvn.viz.image import save_image
 from segvn.viz.overlay import OverlayDrawer
 
@@ -237,6 +238,28 @@ def predict_images(
     return result
 
 
+CARRY_KEYS = ("checkpoint", "image_size", "temporal", "class_names", "tta_flip")
+"""Settings that must match for a re-run into the same folder to carry an earlier input over."""
+
+
+def _done_inputs(out_dir: Path, meta: dict[str, Any]) -> dict[str, InputResult]:
+    """Inputs an earlier run into ``out_dir`` finished (same settings, outputs present): a re-run skips them."""
+    try:
+        previous = json.loads((out_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    if any(previous.get(k) != json_safe(meta.get(k)) for k in CARRY_KEYS if k in meta):
+        log.info("%s holds a run with other settings: predicting every input again", out_dir)
+        return {}
+    done = {}
+    for entry in previous.get("inputs", []):
+        if not entry.get("partial") and entry.get("output") and Path(entry["output"]).exists():
+            done[entry["input"]] = InputResult.from_dict(entry)
+    if done:
+        log.info("continuing in %s: %d input(s) done by an earlier run are kept", out_dir, len(done))
+    return done
+
+
 class _Stop(Exception):
     """``on_error=stop``: end the run after the first input that failed."""
 
@@ -264,6 +287,10 @@ def run_prediction(
     start = time.perf_counter()
     model_before, frames_before = predictor.seconds, predictor.frames
     stop = str(options.on_error) == "stop"
+    videos, image_groups = list(videos), list(image_groups)
+    done = _done_inputs(out_dir, meta or {})
+    keep = {str(v) for v in videos if str(v) in done}
+    keep |= {str(p) for label, images in image_groups if label in done for p, _ in images}
 
     def finish(res: InputResult) -> None:
         results.append(res)
@@ -273,8 +300,11 @@ def run_prediction(
                 raise _Stop
 
     try:
-        with SharesCSV(out_dir / "class_shares.csv", class_names) as shares:
+        with SharesCSV(out_dir / "class_shares.csv", class_names, keep) as shares:
             for video in videos:
+                if str(video) in done:
+                    results.append(done[str(video)])
+                    continue
                 try:
                     res = predict_video(video, predictor, out_dir, class_names, shares, options, progress)
                 except SegvnError as err:  # not even opened: record it, go on with the next input
