@@ -259,9 +259,14 @@ def run_prediction(
             results.append(res)
             if res.error:
                 log.error("%s", res.error)
+    meta = dict(meta or {})
+    if predictor.sizes_used:  # the model input size actually used, per frame size
+        sizes = {f"{h}x{w}": list(hw) for (h, w), hw in predictor.sizes_used.items()}
+        meta["image_size"] = next(iter(sizes.values()))
+        meta["image_sizes"] = sizes
     summary = build_summary(
         results, time.perf_counter() - start, predictor.seconds - model_before,
-        predictor.frames - frames_before, class_names, out_dir, meta or {},
+        predictor.frames - frames_before, class_names, out_dir, meta,
     )  # fmt: skip
     write_json(out_dir / "summary.json", summary)
     return summary
