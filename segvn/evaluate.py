@@ -21,10 +21,35 @@ from segvn.cli import Checkpoint, check_classes, command
 from segvn.inference.device import pick_device
 from segvn.inference.evaluation import evaluate_split
 from segvn.inference.options import absent_mode, check_evaluate
+from segvn.inference.scale import (
+    ImageSizeChoice,
+    ResizedModel,
+    model_stride,
+    resolve_image_size,
+    training_size,
+)
 from segvn.utils import instantiate_dict, save_resolved_config
 from segvn.viz.report import log_to_wandb, write_evaluation_report
 
 log = logging.getLogger("segvn.evaluate")
+
+
+def evaluation_image_size(setting, ckpt: Checkpoint, module, data_size) -> ImageSizeChoice:
+    """The model's input size in evaluate: the data's size when it is the training size (the stored
+    ``data=checkpoint`` resizes to it), else the ``image_size`` rule of :mod:`segvn.inference.scale`."""
+    trained = training_size(ckpt.config)
+    data = tuple(int(v) for v in data_size) if data_size is not None else None
+    if setting is None and data == trained:
+        return ImageSizeChoice(None, "training-scale" if trained else "native")
+    return resolve_image_size(setting, trained, model_stride(module))
+
+
+def _first_size(used, choice: ImageSizeChoice, data_size) -> list[int] | None:
+    if used:
+        return list(next(iter(used.values())))
+    if isinstance(choice.size, tuple):
+        return list(choice.size)
+    return list(data_size) if data_size is not None else None
 
 
 def evaluate(cfg: DictConfig, ckpt: Checkpoint) -> dict:
@@ -36,6 +61,9 @@ def evaluate(cfg: DictConfig, ckpt: Checkpoint) -> dict:
     dm = instantiate(cfg.data)
     check_classes(ckpt, dm.class_names)
     dataset = dm.require(cfg.split)
+    choice = evaluation_image_size(cfg.get("image_size"), ckpt, module, dm.image_size)
+    model = ResizedModel(module, choice)  # records the size used; a no-op at the data's size
+    log.info("model input: %s (image_size rule %s)", choice.describe(), choice.rule)
     pictures = out / "images.partial" if cfg.save_images else None
     if pictures is not None:
         pictures.mkdir(parents=True, exist_ok=True)
@@ -43,16 +71,21 @@ def evaluate(cfg: DictConfig, ckpt: Checkpoint) -> dict:
     with Progress(*columns) as progress:
         task = progress.add_task("eval", total=len(dataset))
         run = evaluate_split(
-            module, dm.eval_dataloader(cfg.split, cfg.batch_size), list(dm.class_names), pick_device(cfg.device),
+            model, dm.eval_dataloader(cfg.split, cfg.batch_size), list(dm.class_names), pick_device(cfg.device),
             absent_mode(cfg), cfg.metrics.bf_tolerance, pictures, cfg.max_images,
             lambda n: progress.advance(task, n), cfg.tta_flip,
         )  # fmt: skip
+    sizes = {
+        "image_size_rule": choice.rule,
+        "image_size": _first_size(model.sizes_used, choice, dm.image_size),
+    }
     if pictures is not None:
         shutil.rmtree(out / "images", ignore_errors=True)
         pictures.rename(out / "images")
     metrics, cm_png = write_evaluation_report(
         out, run.result, dm.class_names, run.paths, f"Evaluation of {ckpt.path.name} ({cfg.split})",
         checkpoint=str(ckpt.path.resolve()), split=cfg.split, absent_mode=absent_mode(cfg), tta_flip=cfg.tta_flip,
+        **sizes,
     )  # fmt: skip
     for lg in instantiate_dict(cfg.get("logger")):
         if isinstance(lg, WandbLogger):

@@ -17,6 +17,7 @@ from segvn.cli import Checkpoint, command
 from segvn.data.io import read_image
 from segvn.errors import InputNotFoundError
 from segvn.inference.network_views import network_views
+from segvn.inference.scale import model_stride, resolve_image_size, training_size
 from segvn.utils import save_resolved_config
 
 log = logging.getLogger("segvn.visualize")
@@ -31,8 +32,20 @@ def visualize(cfg: DictConfig, ckpt: Checkpoint) -> dict:
         raise InputNotFoundError(f"image {image_path} not found; pass image=PATH of a frame (PNG/JPEG)")
     out = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, out / "config.yaml")
-    meta = {"checkpoint": str(ckpt.path.resolve()), "image": str(image_path.resolve())}
-    summary = network_views(cfg, ckpt.model(cfg.model), read_image(image_path), out, meta)
+    module = ckpt.model(cfg.model)
+    frame = read_image(image_path)
+    choice = resolve_image_size(cfg.image_size, training_size(ckpt.config), model_stride(module))
+    size = choice.for_frame(*frame.shape[:2])
+    log.info(
+        "model input %s (image_size rule %s: %s)", "x".join(map(str, size)), choice.rule, choice.describe()
+    )
+    meta = {
+        "checkpoint": str(ckpt.path.resolve()),
+        "image": str(image_path.resolve()),
+        "image_size": list(size),
+        "image_size_rule": choice.rule,
+    }
+    summary = network_views(cfg, module, frame, out, meta, model_size=size)
     log.info("network pictures of %s on %s -> %s", ckpt.path.name, image_path.name, out)
     return summary
 

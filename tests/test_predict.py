@@ -229,8 +229,8 @@ def test_image_and_folder_inputs(camvid_checkpoint, compose_ckpt, video_path: Pa
     assert Image.open(out / "overlays" / "c.png").size == (120, 75)
     assert Image.open(out / "labels" / "c.png").mode == "P"
     assert summary["frames"] == 1 and summary["tc"] is None and summary["inputs"][0]["kind"] == "images"
-    # the checkpoint's data config sets the default input size only for input=null
-    assert summary["image_size"] is None
+    # the training scale (trained at 64x96): 75x120 -> short side 64, 102.4 rounded to 16 -> 64x96
+    assert summary["image_size"] == [64, 96] and summary["image_size_rule"] == "training-scale"
     assert len(_shares(out / "class_shares.csv")) == 1
 
     # a folder: images of two sizes, and a video that gets its own overlay video

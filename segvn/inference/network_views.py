@@ -58,17 +58,28 @@ def _file_name(layer: str) -> str:
 
 
 def network_views(
-    cfg: Any, module: torch.nn.Module, frame: np.ndarray, out: Path, meta: dict[str, Any] | None = None
+    cfg: Any,
+    module: torch.nn.Module,
+    frame: np.ndarray,
+    out: Path,
+    meta: dict[str, Any] | None = None,
+    model_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Write every picture of ``conf/visualize.yaml``'s settings for ``frame``; returns ``visualize.json``."""
+    """Write every picture of ``conf/visualize.yaml``'s settings for ``frame``; returns ``visualize.json``.
+
+    ``model_size`` is the ``(h, w)`` the frame is resized to before the model (the caller resolves the
+    ``image_size`` setting, :mod:`segvn.inference.scale`); ``None`` reads ``cfg.image_size`` as ``[h, w]``.
+    """
     device = pick_device(cfg.device)
     module.to(device)
     names = list(module.class_names)
     model, multiple = inner_model(module)
     layers = pick_layers(cfg.layer, model)
     image = frame  # shown at its own size; the model sees it at image_size
-    if cfg.image_size:
-        h, w = (int(v) for v in cfg.image_size)
+    if model_size is None and cfg.image_size:
+        model_size = tuple(int(v) for v in cfg.image_size)
+    if model_size is not None and tuple(model_size) != frame.shape[:2]:
+        h, w = model_size
         image = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
     x = to_tensor(image, device)
     summary: dict[str, Any] = {

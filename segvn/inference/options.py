@@ -64,8 +64,10 @@ class PredictConfig:
     input: Any = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     batch_size: int = 4  # frames per model call; on 2 CPU cores 2-4 are best, on a GPU 8-16
-    # [height, width] frames are resized to before the model (scores are brought back to the frame size);
-    # null = the frame size, or for input=null the data config's image_size
+    # the size frames are resized to before the model (scores are brought back to the frame size):
+    # null = the training scale (short side = the checkpoint's training short side, rounded to the output
+    # stride, aspect kept; native if it was trained at native size; for input=null a resizing data config's
+    # image_size), native = the frame size, [height, width] = that size (see segvn/inference/scale.py)
     image_size: Any = None
     max_frames: int | None = None  # stop each video (and image group) after this many frames
     tta_flip: bool = False  # average with the prediction of the mirrored frame (2x the model time)
@@ -111,6 +113,9 @@ class EvaluateConfig:
     device: str = "auto"
     batch_size: int | None = None  # default: data.eval_batch_size or data.batch_size
     tta_flip: bool = False  # average with the prediction of the mirrored frame (2x the model time)
+    # only when the data's image_size differs from the training one (e.g. data.image_size=null): the model
+    # sees frames at null = the training scale | native = the data's size | [h, w]; metrics at the data's size
+    image_size: Any = None
     metrics: MetricsOptions = field(default_factory=MetricsOptions)
     task_name: str = "evaluate"
     tags: list[str] = field(default_factory=lambda: ["eval"])

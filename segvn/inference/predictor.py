@@ -16,8 +16,9 @@ CPU and usable from a notebook::
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -31,6 +32,8 @@ from segvn.errors import ConfigError
 from segvn.inference.device import pick_device
 from segvn.inference.smoothing import TemporalEMA
 from segvn.models.tta import predict_logits
+
+log = logging.getLogger(__name__)
 
 
 def check_image_size(size: Sequence[int] | None) -> tuple[int, int] | None:
@@ -61,7 +64,10 @@ class Predictor:
 
     ``model(images)`` must return logits ``(B, C, h, w)`` at the input size (segvn's ``SegModule`` does, for
     any size). ``image_size=(h, w)`` resizes the frames before the model (``INTER_AREA`` when shrinking)
-    and upsamples the scores back, so labels always match the frames. ``smoother`` (a
+    and upsamples the scores back, so labels always match the frames; a callable ``(H, W) -> (h, w)``
+    (a :class:`~segvn.inference.scale.ScaleRule`, the training-scale default of ``segvn.predict``)
+    picks the size per batch from the frame size. ``sizes_used`` maps each frame size seen to the
+    model input size it got. ``smoother`` (a
     :class:`TemporalEMA`) sees the class probabilities at the model's resolution, together with the
     resized frames when it is flow-aligned; ``ema=0`` (or ``None``) is skipped entirely, so the output
     is exactly the unsmoothed one. Call :meth:`reset` between videos.
@@ -71,7 +77,7 @@ class Predictor:
         self,
         model: nn.Module,
         device: str | torch.device = "auto",
-        image_size: Sequence[int] | None = None,
+        image_size: Sequence[int] | Callable[[int, int], tuple[int, int]] | None = None,
         smoother: TemporalEMA | None = None,
         num_classes: int | None = None,
         uncertainty: bool = False,
@@ -79,7 +85,8 @@ class Predictor:
     ) -> None:
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
-        self.image_size = check_image_size(image_size)
+        self.image_size = image_size if callable(image_size) else check_image_size(image_size)
+        self.sizes_used: dict[tuple[int, int], tuple[int, int]] = {}
         self.smoother = smoother if smoother is not None and smoother.ema > 0 else None
         self.num_classes = num_classes or len(getattr(model, "class_names", ())) or None
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
@@ -104,11 +111,23 @@ class Predictor:
     def reset_timing(self) -> None:
         self.frames, self.seconds = 0, 0.0
 
+    def model_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size the model sees a ``height`` x ``width`` frame at."""
+        if self.image_size is None:
+            return height, width
+        if callable(self.image_size):
+            h, w = self.image_size(height, width)
+            return int(h), int(w)
+        return self.image_size
+
     def _model_frames(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         height, width = frames[0].shape[:2]
-        if self.image_size is None or self.image_size == (height, width):
+        h, w = self.model_size(height, width)
+        if (height, width) not in self.sizes_used:
+            self.sizes_used[(height, width)] = (h, w)
+            log.info("frames of %dx%d go through the model at %dx%d", height, width, h, w)
+        if (h, w) == (height, width):
             return np.stack(frames)
-        h, w = self.image_size
         interp = cv2.INTER_AREA if h < height and w < width else cv2.INTER_LINEAR
         return np.stack([cv2.resize(f, (w, h), interpolation=interp) for f in frames])
 

@@ -16,7 +16,8 @@ from typing import Any
 from hydra.utils import instantiate
 
 from segvn.errors import CheckpointError
-from segvn.inference.predictor import Predictor, check_image_size
+from segvn.inference.predictor import Predictor
+from segvn.inference.scale import ImageSizeChoice, model_stride, parse_size, resolve_image_size, training_size
 from segvn.inference.smoothing import TemporalEMA
 from segvn.inference.video import collect_inputs, output_names
 from segvn.models.checkpoint import Checkpoint
@@ -57,23 +58,41 @@ def _inputs(cfg: Any, ckpt: Checkpoint, class_names: list[str]) -> tuple[list[Pa
     return [], groups, dm.image_size, f"prediction set ({', '.join(by_street)}) under {dm.source.root}"
 
 
+def predict_image_size(
+    setting: Any, trained: tuple[int, int] | None, stride: int, data_size: Any = None
+) -> ImageSizeChoice:
+    """``image_size`` of predict: the training scale by default (:mod:`segvn.inference.scale`).
+
+    With ``input=null`` the frames come from a data config; when it resizes (``data.image_size``, for the
+    stored ``data=checkpoint`` the training size itself) that size is kept, as training saw those frames.
+    """
+    if setting is None and data_size is not None:
+        size = parse_size(data_size, "data.image_size")
+        return ImageSizeChoice(size, "training-scale" if size == trained else "data")
+    return resolve_image_size(setting, trained, stride)
+
+
 def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
     """Build the predictor and list the inputs of a :class:`~segvn.inference.options.PredictConfig`."""
     module = ckpt.model(cfg.model)
     class_names = list(module.class_names)
     videos, groups, data_size, described = _inputs(cfg, ckpt, class_names)
-    image_size = check_image_size(cfg.image_size if cfg.image_size is not None else data_size)
+    trained = training_size(ckpt.config)
+    choice = predict_image_size(cfg.image_size, trained, model_stride(module), data_size)
     temporal = cfg.temporal
     smoother = TemporalEMA(float(temporal.ema), bool(temporal.flow_aligned))
     predictor = Predictor(
-        module, cfg.device, image_size, smoother, len(class_names), tta_flip=bool(cfg.tta_flip)
+        module, cfg.device, choice.size, smoother, len(class_names), tta_flip=bool(cfg.tta_flip)
     )
     meta = {
         "checkpoint": str(ckpt.path.resolve()),
         "input": described,
         "device": str(predictor.device),
         "batch_size": cfg.batch_size,
-        "image_size": list(image_size) if image_size else None,
+        # the model input size (per frame size in image_sizes once frames were seen; see run_prediction)
+        "image_size": list(choice.size) if isinstance(choice.size, tuple) else None,
+        "image_size_rule": choice.rule,
+        "training_image_size": list(trained) if trained else None,
         "temporal": {
             "ema": smoother.ema,
             "flow_aligned": smoother.flow_aligned,
@@ -87,7 +106,7 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
     log.info(
         "predicting %s on %s (batch %d, model input %s, ema %s%s)",
         described, predictor.device, cfg.batch_size,
-        "x".join(map(str, image_size)) if image_size else "frame size", smoother.ema,
+        choice.describe(), smoother.ema,
         ", flow-aligned" if smoother.flow_aligned and smoother.ema else "",
     )  # fmt: skip
     if smoother.ema and groups:

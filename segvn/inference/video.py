@@ -238,7 +238,7 @@ def predict_images(
     return result
 
 
-CARRY_KEYS = ("checkpoint", "image_size", "temporal", "class_names", "tta_flip")
+CARRY_KEYS = ("checkpoint", "image_size_rule", "temporal", "class_names", "tta_flip")
 """Settings that must match for a re-run into the same folder to carry an earlier input over."""
 
 
@@ -248,7 +248,10 @@ def _done_inputs(out_dir: Path, meta: dict[str, Any]) -> dict[str, InputResult]:
         previous = json.loads((out_dir / "summary.json").read_text())
     except (OSError, ValueError):
         return {}
-    if any(previous.get(k) != json_safe(meta.get(k)) for k in CARRY_KEYS if k in meta):
+    explicit = meta.get("image_size") is not None and previous.get("image_size") != json_safe(
+        meta["image_size"]
+    )
+    if explicit or any(previous.get(k) != json_safe(meta.get(k)) for k in CARRY_KEYS if k in meta):
         log.info("%s holds a run with other settings: predicting every input again", out_dir)
         return {}
     done = {}
@@ -317,9 +320,14 @@ def run_prediction(
     except _Stop:
         log.error("on_error=stop: the remaining inputs were not predicted")
     finally:  # summary.json is written whatever happens, so finished inputs keep their figures
+        meta = dict(meta or {})
+        if predictor.sizes_used:  # the model input size actually used, per frame size
+            sizes = {f"{h}x{w}": list(hw) for (h, w), hw in predictor.sizes_used.items()}
+            meta["image_size"] = next(iter(sizes.values()))
+            meta["image_sizes"] = sizes
         summary = build_summary(
             results, time.perf_counter() - start, predictor.seconds - model_before,
-            predictor.frames - frames_before, class_names, out_dir, meta or {},
+            predictor.frames - frames_before, class_names, out_dir, meta,
         )  # fmt: skip
         write_json(out_dir / "summary.json", summary)
     return summary
