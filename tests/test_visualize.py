@@ -48,7 +48,9 @@ def test_visualize_command_writes_every_figure(checkpoint, frame, tmp_path):
     proc = _run(f"ckpt_path={checkpoint}", f"image={frame}", *FAST, f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "visualize.json").read_text())
-    assert summary["input_size"] == list(IMAGE_SIZE), "the checkpoint's training size is the default"
+    # the training scale: short side as in training (64 of 64x96), the frame's 4:3 aspect kept, sides
+    # rounded to the output stride 16: 360x480 -> 64x85.3 -> 64x80
+    assert IMAGE_SIZE[0] == 64 and summary["input_size"] == [64, 80], "the training scale is the default"
     assert summary["frame_size"] == [360, 480]
 
     # ResNet-18 conv1: 64 filters of 7x7 -> an 8x8 grid of 28 px tiles, 2 px apart
@@ -58,8 +60,8 @@ def test_visualize_command_writes_every_figure(checkpoint, frame, tmp_path):
     # the default layers, spread over encoder and decoder, at their strides of the 64x96 input
     layers = summary["layers"]
     assert list(layers) == ["encoder.layer1", "encoder.layer2", "encoder.layer4", "decoder.aspp", "decoder"]
-    assert layers["encoder.layer1"]["shape"] == [64, 16, 24]
-    assert layers["encoder.layer4"]["shape"] == [512, 4, 6]
+    assert layers["encoder.layer1"]["shape"] == [64, 16, 20]
+    assert layers["encoder.layer4"]["shape"] == [512, 4, 5]
     for name, info in layers.items():
         grid, overlay = (out / f for f in info["files"])
         width, height = _size(grid)
