@@ -63,7 +63,7 @@ def evaluate(cfg: DictConfig, ckpt: Checkpoint) -> dict:
     check_classes(ckpt, dm.class_names)
     dataset = dm.require(cfg.split)
     choice = evaluation_image_size(cfg.get("image_size"), ckpt, module, dm.image_size)
-    runtime = runtime_model(cfg.runtime, ckpt, module, cfg.model_file, out)
+    runtime = runtime_model(cfg.runtime, ckpt, module, cfg.model_file, out, pick_device(cfg.device))
     model = ResizedModel(runtime, choice)  # records the size used; a no-op at the data's size
     log.info("model input: %s (image_size rule %s)", choice.describe(), choice.rule)
     pictures = out / "images.partial" if cfg.save_images else None
@@ -86,7 +86,8 @@ def evaluate(cfg: DictConfig, ckpt: Checkpoint) -> dict:
         pictures.rename(out / "images")
     metrics, cm_png = write_evaluation_report(
         out, run.result, dm.class_names, run.paths, f"Evaluation of {ckpt.path.name} ({cfg.split})",
-        checkpoint=str(ckpt.path.resolve()), split=cfg.split, absent_mode=absent_mode(cfg), runtime=cfg.runtime, **sizes,
+        checkpoint=str(ckpt.path.resolve()), split=cfg.split, absent_mode=absent_mode(cfg),
+        runtime="torch" if runtime is module else cfg.runtime, **sizes,
     )  # fmt: skip
     for lg in instantiate_dict(cfg.get("logger")):
         if isinstance(lg, WandbLogger):

@@ -268,7 +268,12 @@ def _versions(fmt: str) -> dict[str, str]:
 
 
 def runtime_model(
-    runtime: str, ckpt: Checkpoint, module: nn.Module, model_file: Any, out_dir: Path
+    runtime: str,
+    ckpt: Checkpoint,
+    module: nn.Module,
+    model_file: Any,
+    out_dir: Path,
+    device: torch.device | str = "cpu",
 ) -> nn.Module:
     """The model ``predict``/``evaluate`` run: ``module`` for ``torch``, else an exported file.
 
@@ -278,6 +283,11 @@ def runtime_model(
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "onnx" and torch.device(device).type != "cpu" and not model_file:
+        log.warning(
+            "runtime=onnx runs on the CPU (onnxruntime's CPU provider); on %s runtime=torch is used", device
+        )
+        runtime = "torch"
     if runtime == "torch":
         if model_file:
             raise ConfigError(

@@ -71,8 +71,9 @@ class PredictConfig:
     # image_size), native = the frame size, [height, width] = that size (see segvn/inference/scale.py)
     image_size: Any = None
     # torch | onnx | torchscript: onnx and torchscript run model_file (from segvn.export), or without it an
-    # export of the checkpoint made in the run directory first. torch measured fastest here (README)
-    runtime: str = "torch"
+    # export of the checkpoint made in the run directory first (~1 s). onnx is the default: on the CPU it
+    # measured ~10x faster than torch eager at 368x480 (benchmarks/bench_runtimes.py, README)
+    runtime: str = "onnx"
     model_file: Any = None
     max_frames: int | None = None  # stop each video (and image group) after this many frames
     alpha: float = 0.4  # class colours blended at alpha (0.4 = the thesis / MATLAB labeloverlay)
@@ -117,7 +118,7 @@ class EvaluateConfig:
     # only when the data's image_size differs from the training one (e.g. data.image_size=null): the model
     # sees frames at null = the training scale | native = the data's size | [h, w]; metrics at the data's size
     image_size: Any = None
-    runtime: str = "torch"  # torch | onnx | torchscript, as in PredictConfig
+    runtime: str = "onnx"  # torch | onnx | torchscript, as in PredictConfig
     model_file: Any = None
     metrics: MetricsOptions = field(default_factory=MetricsOptions)
     task_name: str = "evaluate"
