@@ -41,5 +41,9 @@ class WeightsError(SegvnError, ValueError):
     """A pretrained-weights file that cannot be read or does not fit the network."""
 
 
+class ExportError(SegvnError, RuntimeError):
+    """An exported model that disagrees with PyTorch, or a file that is not a segvn export."""
+
+
 class PartialResultError(SegvnError, RuntimeError):
     """Some inputs failed part-way; what was done before is kept and the message says where."""

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from segvn.cli import Checkpoint, check_classes, command
 from segvn.inference.device import pick_device
 from segvn.inference.evaluation import evaluate_split
+from segvn.inference.export import runtime_model
 from segvn.inference.options import absent_mode, check_evaluate
 from segvn.inference.scale import (
     ImageSizeChoice,
@@ -62,7 +63,8 @@ def evaluate(cfg: DictConfig, ckpt: Checkpoint) -> dict:
     check_classes(ckpt, dm.class_names)
     dataset = dm.require(cfg.split)
     choice = evaluation_image_size(cfg.get("image_size"), ckpt, module, dm.image_size)
-    model = ResizedModel(module, choice)  # records the size used; a no-op at the data's size
+    runtime = runtime_model(cfg.runtime, ckpt, module, cfg.model_file, out, pick_device(cfg.device))
+    model = ResizedModel(runtime, choice)  # records the size used; a no-op at the data's size
     log.info("model input: %s (image_size rule %s)", choice.describe(), choice.rule)
     pictures = out / "images.partial" if cfg.save_images else None
     if pictures is not None:
@@ -85,7 +87,7 @@ def evaluate(cfg: DictConfig, ckpt: Checkpoint) -> dict:
     metrics, cm_png = write_evaluation_report(
         out, run.result, dm.class_names, run.paths, f"Evaluation of {ckpt.path.name} ({cfg.split})",
         checkpoint=str(ckpt.path.resolve()), split=cfg.split, absent_mode=absent_mode(cfg), tta_flip=cfg.tta_flip,
-        **sizes,
+        runtime="torch" if runtime is module else cfg.runtime, **sizes,
     )  # fmt: skip
     for lg in instantiate_dict(cfg.get("logger")):
         if isinstance(lg, WandbLogger):

@@ -174,6 +174,9 @@ def test_evaluate_applies_the_rule_only_to_other_data_sizes(
     # native CamVid (360x480) seen at the training scale: short side 64, 85.3 -> 80; metrics at 360x480
     native_data = run("b")
     assert native_data["image_size"] == [64, 80] and native_data["image_size_rule"] == "training-scale"
-    assert native_data["images"] == 2
+    assert native_data["images"] == 2 and native_data["runtime"] == "onnx"  # the default runtime
+    eager = run("d", "runtime=torch")
+    assert eager["runtime"] == "torch" and eager["image_size"] == [64, 80]
+    assert abs(eager["global_accuracy"] - native_data["global_accuracy"]) < 1e-3
     opted_out = run("c", "image_size=native")
     assert opted_out["image_size"] == [360, 480] and opted_out["image_size_rule"] == "native"

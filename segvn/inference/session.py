@@ -16,6 +16,8 @@ from typing import Any
 from hydra.utils import instantiate
 
 from segvn.errors import CheckpointError
+from segvn.inference.device import pick_device
+from segvn.inference.export import runtime_model
 from segvn.inference.predictor import Predictor
 from segvn.inference.scale import ImageSizeChoice, model_stride, parse_size, resolve_image_size, training_size
 from segvn.inference.smoothing import TemporalEMA
@@ -81,13 +83,18 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
     choice = predict_image_size(cfg.image_size, trained, model_stride(module), data_size)
     temporal = cfg.temporal
     smoother = TemporalEMA(float(temporal.ema), bool(temporal.flow_aligned))
+    model = runtime_model(
+        cfg.runtime, ckpt, module, cfg.model_file, Path(cfg.paths.output_dir), pick_device(cfg.device)
+    )
     predictor = Predictor(
-        module, cfg.device, choice.size, smoother, len(class_names), tta_flip=bool(cfg.tta_flip)
+        model, cfg.device, choice.size, smoother, len(class_names), tta_flip=bool(cfg.tta_flip)
     )
     meta = {
         "checkpoint": str(ckpt.path.resolve()),
         "input": described,
         "device": str(predictor.device),
+        "runtime": "torch" if model is module else cfg.runtime,
+        "model_file": str(getattr(model, "path", "")) or None,
         "batch_size": cfg.batch_size,
         # the model input size (per frame size in image_sizes once frames were seen; see run_prediction)
         "image_size": list(choice.size) if isinstance(choice.size, tuple) else None,

@@ -12,6 +12,22 @@ from torch import nn
 from segvn.models.weights import load_encoder_weights
 
 
+def pad_to_stride(x: torch.Tensor, stride: int) -> tuple[torch.Tensor, int, int]:
+    """``x`` padded at the bottom and right to sides divisible by ``stride`` (reflect; replicate for tiny
+    inputs), with the original height and width to crop the output back to."""
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    ph, pw = (-h) % stride, (-w) % stride
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, h, w
+
+
+def crop_to(out: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The top-left ``h`` x ``w`` of ``out`` (undoes :func:`pad_to_stride`)."""
+    return out[..., :h, :w] if out.shape[-2:] != (h, w) else out
+
+
 class SegmentationNetwork(nn.Module):
     """An smp model that accepts any image size.
 
@@ -29,13 +45,8 @@ class SegmentationNetwork(nn.Module):
         """Output channels (classes) of the network; 0 when it cannot be told."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % self.stride, (-w) % self.stride
-        if ph or pw:
-            mode = "reflect" if ph < h and pw < w else "replicate"
-            x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        out = self.model(x)
-        return out[..., :h, :w] if (ph or pw) else out
+        x, h, w = pad_to_stride(x, self.stride)
+        return crop_to(self.model(x), h, w)
 
 
 def build_network(

@@ -1,0 +1,56 @@
+"""Export a checkpoint: ``python -m segvn.export ckpt_path=PATH format=onnx|torchscript [out=FILE]``.
+
+Writes the network with a dynamic batch, height and width (sides multiples of the output stride; the
+runtimes pad and crop around it, see :mod:`segvn.inference.export`), its metadata (class names, training
+image size, output stride) inside the file, and ``FILE.verify.json`` with the agreement with PyTorch on
+real frames. ``predict`` and ``evaluate`` run it with ``runtime=onnx|torchscript model_file=FILE``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from segvn.cli import Checkpoint, command
+from segvn.data.io import read_image
+from segvn.errors import InputNotFoundError
+from segvn.inference.export import export_checkpoint
+from segvn.inference.options import check_export
+
+log = logging.getLogger("segvn.export")
+
+
+def verification_frames(cfg: DictConfig) -> list:
+    """The first ``verify.frames`` images (sorted) of ``verify.images`` (a folder or a glob), all of one size."""
+    if not cfg.verify.frames:
+        return []
+    where = Path(str(cfg.verify.images)).expanduser()
+    paths = sorted(where.glob("*.png")) if where.is_dir() else sorted(where.parent.glob(where.name))
+    if not paths:
+        raise InputNotFoundError(
+            f"verify.images={where}: no frames found to check the export on; point it at a folder of PNG "
+            "frames, or set verify.frames=0 to skip the check"
+        )
+    frames = [read_image(p) for p in paths[: int(cfg.verify.frames)]]
+    return [f for f in frames if f.shape == frames[0].shape]
+
+
+def export(cfg: DictConfig, ckpt: Checkpoint) -> dict:
+    """Export and verify; returns the content of ``FILE.verify.json``."""
+    check_export(cfg)
+    report = export_checkpoint(ckpt, cfg.format, cfg.out, verification_frames(cfg), model_cfg=cfg.model)
+    check = report.get("verification")
+    log.info(
+        "%s -> %s (%s)%s", ckpt.path.name, report["file"], cfg.format,
+        f": argmax agreement {check['argmax_agreement']:.5f}, max |d logits| {check['max_abs_logit_diff']:.2e}"
+        if check else ", not verified (verify.frames=0)",
+    )  # fmt: skip
+    return report
+
+
+main = command("export", from_checkpoint=True)(export)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""Exporting a checkpoint's network to ONNX or TorchScript, and running exported files like the model.
+
+The exported graph is the smp network itself (``SegmentationNetwork.model``) with a dynamic batch,
+height and width; it needs sides divisible by the output stride. Padding to the stride and cropping
+back are done outside the graph, by the same :func:`~segvn.models.factory.pad_to_stride` /
+:func:`~segvn.models.factory.crop_to` the PyTorch model uses, in :class:`RuntimeModel` (the runtimes'
+common wrapper). This exports cleanly with the TorchScript-based ONNX exporter (``dynamo=False``) and
+``torch.jit.trace``: DeepLabV3+'s ASPP global pooling upsamples to the traced feature-map shape, which
+both record as a shape computation, so one file runs at any stride-multiple size.
+
+Metadata travel with the file (ONNX ``metadata_props``; TorchScript ``_extra_files["segvn.json"]``):
+``class_names``, ``training_image_size``, ``output_stride``, ``checkpoint``, ``format``. At export the
+file is checked on real frames against PyTorch (:func:`verify_export`), and the numbers are written to
+``<file>.verify.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from segvn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from segvn.errors import CheckpointError, ConfigError, ExportError
+from segvn.inference.scale import model_stride, training_size
+from segvn.models.checkpoint import Checkpoint
+from segvn.models.factory import crop_to, pad_to_stride
+
+log = logging.getLogger(__name__)
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+RUNTIMES = ("torch", "onnx", "torchscript")
+META_KEY = "segvn"  # ONNX metadata_props key / TorchScript extra file "segvn.json", a JSON object
+MIN_AGREEMENT = 0.999
+OPSET = 17
+
+
+def check_format(fmt: str, name: str = "format") -> str:
+    if fmt not in FORMATS:
+        raise ConfigError(f"{name} must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return fmt
+
+
+def export_metadata(ckpt: Checkpoint, module: nn.Module, fmt: str) -> dict[str, Any]:
+    trained = training_size(ckpt.config)
+    return {
+        "format": fmt,
+        "class_names": list(module.class_names),
+        "training_image_size": list(trained) if trained else None,
+        "output_stride": model_stride(module),
+        "checkpoint": str(ckpt.path.resolve()),
+        "input": "RGB float (B, 3, H, W), ImageNet-normalised, H and W multiples of output_stride",
+        "output": "logits (B, C, H, W)",
+    }
+
+
+def export_network(module: nn.Module, fmt: str, out: Path, meta: dict[str, Any]) -> Path:
+    """Write the smp network of ``module`` (a SegModule) as ``fmt`` to ``out``, metadata included."""
+    net = getattr(module, "net", module)
+    inner = getattr(net, "model", net).eval()
+    stride = model_stride(module)
+    sample = torch.zeros(1, 3, 4 * stride, 6 * stride)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the deprecation notes of the TorchScript-based paths
+        if fmt == "onnx":
+            import onnx
+
+            torch.onnx.export(
+                inner, (sample,), str(partial), dynamo=False, opset_version=OPSET,
+                input_names=["image"], output_names=["logits"],
+                dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                              "logits": {0: "batch", 2: "height", 3: "width"}},
+            )  # fmt: skip
+            model = onnx.load(str(partial))
+            entry = model.metadata_props.add()
+            entry.key, entry.value = META_KEY, json.dumps(meta)
+            onnx.save(model, str(partial))
+        else:
+            traced = torch.jit.trace(inner, sample)
+            torch.jit.save(traced, str(partial), _extra_files={f"{META_KEY}.json": json.dumps(meta)})
+    partial.replace(out)
+    return out
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The segvn metadata of an exported file (``format`` tells which runtime runs it)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{path}: exported model not found; make one with python -m segvn.export")
+    try:
+        if path.suffix == ".onnx":
+            import onnx
+
+            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+            return json.loads(props[META_KEY])
+        extra = {f"{META_KEY}.json": ""}
+        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        return json.loads(extra[f"{META_KEY}.json"])
+    except Exception as err:  # noqa: BLE001 - anything unreadable is the same problem for the user
+        raise ExportError(
+            f"{path}: not a segvn export (no readable '{META_KEY}' metadata: {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); export it with python -m segvn.export"
+        ) from err
+
+
+class RuntimeModel(nn.Module):
+    """An exported file run like the PyTorch model: normalised ``(B, 3, H, W)`` in, logits at that size out.
+
+    Pads to the output stride and crops back around the runtime, exactly as ``SegmentationNetwork``
+    does. ``class_names``, ``training_image_size`` and ``stride`` come from the file's metadata. ONNX runs
+    on onnxruntime's CPU provider (CUDA provider when the input is on a GPU and it is installed).
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        super().__init__()
+        self.path = Path(path).expanduser()
+        self.meta = read_metadata(self.path)
+        self.format = check_format(self.meta.get("format", ""), f"{self.path}: format")
+        self.class_names = list(self.meta["class_names"])
+        self.stride = int(self.meta["output_stride"])
+        trained = self.meta.get("training_image_size")
+        self.training_image_size = tuple(trained) if trained else None
+        self._session = None
+        self._script = None
+        if self.format == "onnx":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = int(threads)
+            self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        else:
+            self._script = torch.jit.load(str(self.path), map_location="cpu")
+            self._script.eval()
+
+    def _apply(self, fn, recurse=True):  # .to(device) moves the TorchScript module too
+        if self._script is not None:
+            self._script._apply(fn)
+        return super()._apply(fn, recurse)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, h, w = pad_to_stride(x, self.stride)
+        if self._session is not None:
+            logits = self._session.run(None, {"image": x.detach().float().cpu().contiguous().numpy()})[0]
+            out = torch.from_numpy(logits).to(x.device)
+        else:
+            out = self._script(x)
+        return crop_to(out, h, w)
+
+
+def normalised(frames: Sequence[np.ndarray]) -> torch.Tensor:
+    """RGB uint8 frames of one size as an ImageNet-normalised float batch."""
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@torch.inference_mode()
+def compare_models(reference: nn.Module, other: nn.Module, batches: Sequence[torch.Tensor]) -> dict[str, Any]:
+    """Argmax agreement and max |Δ logits| of ``other`` against ``reference`` over ``batches``."""
+    same = total = 0
+    max_diff = 0.0
+    for x in batches:
+        ref, got = reference(x), other(x)
+        if got.shape != ref.shape:
+            raise ExportError(
+                f"the exported model gives logits of {list(got.shape)}, PyTorch {list(ref.shape)}"
+            )
+        same += int((ref.argmax(1) == got.argmax(1)).sum())
+        total += ref.shape[0] * ref.shape[2] * ref.shape[3]
+        max_diff = max(max_diff, float((ref - got).abs().max()))
+    return {"pixels": total, "argmax_agreement": same / max(total, 1), "max_abs_logit_diff": max_diff}
+
+
+def verify_export(
+    module: nn.Module, path: Path, frames: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]
+) -> dict[str, Any]:
+    """``path`` against ``module`` on ``frames`` resized to each of ``sizes``; :class:`ExportError` below 99.9%."""
+    import cv2
+
+    exported = RuntimeModel(path)
+    module = module.eval()
+    checks = []
+    for h, w in sizes:
+        batch = normalised([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames])
+        result = compare_models(module, exported, [batch[i : i + 1] for i in range(len(batch))])
+        checks.append({"size": [h, w], "frames": len(frames), **result})
+        log.info(
+            "%s at %dx%d on %d frames: argmax agreement %.5f, max |d logits| %.2e",
+            path.name, h, w, len(frames), result["argmax_agreement"], result["max_abs_logit_diff"],
+        )  # fmt: skip
+    worst = min(c["argmax_agreement"] for c in checks)
+    report = {
+        "argmax_agreement": worst,
+        "max_abs_logit_diff": max(c["max_abs_logit_diff"] for c in checks),
+        "min_agreement": MIN_AGREEMENT,
+        "checks": checks,
+    }
+    if worst < MIN_AGREEMENT:
+        raise ExportError(
+            f"{path}: the exported model agrees with PyTorch on only {worst:.4%} of the pixels (needs "
+            f"{MIN_AGREEMENT:.1%}); see {path.name}.verify.json"
+        )
+    return report
+
+
+def export_checkpoint(
+    ckpt: Checkpoint,
+    fmt: str,
+    out: str | Path | None = None,
+    frames: Sequence[np.ndarray] = (),
+    sizes: Sequence[tuple[int, int]] | None = None,
+    model_cfg: Any = None,
+) -> dict[str, Any]:
+    """Export ``ckpt`` as ``fmt`` (default file: beside the checkpoint), verify it on ``frames``.
+
+    ``sizes`` default: the frames' own size and the training scale of it (one of them usually not a
+    multiple of the stride, so the padding is checked too). Writes ``<file>.verify.json``; returns it.
+    """
+    from segvn.inference.scale import ScaleRule
+    from segvn.utils.io import write_json
+
+    check_format(fmt)
+    module = ckpt.model(model_cfg)
+    path = Path(out).expanduser() if out else ckpt.path.with_suffix(FORMATS[fmt])
+    meta = export_metadata(ckpt, module, fmt)
+    start = time.perf_counter()
+    export_network(module, fmt, path, meta)
+    seconds = time.perf_counter() - start
+    report: dict[str, Any] = {
+        "file": str(path.resolve()),
+        "format": fmt,
+        "export_seconds": round(seconds, 3),
+        "metadata": meta,
+        "versions": _versions(fmt),
+    }
+    if frames:
+        if sizes is None:
+            h, w = frames[0].shape[:2]
+            trained = training_size(ckpt.config)
+            sizes = [(h, w)]
+            if trained:
+                sizes.append(ScaleRule(min(trained), model_stride(module))(h, w))
+        report["verification"] = verify_export(module, path, frames, sizes)
+    write_json(path.with_name(path.name + ".verify.json"), report)
+    return report
+
+
+def _versions(fmt: str) -> dict[str, str]:
+    versions = {"torch": torch.__version__}
+    if fmt == "onnx":
+        import onnx
+        import onnxruntime
+
+        versions |= {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "opset": str(OPSET)}
+    return versions
+
+
+def runtime_model(
+    runtime: str,
+    ckpt: Checkpoint,
+    module: nn.Module,
+    model_file: Any,
+    out_dir: Path,
+    device: torch.device | str = "cpu",
+) -> nn.Module:
+    """The model ``predict``/``evaluate`` run: ``module`` for ``torch``, else an exported file.
+
+    ``model_file`` (an export of this checkpoint) is used when given, after checking its classes; without
+    it the checkpoint is exported into ``out_dir`` first (under a second for ResNet-18; not verified
+    there: ``segvn.export`` verifies on real frames).
+    """
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "onnx" and torch.device(device).type != "cpu" and not model_file:
+        log.warning(
+            "runtime=onnx runs on the CPU (onnxruntime's CPU provider); on %s runtime=torch is used", device
+        )
+        runtime = "torch"
+    if runtime == "torch":
+        if model_file:
+            raise ConfigError(
+                "model_file is run by runtime=onnx or runtime=torchscript; runtime=torch runs ckpt_path"
+            )
+        return module
+    if model_file:
+        path = Path(str(model_file)).expanduser()
+        expected = "onnx" if runtime == "onnx" else "torchscript"
+        meta = read_metadata(path)
+        if meta.get("format") != expected:
+            raise ConfigError(
+                f"model_file={path} is a {meta.get('format')} export but runtime={runtime}; "
+                f"set runtime={meta.get('format')} or export with format={expected}"
+            )
+    else:
+        fmt = "onnx" if runtime == "onnx" else "torchscript"
+        path = Path(out_dir) / f"model{FORMATS[fmt]}"
+        export_network(module, fmt, path, export_metadata(ckpt, module, fmt))
+    exported = RuntimeModel(path)
+    if exported.class_names != list(module.class_names):
+        raise CheckpointError(
+            f"{path}: the exported model predicts {', '.join(exported.class_names)} but {ckpt.path} "
+            f"{', '.join(module.class_names)}; export this checkpoint (python -m segvn.export ckpt_path=...)"
+        )
+    log.info("runtime %s: %s", runtime, path)
+    return exported
+
+
+__all__ = [
+    "ExportError",
+    "FORMATS",
+    "RUNTIMES",
+    "RuntimeModel",
+    "compare_models",
+    "export_checkpoint",
+    "export_network",
+    "read_metadata",
+    "runtime_model",
+    "verify_export",
+]

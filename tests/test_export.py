@@ -1,0 +1,130 @@
+"""``segvn.export`` and the runtimes: ONNX / TorchScript round trips against PyTorch on real CamVid frames.
+
+The checkpoint is the real one trained for two steps at 64x96 (``camvid_checkpoint``); frames are CamVid
+val frames (360x480), also resized to 100x150 (not a multiple of the output stride 16).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+from segvn.errors import ConfigError, ExportError
+from segvn.inference.export import RuntimeModel, compare_models, normalised, read_metadata
+from segvn.inference.predictor import Predictor
+from segvn.models.checkpoint import Checkpoint
+
+FORMATS = (("onnx", ".onnx"), ("torchscript", ".pt"))
+
+
+@pytest.fixture(scope="module")
+def frames(camvid_root: Path) -> list[np.ndarray]:
+    paths = sorted((camvid_root / "val").glob("*.png"))[:2]
+    return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+
+
+@pytest.fixture(scope="module")
+def exported(camvid_checkpoint, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    """Both formats made by the command, as a user would (``run_segvn``)."""
+    from .conftest import run_segvn
+
+    out = tmp_path_factory.mktemp("export")
+    files = {}
+    for fmt, suffix in FORMATS:
+        path = out / f"model{suffix}"
+        proc = run_segvn(
+            "export", f"ckpt_path={camvid_checkpoint}", f"format={fmt}", f"out={path}",
+            "verify.frames=2", f"hydra.run.dir={out / fmt}",
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "argmax agreement" in proc.stderr + proc.stdout
+        files[fmt] = (path, json.loads(path.with_name(path.name + ".verify.json").read_text()))
+    return files
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_writes_metadata_and_verification(exported, camvid_checkpoint, fmt) -> None:
+    path, report = exported[fmt]
+    check = report["verification"]
+    assert check["argmax_agreement"] >= 0.999 and check["max_abs_logit_diff"] < 1e-3
+    # the frames' own size (360x480, padded to 368x480 around the runtime) and the training scale
+    assert [c["size"] for c in check["checks"]] == [[360, 480], [64, 80]]
+    meta = read_metadata(path)
+    ckpt = Checkpoint.read(camvid_checkpoint)
+    assert meta["class_names"] == ckpt.class_names and meta["format"] == fmt
+    assert meta["training_image_size"] == [64, 96] and meta["output_stride"] == 16
+    if fmt == "onnx":
+        props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        assert json.loads(props["segvn"])["class_names"] == ckpt.class_names
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_round_trip_at_two_frame_sizes(exported, camvid_checkpoint, frames, fmt) -> None:
+    module = Checkpoint.read(camvid_checkpoint).model()
+    runtime = RuntimeModel(exported[fmt][0])
+    for h, w in ((100, 150), (368, 480)):  # 100x150 is no multiple of 16: padded and cropped back
+        batch = normalised([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames])
+        with torch.inference_mode():
+            assert runtime(batch).shape == (2, len(runtime.class_names), h, w)  # dynamic batch
+        result = compare_models(module, runtime, [batch])
+        assert result["argmax_agreement"] >= 0.999, (fmt, h, w, result)
+
+
+def test_every_runtime_gives_the_same_labels(exported, camvid_checkpoint, frames) -> None:
+    module = Checkpoint.read(camvid_checkpoint).model()
+    labels = {
+        name: Predictor(model, "cpu", (100, 150), num_classes=8)(frames[:1]).labels
+        for name, model in (
+            ("torch", module),
+            ("onnx", RuntimeModel(exported["onnx"][0])),
+            ("torchscript", RuntimeModel(exported["torchscript"][0])),
+        )
+    }
+    for name in ("onnx", "torchscript"):
+        assert labels[name].shape == (1, 360, 480)
+        assert (labels[name] == labels["torch"]).mean() >= 0.999, name
+
+
+def test_predict_takes_a_runtime(exported, camvid_checkpoint, compose_ckpt, tmp_path) -> None:
+    from segvn.predict import predict
+
+    frame = tmp_path / "f.png"
+    Image.fromarray(np.full((72, 100, 3), 90, np.uint8)).save(frame)
+    onnx_file = exported["onnx"][0]
+    summaries = {}
+    for runtime, extra in (("torch", []), ("onnx", [f"model_file={onnx_file}"]), ("torchscript", [])):
+        cfg, ckpt = compose_ckpt(
+            camvid_checkpoint,
+            [f"input={frame}", f"runtime={runtime}", *extra, f"paths.output_dir={tmp_path / runtime}"],
+            "predict",
+        )
+        summaries[runtime] = predict(cfg, ckpt)
+        assert summaries[runtime]["runtime"] == runtime
+    assert summaries["onnx"]["model_file"] == str(onnx_file)
+    assert (tmp_path / "torchscript" / "model.pt").is_file()  # exported on the fly without model_file
+    shares = {k: (tmp_path / k / "class_shares.csv").read_text().splitlines()[1] for k in summaries}
+    assert shares["onnx"] == shares["torch"] == shares["torchscript"]
+
+    with pytest.raises(ConfigError, match="runtime=onnx"):
+        predict(*compose_ckpt(
+            camvid_checkpoint,
+            [f"input={frame}", "runtime=onnx", f"model_file={exported['torchscript'][0]}",
+             f"paths.output_dir={tmp_path / 'bad'}"],
+            "predict",
+        ))  # fmt: skip
+    with pytest.raises(ConfigError, match="runtime must be one of"):
+        predict(*compose_ckpt(camvid_checkpoint, [f"input={frame}", "runtime=tensorrt"], "predict"))
+
+
+def test_not_an_export_is_one_clear_error(tmp_path) -> None:
+    bad = tmp_path / "x.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ExportError, match="not a segvn export"):
+        read_metadata(bad)
