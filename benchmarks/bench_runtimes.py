@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def gemm_gflops(n: int, repeats: int = 5) -> float:
@@ -59,8 +60,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads")
     parser.add_argument("--gemm", type=int, default=2048)
     parser.add_argument("--ckpt", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench/runtimes.json"))
+    parser.add_argument("--out", "--json", type=Path, default=Path("outputs/bench/runtimes.json"))
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and one iteration (a smoke run)")
     args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.iters, args.warmup, args.gemm = ["96x128"], 1, 0, 256
 
     from segvn.inference.export import RuntimeModel, export_network
     from segvn.models.factory import build_network
@@ -96,12 +100,16 @@ def main() -> None:
         for size in args.sizes:
             h, w = (int(v) for v in size.split("x"))
             x = torch.randn(args.batch, 3, h, w)
+            with FlopCounterMode(display=False) as counter, torch.no_grad():
+                module(x)
+            flops = counter.get_total_flops()
             for runtime, model in models.items():
                 times = timed(model, x, args.warmup, args.iters)
                 ms = statistics.median(times) * 1000
                 row = {
                     "runtime": runtime, "size": [h, w], "batch": args.batch, "median_ms": round(ms, 2),
                     "min_ms": round(min(times) * 1000, 2), "frames_per_s": round(args.batch * 1000 / ms, 3),
+                    "gflop": round(flops / 1e9, 2), "gflop_per_s": round(flops / 1e9 / (ms / 1000), 2),
                 }  # fmt: skip
                 results.append(row)
                 print(
@@ -109,7 +117,15 @@ def main() -> None:
                 )
     gflops = (gflops_before + gemm_gflops(args.gemm)) / 2
     for row in results:
-        row["ms_x_gemm_gflops"] = round(row["median_ms"] * gflops, 1)
+        row["fraction_of_gemm"] = round(row["gflop_per_s"] / gflops, 4)
+    first = results[0]["size"]
+    by = {r["runtime"]: r for r in results if r["size"] == first}
+    headline = {"size": "x".join(map(str, first)), "gemm_gflops": round(gflops, 1)}
+    if "torch" in by:
+        headline.update(
+            {f"{rt}_over_eager": round(by["torch"]["median_ms"] / r["median_ms"], 2) for rt, r in by.items()}
+        )
+    headline["best_fraction_of_gemm"] = max(r["fraction_of_gemm"] for r in by.values())
     import onnxruntime
 
     report = {
@@ -118,6 +134,7 @@ def main() -> None:
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         "iters": args.iters,
         "results": results,
+        "headline": headline,
     }
     print(f"fp32 GEMM {args.gemm}^2: {gflops:.1f} GFLOP/s ({threads} threads)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
