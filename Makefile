@@ -27,7 +27,7 @@ format:
 	$(BIN)/ruff check --fix .
 
 bench:  ## every benchmark -> benchmarks/results/latest.{json,md}; QUICK=1: tiny sizes (CI runs it)
-	OMP_NUM_THREADS= $(BIN)/python benchmarks/run.py $(if $(QUICK),--quick,)
+	env -u OMP_NUM_THREADS $(BIN)/python benchmarks/run.py $(if $(QUICK),--quick,)
 
 train:  ## the thesis recipe on the embedded (synthetic) data
 	$(BIN)/python -m segvn.train +experiment=resnet18
