@@ -26,7 +26,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from segvn.errors import CheckpointError, SegvnError
+from segvn.errors import SegvnError
 from segvn.models.checkpoint import Checkpoint
 from segvn.utils.config import CONFIG_PATH
 from segvn.utils.run import run_task
@@ -145,14 +145,4 @@ def command(
     return wrap
 
 
-def check_classes(ckpt: Checkpoint, data_class_names: list[str]) -> None:
-    """:class:`CheckpointError` when the data's classes are not the ones the model predicts."""
-    names = ckpt.class_names
-    if list(data_class_names) != names:
-        raise CheckpointError(
-            f"{ckpt.path}: the model predicts {len(names)} classes ({', '.join(names)}) but the data has "
-            f"{len(data_class_names)} ({', '.join(data_class_names)}); use data whose classes match"
-        )
-
-
-__all__ = ["Checkpoint", "check_classes", "command", "register_checkpoint_configs"]
+__all__ = ["Checkpoint", "command", "register_checkpoint_configs"]

@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from segvn.cli import Checkpoint, check_classes, command
+from segvn.cli import Checkpoint, command
 from segvn.inference.device import pick_device
 from segvn.inference.evaluation import evaluate_split
 from segvn.inference.export import runtime_model
@@ -60,7 +60,7 @@ def evaluate(cfg: DictConfig, ckpt: Checkpoint) -> dict:
     save_resolved_config(cfg, out / "config.yaml")
     module = ckpt.model(cfg.model)
     dm = instantiate(cfg.data)
-    check_classes(ckpt, dm.class_names)
+    ckpt.require_classes(dm.class_names)
     dataset = dm.require(cfg.split)
     choice = evaluation_image_size(cfg.get("image_size"), ckpt, module, dm.image_size)
     runtime = runtime_model(cfg.runtime, ckpt, module, cfg.model_file, out, pick_device(cfg.device))

@@ -187,7 +187,6 @@ class WandbMedia(Callback):
 
     def _examples(self, trainer: L.Trainer, pl_module: L.LightningModule, names: list[str]) -> list[Any]:
         import numpy as np
-        import torch
         import wandb
 
         frames = self._fixed_frames(trainer)

@@ -15,7 +15,6 @@ from typing import Any
 
 from hydra.utils import instantiate
 
-from segvn.errors import CheckpointError
 from segvn.inference.device import pick_device
 from segvn.inference.export import runtime_model
 from segvn.inference.predictor import Predictor
@@ -38,18 +37,14 @@ class PredictionSession:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _inputs(cfg: Any, ckpt: Checkpoint, class_names: list[str]) -> tuple[list[Path], list, Any, str]:
+def _inputs(cfg: Any, ckpt: Checkpoint) -> tuple[list[Path], list, Any, str]:
     """``(videos, image_groups, data image size, description)`` of ``cfg.input`` or the prediction set."""
     if cfg.input is not None:
         videos, images = collect_inputs(cfg.input)
         groups = [(str(cfg.input), list(zip(images, output_names(images), strict=True)))] if images else []
         return videos, groups, None, str(cfg.input)
     dm = instantiate(cfg.data)
-    if list(dm.class_names) != class_names:
-        raise CheckpointError(
-            f"{ckpt.path}: the model predicts {len(class_names)} classes ({', '.join(class_names)}) but the "
-            f"data has {len(dm.class_names)} ({', '.join(dm.class_names)}); use data whose classes match"
-        )
+    ckpt.require_classes(dm.class_names)
     by_street: dict[str, list[Path]] = defaultdict(list)
     for sample in dm.require("predict").samples:
         by_street[sample.street].append(sample.image)
@@ -78,7 +73,7 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
     """Build the predictor and list the inputs of a :class:`~segvn.inference.options.PredictConfig`."""
     module = ckpt.model(cfg.model)
     class_names = list(module.class_names)
-    videos, groups, data_size, described = _inputs(cfg, ckpt, class_names)
+    videos, groups, data_size, described = _inputs(cfg, ckpt)
     trained = training_size(ckpt.config)
     choice = predict_image_size(cfg.image_size, trained, model_stride(module), data_size)
     temporal = cfg.temporal

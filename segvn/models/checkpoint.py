@@ -130,6 +130,15 @@ class Checkpoint:
             model_cfg.get("class_names") or self.config.get("data", {}).get("class_names") or _default_names()
         )
 
+    def require_classes(self, data_class_names: list[str]) -> None:
+        """:class:`CheckpointError` when the data's classes are not the ones the model predicts."""
+        names = self.class_names
+        if list(data_class_names) != names:
+            raise CheckpointError(
+                f"{self.path}: the model predicts {len(names)} classes ({', '.join(names)}) but the data has "
+                f"{len(data_class_names)} ({', '.join(data_class_names)}); use data whose classes match"
+            )
+
     def model(self, model_cfg: DictConfig | None = None):
         """The LightningModule with the trained weights, in eval mode (see :func:`model_from_checkpoint`)."""
         return model_from_checkpoint(self.raw, model_cfg, self.path)
