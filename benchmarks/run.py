@@ -67,6 +67,10 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
         ],
     ),  # fmt: skip
     "runtimes": (["bench_runtimes.py"], ["bench_runtimes.py", "--quick"]),
+    "precision": (
+        ["bench_precision.py"],
+        ["bench_precision.py", "--size", "64", "96", "--batch", "2", "--steps", "1", "--rounds", "1"],
+    ),
 }
 
 

@@ -10,7 +10,8 @@ model settings stored in it, with command-line overrides winning: before Hydra c
 named by ``ckpt_path=`` is read and its ``data`` and ``model`` configs are registered in Hydra's
 ConfigStore as the options ``data=checkpoint`` and ``model=checkpoint``, which those commands select
 by default (see their ``conf/<verb>.yaml``). So ``data.root=DIR`` edits the stored data config and
-``data=camvid`` replaces it.
+``data=camvid`` replaces it. ``evaluate`` and ``predict`` also take an exported file
+(``ckpt_path=model.onnx``): its metadata carry the same configs, and the file is the model.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from segvn.errors import SegvnError
+from segvn.errors import CheckpointError, SegvnError
+from segvn.inference.export import is_exported_file, read_model_source
 from segvn.models.checkpoint import Checkpoint
 from segvn.utils.config import CONFIG_PATH
 from segvn.utils.run import run_task
@@ -59,14 +61,29 @@ def register_checkpoint_configs(ckpt: Checkpoint) -> None:
             cs.store(group=group, name="checkpoint", node=OmegaConf.create(OmegaConf.to_container(node)))
 
 
-def _read_checkpoint(verb: str, argv: list[str]) -> Checkpoint | None:
+def checkpoint_reader(verb: str, exports: bool) -> Callable[[str], Checkpoint]:
+    """How ``segvn.<verb>`` reads ``ckpt_path``: exported files too when ``exports`` (evaluate, predict)."""
+
+    def read(path: str) -> Checkpoint:
+        if exports:
+            return read_model_source(path)
+        if is_exported_file(path):
+            raise CheckpointError(
+                f"{path}: an exported model; segvn.{verb} needs the PyTorch checkpoint (.ckpt) it was exported from"
+            )
+        return Checkpoint.read(path)
+
+    return read
+
+
+def _read_checkpoint(verb: str, argv: list[str], exports: bool = False) -> Checkpoint | None:
     if any(a in _HELP_FLAGS or a.startswith("--cfg") for a in argv[1:]):
         return None
     path = _arg(argv[1:], "ckpt_path")
     if path is None:
         _fail(f"ckpt_path=PATH is required: the checkpoint (from segvn.train) to {verb}")
     try:
-        ckpt = Checkpoint.read(path)
+        ckpt = checkpoint_reader(verb, exports)(path)
     except SegvnError as err:
         _fail(str(err))
     register_checkpoint_configs(ckpt)
@@ -114,9 +131,12 @@ def _warn(message: str) -> None:
 
 
 def command(
-    config_name: str, from_checkpoint: bool = False
+    config_name: str, from_checkpoint: bool = False, exports: bool = False
 ) -> Callable[[Callable[..., Any]], Callable[[], Any]]:
-    """Decorate ``task(cfg)`` (or ``task(cfg, ckpt)`` with ``from_checkpoint``) into a command's ``main()``."""
+    """Decorate ``task(cfg)`` (or ``task(cfg, ckpt)`` with ``from_checkpoint``) into a command's ``main()``.
+
+    ``exports``: ``ckpt_path`` may also be an exported file (ONNX/TorchScript from ``segvn.export``).
+    """
 
     def wrap(task: Callable[..., Any]) -> Callable[[], Any]:
         loaded: dict[str, Checkpoint] = {}
@@ -126,14 +146,14 @@ def command(
                 return run_task(task, cfg)
             path = str(cfg.ckpt_path)
             if path not in loaded:  # a sweep over ckpt_path: read each file once
-                loaded[path] = run_task(Checkpoint.read, path)
+                loaded[path] = run_task(checkpoint_reader(config_name, exports), path)
             return run_task(task, cfg, loaded[path])
 
         @functools.wraps(task)
         def main() -> Any:
             name = config_name
             if from_checkpoint:
-                ckpt = _read_checkpoint(config_name, sys.argv)
+                ckpt = _read_checkpoint(config_name, sys.argv, exports)
                 if ckpt is not None:
                     loaded[str(_arg(sys.argv[1:], "ckpt_path"))] = ckpt
             elif config_name == "train":

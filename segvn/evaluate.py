@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from segvn.cli import Checkpoint, command
 from segvn.inference.device import pick_device
 from segvn.inference.evaluation import evaluate_split
-from segvn.inference.export import runtime_model
+from segvn.inference.export import runtime_model, runtime_name
 from segvn.inference.options import absent_mode, check_evaluate
 from segvn.inference.scale import (
     ImageSizeChoice,
@@ -87,7 +87,7 @@ def evaluate(cfg: DictConfig, ckpt: Checkpoint) -> dict:
     metrics, cm_png = write_evaluation_report(
         out, run.result, dm.class_names, run.paths, f"Evaluation of {ckpt.path.name} ({cfg.split})",
         checkpoint=str(ckpt.path.resolve()), split=cfg.split, absent_mode=absent_mode(cfg), tta_flip=cfg.tta_flip,
-        runtime="torch" if runtime is module else cfg.runtime, **sizes,
+        runtime=runtime_name(runtime), **sizes,
     )  # fmt: skip
     for lg in instantiate_dict(cfg.get("logger")):
         if isinstance(lg, WandbLogger):
@@ -101,7 +101,7 @@ def evaluate(cfg: DictConfig, ckpt: Checkpoint) -> dict:
     return metrics
 
 
-main = command("evaluate", from_checkpoint=True)(evaluate)
+main = command("evaluate", from_checkpoint=True, exports=True)(evaluate)
 
 if __name__ == "__main__":
     main()

@@ -55,7 +55,7 @@ def predict(cfg: DictConfig, ckpt: Checkpoint) -> dict:
     return summary
 
 
-main = command("predict", from_checkpoint=True)(predict)
+main = command("predict", from_checkpoint=True, exports=True)(predict)
 
 if __name__ == "__main__":
     main()

@@ -46,3 +46,59 @@ def test_budgeted_run_ends_on_time_with_a_decayed_learning_rate(tmp_path: Path) 
     assert last["callbacks"], "the elapsed budget is saved for a resume"
     elapsed = next(v["elapsed"] for k, v in last["callbacks"].items() if "TimeBudget" in k)
     assert budget_s * 0.5 < elapsed < budget_s + 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["resnet18_fast", "mobilenetv2_fast"])
+def test_fast_recipes_run_and_keep_the_averaged_weights(experiment: str, tmp_path: Path, request) -> None:
+    if experiment == "mobilenetv2_fast":
+        request.getfixturevalue("weights_dir")  # skips clearly without ../shared
+    run_dir = tmp_path / "run"
+    proc = run_segvn(
+        "train", f"+experiment={experiment}", "data=synthetic", "budget.minutes=0.15", "logger=csv",
+        "data.source.height=48", "data.source.width=64", "data.num_workers=0", "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1", "test=true", f"hydra.run.dir={run_dir}", root=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert "test/miou" in summary["metrics"]
+    best = next((run_dir / "checkpoints").glob("epoch_*.ckpt"))
+    ckpt = torch.load(best, weights_only=False)
+    cfg = ckpt["segvn_config"]
+    assert cfg["trainer"]["precision"] == "bf16-mixed" and cfg["model"]["channels_last"], "recipe stored"
+    avg, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    key = next(k for k in avg if k.endswith("weight") and avg[k].is_floating_point())
+    assert not torch.equal(avg[key], raw[key]), "the checkpoint holds the EMA, not the raw weights"
+
+
+def test_ema_keeps_the_average_outside_fitting() -> None:
+    """Lightning's EMA would reload the raw weights when testing the best checkpoint after fitting."""
+    from types import SimpleNamespace
+
+    import lightning as L
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    from segvn.callbacks import EMA
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 2)
+
+    module, ema = Tiny(), EMA(decay=0.5)
+    trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.FITTING))
+    ema.setup(trainer, module, "fit")
+    average = {k: torch.zeros_like(v) for k, v in module.state_dict().items()}
+    current = {k: torch.ones_like(v) for k, v in module.state_dict().items()}
+    ckpt = {
+        "state_dict": average,
+        "current_model_state": current,
+        "averaging_state": {"n_averaged": torch.tensor(3)},
+    }
+    module.load_state_dict(average)  # what Lightning does before the callbacks' hook
+    trainer.state.fn = TrainerFn.TESTING
+    ema.on_load_checkpoint(trainer, module, ckpt)
+    assert torch.equal(module.layer.weight, torch.zeros(2, 2)), "testing uses the average"
+    trainer.state.fn = TrainerFn.FITTING
+    ema.on_load_checkpoint(trainer, module, ckpt)
+    assert torch.equal(module.layer.weight, torch.ones(2, 2)), "resuming continues from the raw weights"

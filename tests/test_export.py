@@ -128,3 +128,34 @@ def test_not_an_export_is_one_clear_error(tmp_path) -> None:
     bad.write_bytes(b"not a model")
     with pytest.raises(ExportError, match="not a segvn export"):
         read_metadata(bad)
+
+
+def test_an_exported_file_stands_in_for_its_checkpoint(
+    exported, camvid_checkpoint, compose_cfg, tmp_path
+) -> None:
+    """``ckpt_path=model.onnx`` (or .pt) evaluates like the .ckpt it came from; visualize refuses it."""
+    from segvn.cli import checkpoint_reader, register_checkpoint_configs
+    from segvn.errors import CheckpointError
+    from segvn.evaluate import evaluate
+    from segvn.inference.export import ExportedCheckpoint
+
+    sources = {
+        "ckpt": camvid_checkpoint,
+        "onnx": exported["onnx"][0],
+        "torchscript": exported["torchscript"][0],
+    }
+    results = {}
+    for name, path in sources.items():
+        ckpt = checkpoint_reader("evaluate", exports=True)(str(path))
+        assert isinstance(ckpt, ExportedCheckpoint) == (name != "ckpt")
+        register_checkpoint_configs(ckpt)
+        overrides = [f"ckpt_path={path}", "split=val", "runtime=torch", f"paths.output_dir={tmp_path / name}"]
+        results[name] = evaluate(compose_cfg(overrides, config_name="evaluate"), ckpt)
+    assert results["ckpt"]["runtime"] == "torch"
+    for name in ("onnx", "torchscript"):
+        assert results[name]["runtime"] == name, "the file's format decides the runtime"
+        assert results[name]["images"] == results["ckpt"]["images"] > 0
+        assert results[name]["mean_iou"] == pytest.approx(results["ckpt"]["mean_iou"], abs=1e-3)
+        assert results[name]["image_size"] == results["ckpt"]["image_size"], "the training scale travels"
+    with pytest.raises(CheckpointError, match="needs the PyTorch checkpoint"):
+        checkpoint_reader("visualize", exports=False)(str(exported["onnx"][0]))

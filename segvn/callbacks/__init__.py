@@ -4,6 +4,7 @@ from segvn.callbacks.budget import TimeBudgetSchedule
 from segvn.callbacks.checkpoints import AtomicCheckpointIO, LastCheckpoint, NonFiniteWeightsError
 from segvn.callbacks.config import ConfigInCheckpoint
 from segvn.callbacks.csv_log import ResumableCSVLogger, trim_csv_log
+from segvn.callbacks.ema import EMA
 from segvn.callbacks.epoch_csv import EpochMetricsCSV
 from segvn.callbacks.finite import NonFiniteGuard, TrainingDivergedError
 from segvn.callbacks.progress_plot import TrainingProgressPlot, find_csv_log
@@ -11,6 +12,7 @@ from segvn.callbacks.wandb_media import WandbMedia, validation_confmat
 
 __all__ = [
     "AtomicCheckpointIO",
+    "EMA",
     "LastCheckpoint",
     "NonFiniteGuard",
     "NonFiniteWeightsError",

@@ -9,9 +9,11 @@ common wrapper). This exports cleanly with the TorchScript-based ONNX exporter (
 both record as a shape computation, so one file runs at any stride-multiple size.
 
 Metadata travel with the file (ONNX ``metadata_props``; TorchScript ``_extra_files["segvn.json"]``):
-``class_names``, ``training_image_size``, ``output_stride``, ``checkpoint``, ``format``. At export the
-file is checked on real frames against PyTorch (:func:`verify_export`), and the numbers are written to
-``<file>.verify.json``.
+``class_names``, ``training_image_size``, ``output_stride``, ``checkpoint``, ``format`` and the stored
+``data``/``model`` ``config``. At export the file is checked on real frames against PyTorch
+(:func:`verify_export`), and the numbers are written to ``<file>.verify.json``. Because the config
+travels too, an exported file can stand in for its checkpoint: ``ckpt_path=model.onnx`` in
+``evaluate`` and ``predict`` (:class:`ExportedCheckpoint`, :func:`read_model_source`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import json
 import logging
 import time
 import warnings
+import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +35,7 @@ from torch import nn
 from segvn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segvn.errors import CheckpointError, ConfigError, ExportError
 from segvn.inference.scale import model_stride, training_size
-from segvn.models.checkpoint import Checkpoint
+from segvn.models.checkpoint import CONFIG_KEY, Checkpoint
 from segvn.models.factory import crop_to, pad_to_stride
 
 log = logging.getLogger(__name__)
@@ -59,7 +63,15 @@ def export_metadata(ckpt: Checkpoint, module: nn.Module, fmt: str) -> dict[str, 
         "checkpoint": str(ckpt.path.resolve()),
         "input": "RGB float (B, 3, H, W), ImageNet-normalised, H and W multiples of output_stride",
         "output": "logits (B, C, H, W)",
+        # what evaluate/predict rebuild from a checkpoint, so the file can replace it (ckpt_path=FILE)
+        "config": {key: _plain(ckpt.config.get(key)) for key in ("data", "model")},
     }
+
+
+def _plain(node: Any) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
 
 def export_network(module: nn.Module, fmt: str, out: Path, meta: dict[str, Any]) -> Path:
@@ -267,6 +279,55 @@ def _versions(fmt: str) -> dict[str, str]:
     return versions
 
 
+def is_exported_file(path: str | Path) -> bool:
+    """Whether ``path`` is a segvn export (ONNX by suffix; TorchScript: a zip with our metadata file)
+    rather than a Lightning checkpoint."""
+    path = Path(path).expanduser()
+    if path.suffix == ".onnx":
+        return True
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(name.endswith(f"extra/{META_KEY}.json") for name in zf.namelist())
+
+
+@dataclass
+class ExportedCheckpoint(Checkpoint):
+    """An exported file given as ``ckpt_path``: config and classes from its metadata, and it is the model.
+
+    ``model()`` returns the :class:`RuntimeModel` that runs the file, so evaluate and predict work the
+    same as from the ``.ckpt`` (runtime: the file's format). Commands that need the PyTorch network
+    (``visualize``, ``export``) refuse it.
+    """
+
+    meta: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def read(cls, path: str | Path) -> ExportedCheckpoint:
+        path = Path(path).expanduser()
+        meta = read_metadata(path)
+        config = meta.get("config")
+        if not config or not config.get("model"):
+            raise CheckpointError(
+                f"{path}: this export carries no training config (it predates ckpt_path=FILE); export the "
+                f"checkpoint again with python -m segvn.export, or give ckpt_path=<the .ckpt> model_file={path}"
+            )
+        return cls(path, {CONFIG_KEY: config, "state_dict": {}}, meta)
+
+    def model(self, model_cfg: Any = None) -> RuntimeModel:
+        return RuntimeModel(self.path)
+
+
+def read_model_source(path: str | Path) -> Checkpoint:
+    """``ckpt_path`` read once: a :class:`Checkpoint`, or an :class:`ExportedCheckpoint` for an export."""
+    return ExportedCheckpoint.read(path) if is_exported_file(path) else Checkpoint.read(path)
+
+
+def runtime_name(model: nn.Module) -> str:
+    """The runtime that runs ``model``: ``torch``, or the format of an exported file."""
+    return model.format if isinstance(model, RuntimeModel) else "torch"
+
+
 def runtime_model(
     runtime: str,
     ckpt: Checkpoint,
@@ -283,6 +344,13 @@ def runtime_model(
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if isinstance(module, RuntimeModel):  # ckpt_path is an exported file: it is the model
+        if model_file:
+            raise ConfigError(
+                f"ckpt_path={module.path} is an exported model already; model_file goes with a .ckpt"
+            )
+        log.info("runtime %s: ckpt_path %s is a %s export", module.format, module.path, module.format)
+        return module
     if runtime == "onnx" and torch.device(device).type != "cpu" and not model_file:
         log.warning(
             "runtime=onnx runs on the CPU (onnxruntime's CPU provider); on %s runtime=torch is used", device
@@ -319,13 +387,17 @@ def runtime_model(
 
 __all__ = [
     "ExportError",
+    "ExportedCheckpoint",
     "FORMATS",
     "RUNTIMES",
     "RuntimeModel",
     "compare_models",
     "export_checkpoint",
     "export_network",
+    "is_exported_file",
     "read_metadata",
+    "read_model_source",
     "runtime_model",
+    "runtime_name",
     "verify_export",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 from hydra.utils import instantiate
 
 from segvn.inference.device import pick_device
-from segvn.inference.export import runtime_model
+from segvn.inference.export import runtime_model, runtime_name
 from segvn.inference.predictor import Predictor
 from segvn.inference.scale import ImageSizeChoice, model_stride, parse_size, resolve_image_size, training_size
 from segvn.inference.smoothing import TemporalEMA
@@ -88,7 +88,7 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
         "checkpoint": str(ckpt.path.resolve()),
         "input": described,
         "device": str(predictor.device),
-        "runtime": "torch" if model is module else cfg.runtime,
+        "runtime": runtime_name(model),
         "model_file": str(getattr(model, "path", "")) or None,
         "batch_size": cfg.batch_size,
         # the model input size (per frame size in image_sizes once frames were seen; see run_prediction)

@@ -100,6 +100,12 @@ def sweep_group(default: str | None = None, *, _root_: Any = None) -> str:
     return str(task or "segvn")
 
 
+def budget_interval(minutes: float, share: float | None) -> dict[str, float] | None:
+    """``${segvn.budget_interval:MINUTES,SHARE}``: a ``share`` of a budget of ``minutes`` as Lightning's
+    time-based ``val_check_interval`` (``{"seconds": ...}``); None (once per epoch) when share is null."""
+    return None if share is None else {"seconds": float(minutes) * 60.0 * float(share)}
+
+
 def register_resolvers() -> None:
     """Register segvn's OmegaConf resolvers (idempotent): ``segvn.wandb_offline``, ``segvn.repo_dir``."""
     if not OmegaConf.has_resolver("segvn.wandb_offline"):
@@ -114,6 +120,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("segvn.unique", unique_suffix, use_cache=True)
     if not OmegaConf.has_resolver("segvn.sweep_group"):
         OmegaConf.register_new_resolver("segvn.sweep_group", sweep_group)
+    if not OmegaConf.has_resolver("segvn.budget_interval"):
+        OmegaConf.register_new_resolver("segvn.budget_interval", budget_interval)
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
