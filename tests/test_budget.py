@@ -28,6 +28,15 @@ def test_schedule_shape() -> None:
         TimeBudgetSchedule(10, "step")
 
 
+def test_validation_runs_at_shares_of_the_budget(compose_cfg) -> None:
+    """Validation time counts against the budget: every ``validate_every`` of it, whatever the epoch length."""
+    cfg = compose_cfg(["+budget=45min", "budget.minutes=10", "budget.validate_every=0.25"])
+    assert cfg.trainer.val_check_interval == {"seconds": 150.0}
+    assert cfg.trainer.max_time == {"minutes": 10}
+    cfg = compose_cfg(["+budget=45min", "budget.validate_every=null"])
+    assert cfg.trainer.val_check_interval is None, "null: Lightning's default, every epoch"
+
+
 @pytest.mark.slow
 def test_budgeted_run_ends_on_time_with_a_decayed_learning_rate(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"

@@ -229,3 +229,22 @@ def test_wandb_media_and_progress_plot_are_no_ops_without_their_loggers(tmp_path
     plot = TrainingProgressPlot(tmp_path / "training_progress.png")
     assert plot.plot(trainer) is None
     assert not (tmp_path / "training_progress.png").exists()
+
+
+def test_epoch_csv_writes_validation_metrics_only_for_epochs_that_validated(tmp_path: Path) -> None:
+    """Under a time-based validation cadence (``+budget``) an epoch without validation gets no stale val/*."""
+    from segvn.callbacks import EpochMetricsCSV
+
+    cb = EpochMetricsCSV(tmp_path / "epoch_metrics.csv")
+    trainer = SimpleNamespace(
+        sanity_checking=False, is_global_zero=True, current_epoch=0, global_step=5, optimizers=[],
+        callback_metrics={"train/loss": torch.tensor(1.0), "val/miou": torch.tensor(0.3)},
+    )  # fmt: skip
+    cb.on_validation_end(trainer, None)
+    cb.on_train_epoch_end(trainer, None)
+    trainer.current_epoch, trainer.global_step = 1, 10
+    trainer.callback_metrics["train/loss"] = torch.tensor(0.5)  # val/miou is still the old value
+    cb.on_train_epoch_end(trainer, None)
+    rows = (tmp_path / "epoch_metrics.csv").read_text().splitlines()
+    assert rows[0].split(",") == ["epoch", "step", "train/loss", "val/miou"]
+    assert rows[1].split(",")[3] == "0.30000001192092896" and rows[2].endswith(","), rows

@@ -111,19 +111,17 @@ class SegModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, preds, target = self._step(batch)
-        self.train_loss(loss)
-        self.train_acc(preds, target)
+        # update() only: the epoch values are computed once at the epoch's end, not per batch
+        self.train_loss.update(loss.detach())
+        self.train_acc.update(preds, target)
         n = batch["image"].shape[0]
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
         self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, batch_size=n)
-        self.log(
-            "train/acc_step",
-            (preds == target)[target != self.ignore_index].float().mean(),
-            on_step=True,
-            on_epoch=False,
-            batch_size=n,
-        )
+        valid = target != self.ignore_index
+        correct = ((preds == target) & valid).sum()
+        acc_step = correct.float() / valid.sum()  # NaN for a batch with no labelled pixel
+        self.log("train/acc_step", acc_step, on_step=True, on_epoch=False, batch_size=n)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -1,0 +1,95 @@
+"""One table for recipes trained on the same wall-clock budget: held-out-street mIoU, per-class IoU, BF.
+
+    .venv/bin/python benchmarks/budget_table.py --out benchmarks/results/budget45/resnet18 \
+        "thesis recipe=RUN_DIR" "resnet18_fast=RUN_DIR" "plain loop=benchmarks/results/budget45/plain_resnet18.json"
+
+Each ``NAME=SOURCE`` is a ``segvn.train`` run directory (its ``metrics.json`` for minutes, epochs and
+steps, and ``eval_val/metrics.json`` from ``python -m segvn.evaluate ckpt_path=<best> split=val
+hydra.run.dir=RUN_DIR/eval_val``) or the JSON report of ``benchmarks/plain_train.py``. Writes
+``OUT.json`` (every row) and ``OUT.md`` (the table), and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from segvn.data.classes import CLASS_NAMES
+
+
+def from_run(run: Path) -> dict:
+    train = json.loads((run / "metrics.json").read_text())
+    ev = json.loads((run / "eval_val" / "metrics.json").read_text())
+    cfg = (run / "config.yaml").read_text()
+    return {
+        "source": str(run),
+        "minutes": train["seconds"] / 60.0,
+        "epochs": train["epochs"],
+        "steps": train["global_step"],
+        "batch": train["effective_batch_size"],
+        "best_checkpoint": Path(train["best_model_path"]).name,
+        "miou": ev["mean_iou"],
+        "global_acc": ev["global_accuracy"],
+        "mean_bf_score": ev["mean_bf_score"],
+        "class_iou": {name: row["iou"] for name, row in ev["classes"].items()},
+        "images": ev["images"],
+        "precision": next(
+            (ln.split(":", 1)[1].strip() for ln in cfg.splitlines() if "precision:" in ln), "?"
+        ),
+    }
+
+
+def from_plain(path: Path) -> dict:
+    doc = json.loads(path.read_text())
+    val = doc["val"]
+    return {
+        "source": str(path),
+        "minutes": doc["minutes"],
+        "epochs": doc["epochs"],
+        "steps": doc["steps"],
+        "batch": doc["batch"],
+        "best_checkpoint": "final weights",
+        "miou": val["miou"],
+        "global_acc": val["global_acc"],
+        "mean_bf_score": val["mean_bf_score"],
+        "class_iou": val["class_iou"],
+        "images": None,
+        "precision": "32-true",
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True, help="OUT.json and OUT.md are written")
+    p.add_argument("--baseline", default="plain loop", help="the row the relative gains are against")
+    p.add_argument("rows", nargs="+", help="NAME=RUN_DIR or NAME=plain_train.json")
+    args = p.parse_args()
+    rows = {}
+    for spec in args.rows:
+        name, source = spec.split("=", 1)
+        path = Path(source)
+        rows[name] = from_plain(path) if path.suffix == ".json" else from_run(path)
+    base = rows.get(args.baseline)
+    head = ["recipe", "minutes", "epochs", "steps", "val mIoU", "vs plain", "mean BF", "global acc"]
+    lines = [
+        "| " + " | ".join(head + list(CLASS_NAMES)) + " |",
+        "|" + " --- |" * (len(head) + len(CLASS_NAMES)),
+    ]
+    for name, r in rows.items():
+        gain = f"{r['miou'] / base['miou'] - 1:+.1%}" if base and name != args.baseline else "—"
+        cells = [
+            name, f"{r['minutes']:.1f}", f"{r['epochs']:.0f}", str(r["steps"]), f"{r['miou']:.3f}", gain,
+            f"{r['mean_bf_score']:.3f}", f"{r['global_acc']:.3f}",
+        ]  # fmt: skip
+        cells += [f"{r['class_iou'].get(c, float('nan')):.3f}" for c in CLASS_NAMES]
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
