@@ -67,7 +67,7 @@ def main() -> None:
     args = p.parse_args()
     rows = {}
     for spec in args.rows:
-        name, source = spec.split("=", 1)
+        name, source = spec.rsplit("=", 1)
         path = Path(source)
         rows[name] = from_plain(path) if path.suffix == ".json" else from_run(path)
     base = rows.get(args.baseline)

@@ -25,8 +25,9 @@ class SegModule(L.LightningModule):
     every hyper-parameter. With ``class_weighting`` other than ``none`` the loss weights are taken
     from the data module's training labels when fitting starts and kept in the checkpoint.
     ``channels_last`` stores the network's weights (and feeds its inputs) in NHWC memory order, which
-    oneDNN runs faster on CPUs (about 1.15x per fp32 training step, 1.05x with bf16 autocast, on our
-    2-core machine; ``benchmarks/bench_precision.py``); the numbers computed are the same.
+    oneDNN runs somewhat faster on CPUs (1.02-1.16x per fp32 training step, 1.02-1.05x with bf16
+    autocast, in two runs on our 2-core machine; ``benchmarks/bench_precision.py``); the numbers
+    computed are the same.
     """
 
     def __init__(
