@@ -563,3 +563,12 @@ def test_ddp_two_processes_gloo(tmp_path):
         expected.append(compute_quietly(metric))
     for a, b in zip(expected, torch.load(out_file), strict=True):
         _assert_same(a, b)
+
+
+def test_class_indices_equal_argmax_ties_included():
+    from segvn.metrics import class_indices
+
+    scores = torch.randn(3, 8, 17, 23)
+    scores[:, 5] = scores[:, 2]  # ties: the first index wins, as with argmax
+    assert torch.equal(class_indices(scores), scores.argmax(1))
+    assert torch.equal(class_indices(scores.bfloat16()), scores.bfloat16().argmax(1))

@@ -108,3 +108,24 @@ def test_training_steps_on_real_camvid_reduce_the_loss(camvid_root, tmp_path):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_train_accuracy_is_the_pixel_accuracy_of_the_epoch():
+    """train/acc = correct / labelled pixels over all batches (ignored pixels and empty batches left out)."""
+    from torchmetrics.classification import MulticlassAccuracy
+
+    module = SegModule(
+        net=build_network(encoder_name="resnet18", num_classes=8), optimizer=partial(torch.optim.SGD, lr=0.01)
+    ).eval()  # eval: the same outputs twice (no dropout)
+    reference = MulticlassAccuracy(8, average="micro", ignore_index=255)
+    gen = torch.Generator().manual_seed(0)
+    for unlabelled in (0.1, 0.7, 1.0):  # the last batch has no labelled pixel: its step accuracy is NaN
+        batch = {
+            "image": torch.rand(2, 3, 32, 48, generator=gen),
+            "mask": torch.randint(0, 8, (2, 32, 48), generator=gen),
+        }
+        batch["mask"][torch.rand(2, 32, 48, generator=gen) < unlabelled] = 255
+        with torch.no_grad():
+            module.training_step(batch, 0)
+            reference.update(module(batch["image"]).argmax(1), batch["mask"])
+    assert float(module.train_acc.compute()) == pytest.approx(float(reference.compute()), abs=1e-6)

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from segvn.callbacks.config import ConfigInCheckpoint
 from segvn.data.classes import IGNORE_INDEX
 from segvn.data.transforms import denormalize
-from segvn.metrics import metrics_from_confmat
+from segvn.metrics import class_indices, metrics_from_confmat
 from segvn.viz.plots import plot_confusion_matrix
 
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ class WandbMedia(Callback):
             with torch.no_grad():
                 for item in frames:
                     x = item["image"].unsqueeze(0).to(pl_module.device)
-                    pred = pl_module(x).argmax(1)[0].cpu().numpy().astype(np.uint8)
+                    pred = class_indices(pl_module(x))[0].cpu().numpy().astype(np.uint8)
                     truth = item["mask"].cpu().numpy().astype(np.uint8)
                     images.append(
                         wandb.Image(

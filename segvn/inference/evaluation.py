@@ -17,7 +17,7 @@ import torch
 
 from segvn.data.classes import IGNORE_INDEX
 from segvn.data.transforms import denormalize
-from segvn.metrics import SegmentationMetrics
+from segvn.metrics import SegmentationMetrics, class_indices
 from segvn.models.tta import predict_logits
 from segvn.viz.compare import comparison
 from segvn.viz.image import save_image
@@ -60,7 +60,7 @@ def evaluate_split(
     with torch.inference_mode():
         for batch in loader:
             images, target = batch["image"].to(device), batch["mask"].to(device)
-            preds = predict_logits(model, images, tta_flip).argmax(1)
+            preds = class_indices(predict_logits(model, images, tta_flip))
             metric.update(preds, target)
             paths.extend(batch["path"])
             for i in range(images.shape[0]):

@@ -20,6 +20,7 @@ from omegaconf import ListConfig
 
 from segvn.errors import ConfigError
 from segvn.inference.device import pick_device
+from segvn.metrics import class_indices
 from segvn.models.introspect import (
     check_layers,
     class_visualizations,
@@ -118,7 +119,7 @@ def network_views(
         log.info("%s: %s, strongest channel %d", layer, "x".join(map(str, shape)), strongest)
 
     with torch.no_grad():
-        pred = module(x).argmax(1)[0].cpu().numpy().astype(np.uint8)
+        pred = class_indices(module(x))[0].cpu().numpy().astype(np.uint8)
     shown_pred = cv2.resize(pred, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST)
     save_image(prediction_picture(frame, shown_pred, names, cfg.prediction_alpha), out / "prediction.png")
     counts = np.bincount(pred.ravel(), minlength=len(names))[: len(names)]

@@ -31,6 +31,7 @@ from segvn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segvn.errors import ConfigError
 from segvn.inference.device import pick_device
 from segvn.inference.smoothing import TemporalEMA
+from segvn.metrics import class_indices
 from segvn.models.tta import predict_logits
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ class Predictor:
             margin = (top2[:, 0] - top2[:, 1]).mean(dim=(1, 2)).cpu().numpy()
         if scores.shape[-2:] != (height, width):
             scores = F.interpolate(scores.float(), size=(height, width), mode="bilinear", align_corners=False)
-        labels = scores.max(dim=1).indices  # as argmax, several times faster on CPU for (B, C, H, W)
+        labels = class_indices(scores)
         num_classes = self.num_classes or scores.shape[1]
         offsets = torch.arange(len(frames), device=labels.device).view(-1, 1, 1) * num_classes
         counts = torch.bincount((labels + offsets).flatten(), minlength=len(frames) * num_classes)

@@ -4,6 +4,7 @@ A leaf package: it depends on torch and torchmetrics only, so any part of segvn 
 """
 
 from segvn.metrics.boundary import BFScore, bf_score_per_class, bf_summary, boundary_map, disk_row_half_widths
+from segvn.metrics.labels import class_indices
 from segvn.metrics.segmentation import (
     SegmentationMetrics,
     absent_classes,
@@ -18,6 +19,7 @@ __all__ = [
     "bf_score_per_class",
     "bf_summary",
     "boundary_map",
+    "class_indices",
     "confusion_matrices",
     "disk_row_half_widths",
     "metrics_from_confmat",

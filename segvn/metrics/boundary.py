@@ -26,6 +26,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from segvn.metrics.labels import class_indices
+
 _WORD_BITS = 32
 _MAX_SEGMENT = 33  # a window of <= 33 bits starting at bit s <= 31 lies inside two 32-bit words
 _CHUNK_ELEMENTS = 1 << 22  # bounds the (queries x segments) temporaries to a few tens of MB
@@ -49,7 +51,7 @@ def as_class_indices(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     if target.ndim != 3:
         raise ValueError(f"target must be (N, H, W) or (H, W), got shape {tuple(target.shape)}")
     if preds.ndim == target.ndim + 1:
-        preds = preds.argmax(dim=1)
+        preds = class_indices(preds)
     elif preds.is_floating_point():
         raise ValueError("preds of the target's shape must hold integer class indices, got floats")
     if preds.shape != target.shape:

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
+from segvn.metrics.labels import class_indices
+
 FlowLike = Tensor | np.ndarray
 
 
@@ -104,7 +106,7 @@ def warp_values(values: Tensor, flow: FlowLike) -> tuple[Tensor, Tensor]:
 def _as_labels(pred: Tensor) -> Tensor:
     """``(H, W)``/``(B, H, W)`` class indices, or ``(B, C, H, W)`` scores reduced by argmax."""
     if pred.ndim == 4:
-        return pred.argmax(dim=1)
+        return class_indices(pred)
     if pred.ndim == 2:
         return pred.unsqueeze(0)
     if pred.ndim == 3 and not pred.is_floating_point():

@@ -10,10 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX
-from segvn.metrics import SegmentationMetrics
+from segvn.metrics import SegmentationMetrics, class_indices
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,9 @@ class SegModule(L.LightningModule):
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
-        self.train_acc = MulticlassAccuracy(self.num_classes, average="micro", ignore_index=ignore_index)
+        # pixel accuracy over the epoch (correct / labelled pixels): batch accuracies weighted by their
+        # labelled pixels, from the per-step figure already computed (no second pass over the pixels)
+        self.train_acc = MeanMetric()
         seg = dict(
             num_classes=self.num_classes,
             ignore_index=ignore_index,
@@ -108,20 +109,20 @@ class SegModule(L.LightningModule):
         logits = self(batch["image"])
         target = batch["mask"]
         loss = F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index)
-        return loss, logits.argmax(1), target
+        return loss, class_indices(logits), target
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, preds, target = self._step(batch)
+        valid = target != self.ignore_index
+        labelled = valid.sum()
+        acc_step = ((preds == target) & valid).sum().float() / labelled  # NaN if no pixel is labelled
         # update() only: the epoch values are computed once at the epoch's end, not per batch
         self.train_loss.update(loss.detach())
-        self.train_acc.update(preds, target)
+        self.train_acc.update(acc_step.nan_to_num(0.0), weight=labelled)
         n = batch["image"].shape[0]
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
         self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, batch_size=n)
-        valid = target != self.ignore_index
-        correct = ((preds == target) & valid).sum()
-        acc_step = correct.float() / valid.sum()  # NaN for a batch with no labelled pixel
         self.log("train/acc_step", acc_step, on_step=True, on_epoch=False, batch_size=n)
         return loss
 
