@@ -44,7 +44,7 @@ class NonFiniteGuard(Callback):
                 p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None
             ]
             if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
-                bad, what = True, "gradient"
+                bad, what = True, _describe_gradients(pl_module)
         if bad:
             lr = optimizer.param_groups[0].get("lr")
             raise TrainingDivergedError(
@@ -53,3 +53,14 @@ class NonFiniteGuard(Callback):
                 "lower model.optimizer.lr (or set trainer.gradient_clip_val). Checkpoints written before this "
                 "step are kept and hold finite weights."
             )
+
+
+def _describe_gradients(module: torch.nn.Module) -> str:
+    """Which gradients are non-finite, or (all finite but their norm overflowed) the largest one."""
+    named = [(n, p.grad) for n, p in module.named_parameters() if p.grad is not None]
+    names = [n for n, g in named if not bool(g.isfinite().all())]
+    if names:
+        more = ", ..." if len(names) > 3 else ""
+        return f"gradient in {len(names)} parameter(s): {', '.join(names[:3])}{more}"
+    peak, name = max((float(g.abs().max()), n) for n, g in named)
+    return f"gradient norm (exploding gradients: |grad| up to {peak:.3g} in {name})"

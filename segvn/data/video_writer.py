@@ -68,6 +68,7 @@ class VideoWriter:
         bitrate: int | None = None,
         preset: str = "medium",
         encoder: str | None = None,
+        threads: int = 0,
     ):
         if width < 1 or height < 1 or not fps > 0:
             raise ValueError(f"bad video size/fps: {width}x{height} @ {fps}")
@@ -88,6 +89,8 @@ class VideoWriter:
             options["preset"] = preset
             if bitrate is None and crf is not None:
                 options["crf"] = str(crf)
+            if threads:  # 0: x264's own choice (1.5 threads per core, plus look-ahead threads)
+                options["threads"] = str(threads)
         self._stream = self._container.add_stream(self.encoder, rate=self.rate, options=options)
         self._stream.width, self._stream.height = self.encoded_size
         self._stream.pix_fmt = "yuv420p"

@@ -43,6 +43,7 @@ class OutputOptions:
     # libx264 preset: per 960x540 frame superfast takes ~7.5 ms of CPU, veryfast ~13 ms (files ~40%
     # smaller), medium ~40 ms. Encoding is the largest CPU cost besides the model.
     preset: str = "superfast"
+    encoder_threads: int = 0  # libx264 threads; 0 = x264's choice (1.5 per core)
 
 
 @dataclass
