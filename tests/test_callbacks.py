@@ -248,3 +248,33 @@ def test_epoch_csv_writes_validation_metrics_only_for_epochs_that_validated(tmp_
     rows = (tmp_path / "epoch_metrics.csv").read_text().splitlines()
     assert rows[0].split(",") == ["epoch", "step", "train/loss", "val/miou"]
     assert rows[1].split(",")[3] == "0.30000001192092896" and rows[2].endswith(","), rows
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (float("nan"), "gradient in 1 parameter(s): 1.weight"),
+        (3e20, "exploding gradients: |grad| up to 3e+20 in 1.weight"),
+    ],
+)
+def test_non_finite_guard_names_the_gradient(value: float, said: str) -> None:
+    """A NaN gradient is named; finite gradients whose norm overflows are reported as exploding."""
+    from segvn.callbacks import NonFiniteGuard
+    from segvn.callbacks.finite import TrainingDivergedError
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 2))
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    net[1].weight.grad[0, 0] = value
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    trainer = SimpleNamespace(
+        callback_metrics={"train/loss_step": torch.tensor(0.5)},
+        precision="bf16-mixed",
+        current_epoch=2,
+        global_step=7,
+    )
+    with pytest.raises(TrainingDivergedError, match="epoch 2, step 7") as err:
+        NonFiniteGuard().on_before_optimizer_step(trainer, net, opt)
+    assert said in str(err.value)
+    net[1].weight.grad[0, 0] = 1.0
+    NonFiniteGuard().on_before_optimizer_step(trainer, net, opt)  # finite and small: no error
