@@ -166,7 +166,12 @@ def predict_video(
     )  # fmt: skip
     total = reader.frame_count if options.max_frames is None else min(reader.frame_count, options.max_frames)
     writer = VideoWriter(
-        out_video, info.rate, info.width, info.height, crf=options.output.crf, preset=options.output.preset,
+        out_video,
+        info.rate,
+        info.width,
+        info.height,
+        crf=options.output.crf,
+        preset=options.output.preset,
         threads=options.output.encoder_threads,
     )
     palette = palette_for(len(class_names))
