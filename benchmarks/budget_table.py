@@ -77,7 +77,7 @@ def main() -> None:
         "|" + " --- |" * (len(head) + len(CLASS_NAMES)),
     ]
     for name, r in rows.items():
-        gain = f"{r['miou'] / base['miou'] - 1:+.1%}" if base and name != args.baseline else "—"
+        gain = f"{r['miou'] / base['miou'] - 1:+.2%}" if base and name != args.baseline else "—"
         cells = [
             name, f"{r['minutes']:.1f}", f"{r['epochs']:.0f}", str(r["steps"]), f"{r['miou']:.3f}", gain,
             f"{r['mean_bf_score']:.3f}", f"{r['global_acc']:.3f}",
