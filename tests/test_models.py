@@ -129,3 +129,18 @@ def test_train_accuracy_is_the_pixel_accuracy_of_the_epoch():
             module.training_step(batch, 0)
             reference.update(module(batch["image"]).argmax(1), batch["mask"])
     assert float(module.train_acc.compute()) == pytest.approx(float(reference.compute()), abs=1e-6)
+
+
+def test_encoder_learns_at_its_own_rate():
+    """encoder_lr_mult splits the parameters into [decoder+head, encoder]; 1.0 keeps one group."""
+    net = build_network(encoder_name="resnet18", num_classes=8)
+    sgd = partial(torch.optim.SGD, lr=0.01, momentum=0.9)
+    one = SegModule(net=net, optimizer=sgd).configure_optimizers()
+    assert [g["lr"] for g in one.param_groups] == [0.01]
+    two = SegModule(net=net, optimizer=sgd, encoder_lr_mult=0.1).configure_optimizers()
+    rest, enc = two.param_groups
+    assert rest["lr"] == 0.01 and enc["lr"] == pytest.approx(0.001)
+    encoder = {id(p) for p in net.model.encoder.parameters()}
+    assert {id(p) for p in enc["params"]} == encoder
+    assert not encoder & {id(p) for p in rest["params"]}
+    assert len(rest["params"]) + len(enc["params"]) == len(list(net.parameters()))

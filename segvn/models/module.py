@@ -40,6 +40,7 @@ class SegModule(L.LightningModule):
         scheduler_interval: str = "epoch",
         compile: bool = False,
         channels_last: bool = False,
+        encoder_lr_mult: float = 1.0,
     ) -> None:
         super().__init__()
         self.net = net
@@ -52,6 +53,7 @@ class SegModule(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.compile = compile
         self.channels_last = channels_last
+        self.encoder_lr_mult = encoder_lr_mult
         self.register_buffer("class_weights", torch.ones(self.num_classes))
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
@@ -90,8 +92,9 @@ class SegModule(L.LightningModule):
             self.net = torch.compile(self.net)
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params=params)
+        optimizer = self.optimizer_factory(params=self._param_groups())
+        if len(optimizer.param_groups) == 2:
+            optimizer.param_groups[1]["lr"] *= self.encoder_lr_mult
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
@@ -103,6 +106,22 @@ class SegModule(L.LightningModule):
                 "monitor": "val/loss",
             },
         }
+
+    def _param_groups(self) -> list[torch.nn.Parameter] | list[dict]:
+        """All trainable parameters, or [rest, encoder] when the encoder learns at its own rate.
+
+        A pretrained encoder fine-tuned at a fraction of the decoder's rate keeps more of what it
+        learnt on ImageNet. The decoder's group comes first, so ``param_groups[0]`` is the main rate.
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.encoder_lr_mult == 1.0:
+            return params
+        net = getattr(self.net, "_orig_mod", self.net)  # torch.compile wraps the network
+        encoder = {id(p) for p in net.model.encoder.parameters()}
+        return [
+            {"params": [p for p in params if id(p) not in encoder]},
+            {"params": [p for p in params if id(p) in encoder]},
+        ]
 
     # -- steps -----------------------------------------------------------------------------
     def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
