@@ -107,7 +107,9 @@ def headline(name: str, r: dict) -> str:
         s = r["speed"]
         return (
             f"end-to-end / model-only = {s['end_to_end_over_model_only']:.3f}, "
-            f"end-to-end / naive = {s['end_to_end_over_naive']:.3f}"
+            f"end-to-end / naive = {s['end_to_end_over_naive']:.3f}, "
+            f"end-to-end / {s.get('cores', '?')}-core bound = {s['fps_median']['end_to_end'] / s['bound_fps']:.3f} "
+            f"({r.get('runtime', 'torch')}, batch {r['batch']})"
         )
     return ", ".join(
         f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.get("headline", {}).items()

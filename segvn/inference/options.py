@@ -65,7 +65,8 @@ class PredictConfig:
     # a video, an image, or a folder of videos and/or images (not recursive); null = the data's predict split
     input: Any = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    batch_size: int = 4  # frames per model call; on 2 CPU cores 2-4 are best, on a GPU 8-16
+    # frames per model call; null = 2 on the CPU, 8 on a GPU (see batch_size_for)
+    batch_size: int | None = None
     # the size frames are resized to before the model (scores are brought back to the frame size):
     # null = the training scale (short side = the checkpoint's training short side, rounded to the output
     # stride, aspect kept; native if it was trained at native size; for input=null a resizing data config's
@@ -156,6 +157,17 @@ class ExportConfig:
     paths: Any = None
 
 
+def batch_size_for(batch_size: int | None, device: Any) -> int:
+    """``batch_size``, or for null the measured default of ``device``'s type: 2 on the CPU, 8 on a GPU.
+
+    On 2 CPU cores (ONNX Runtime, 270x480) the whole pipeline ran at 16.9 fps with batch 2, 15.9 with 4
+    and 15.8 with 1: bigger batches only delay the writer. A GPU needs batches to be kept busy.
+    """
+    if batch_size is not None:
+        return int(batch_size)
+    return 2 if str(getattr(device, "type", device)).startswith("cpu") else 8
+
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -163,7 +175,10 @@ def _require(ok: bool, message: str) -> None:
 
 def check_predict(cfg: Any) -> None:
     """Ranges of a :class:`PredictConfig` (or its DictConfig); :class:`ConfigError` naming the setting."""
-    _require(int(cfg.batch_size) >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
+    _require(
+        cfg.batch_size is None or int(cfg.batch_size) >= 1,
+        f"batch_size must be >= 1 or null, got {cfg.batch_size}",
+    )
     _require(
         cfg.max_frames is None or int(cfg.max_frames) >= 1,
         f"max_frames must be >= 1 or null, got {cfg.max_frames}",

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 
 from segvn.inference.device import pick_device
 from segvn.inference.export import runtime_model, runtime_name
+from segvn.inference.options import batch_size_for
 from segvn.inference.predictor import Predictor
 from segvn.inference.scale import ImageSizeChoice, model_stride, parse_size, resolve_image_size, training_size
 from segvn.inference.smoothing import TemporalEMA
@@ -90,7 +91,7 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
         "device": str(predictor.device),
         "runtime": runtime_name(model),
         "model_file": str(getattr(model, "path", "")) or None,
-        "batch_size": cfg.batch_size,
+        "batch_size": batch_size_for(cfg.batch_size, predictor.device),
         # the model input size (per frame size in image_sizes once frames were seen; see run_prediction)
         "image_size": list(choice.size) if isinstance(choice.size, tuple) else None,
         "image_size_rule": choice.rule,
@@ -107,7 +108,7 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
     }
     log.info(
         "predicting %s on %s (batch %d, model input %s, ema %s%s)",
-        described, predictor.device, cfg.batch_size,
+        described, predictor.device, meta["batch_size"],
         choice.describe(), smoother.ema,
         ", flow-aligned" if smoother.flow_aligned and smoother.ema else "",
     )  # fmt: skip

@@ -33,7 +33,7 @@ from segvn.data.video import VIDEO_EXTENSIONS, open_video
 from segvn.data.video_writer import VideoWriter
 from segvn.errors import DataError, InputNotFoundError, SegvnError
 from segvn.inference.consistency import TemporalTracker
-from segvn.inference.options import PredictConfig
+from segvn.inference.options import PredictConfig, batch_size_for
 from segvn.inference.outputs import InputResult, SharesCSV, build_summary
 from segvn.inference.predictor import BatchPrediction, Predictor
 from segvn.inference.streaming import Consumer, Item, run_stream
@@ -129,7 +129,8 @@ def _stream(
 ) -> InputResult:
     """The tail both drivers share: stream, then fill in times and shares; an input error ends the input."""
     start, model_before = time.perf_counter(), predictor.seconds
-    error = run_stream(items, predictor, consumers, options.batch_size, options.queue_size, advance)
+    batch = batch_size_for(options.batch_size, predictor.device)
+    error = run_stream(items, predictor, consumers, batch, options.queue_size, advance)
     result.seconds += time.perf_counter() - start
     result.model_seconds = predictor.seconds - model_before
     result.share_sums = sink.share_sums
