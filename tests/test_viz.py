@@ -259,6 +259,14 @@ def test_plot_training_progress_from_real_csvlogger(tmp_path):
     _assert_png(plot_training_progress(partial, tmp_path / "partial.png"))
 
 
+def test_long_runs_label_every_nth_epoch():
+    """A 63-epoch budget run labelled every epoch drew its numbers on top of each other."""
+    from segvn.viz.plots import _epoch_label_step
+
+    assert [_epoch_label_step(n) for n in (1, 25, 26, 63, 300)] == [1, 1, 2, 5, 20]
+    assert all(n / _epoch_label_step(n) <= 25 for n in range(1, 2000))
+
+
 def test_plot_training_progress_without_metrics_is_a_clear_error(tmp_path):
     csv = tmp_path / "metrics.csv"
     pd.DataFrame({"epoch": [0, 0, 1], "step": [0, 1, 2]}).to_csv(csv, index=False)

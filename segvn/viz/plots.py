@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -140,7 +141,7 @@ def plot_confusion_matrix(
     ax = fig.subplots()
     vmax = 100.0 if normalize else max(values.max(), 1.0)
     im = ax.imshow(values, cmap=cmap, vmin=0.0, vmax=vmax)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="%" if normalize else "pixels")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="%" if normalize else "pixels")
     for i in range(n):
         for j in range(n):
             v = values[i, j]
@@ -198,11 +199,19 @@ def _epoch_spans(df: pd.DataFrame) -> list[tuple[int, float, float]]:
     return [(int(e), float(lo), float(hi)) for e, (lo, hi) in spans.iterrows()]
 
 
+def _epoch_label_step(epochs: int, most: int = 25) -> int:
+    """Label (and draw the boundary of) every n-th epoch, n in 1, 2, 5, 10, 20, 50, ...: at most ``most``."""
+    step = 1
+    while epochs / step > most:
+        step = step * 5 // 2 if str(step)[0] == "2" else step * 2
+    return step
+
+
 def _plot_series(ax, df: pd.DataFrame, columns: list[str], smoothing: float) -> None:
     for i, col in enumerate(columns):
         data = df[["step", col]].dropna().sort_values("step")
         x, y = data["step"].to_numpy(float), data[col].to_numpy(float)
-        colour = f"C{i}"
+        colour = f"C{i}" if len(columns) <= 10 else matplotlib.colormaps["tab20"](i % 20)
         dense = len(x) > 20 or col.endswith("_step")
         if dense and smoothing > 0:  # noisy per-step curve: raw values faint, smoothed on top (MATLAB)
             ax.plot(x, y, color=colour, alpha=0.25, linewidth=0.8)
@@ -213,7 +222,10 @@ def _plot_series(ax, df: pd.DataFrame, columns: list[str], smoothing: float) -> 
             style = "--" if col.lower().startswith("val") else "-"
             ax.plot(x, y, style, color=colour, marker="o", markersize=4, linewidth=1.4, label=col)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    if len(columns) > 6:  # e.g. per-class IoUs: beside the panel rather than over the curves
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    else:
+        ax.legend(fontsize=8, loc="best")
 
 
 def plot_training_progress(
@@ -246,16 +258,19 @@ def plot_training_progress(
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False, height_ratios=ratios)[:, 0]
     labels = {"metric": "accuracy / IoU", "loss": "loss", "lr": "learning rate"}
     spans = _epoch_spans(df)
+    every = _epoch_label_step(len(spans))
     for ax, kind in zip(axes, panels, strict=True):
         _plot_series(ax, df, groups[kind], 0.0 if kind == "lr" else smoothing)
         ax.set_ylabel(labels[kind])
-        for _, _, last in spans[:-1]:
-            ax.axvline(last + 0.5, color="grey", linestyle=":", linewidth=1.0)
+        for epoch, _, last in spans[:-1]:
+            if (epoch + 1) % every == 0:
+                ax.axvline(last + 0.5, color="grey", linestyle=":", linewidth=1.0)
     axes[-1].set_xlabel("iteration (step)")
     if spans:
         top = axes[0].secondary_xaxis("top")
-        top.set_xticks([(lo + hi) / 2 for _, lo, hi in spans], [str(e) for e, _, _ in spans])
-        top.set_xlabel("epoch")
+        shown = [(e, lo, hi) for e, lo, hi in spans if e % every == 0]
+        top.set_xticks([(lo + hi) / 2 for _, lo, hi in shown], [str(e) for e, _, _ in shown])
+        top.set_xlabel("epoch" if every == 1 else f"epoch (every {every})")
     fig.suptitle(title)
     return _save(fig, out)
 
