@@ -18,17 +18,20 @@ pass ``--ckpt`` for a real model; without it a model is trained briefly on CamVi
 and cached under ``outputs/bench/predict_ckpt``.
 
     .venv/bin/python benchmarks/bench_predict.py [speed|temporal|all] [--ckpt PATH] [--frames 100]
-        [--size 270 480] [--batch 4] [--device auto]
+        [--size 270 480] [--batch 0] [--runtime onnx] [--device auto]
 
-Default video: ``$SEGVN_SHARED/videos/solidWhiteRight.mp4`` (960x540, 25 fps, 221 frames);
-``--frames 0`` takes all of them.
+The model runs as ``segvn.predict`` runs it by default: ``--runtime onnx`` (an export made in a temporary
+folder) and ``--batch 0`` = predict's default for the device (2 on the CPU). Default video:
+``$SEGVN_SHARED/videos/solidWhiteRight.mp4`` (960x540, 25 fps, 221 frames); ``--frames 0`` takes all.
 
-Results on 2 shared CPU cores (torch 2.14.1, ResNet-18 DeepLabV3+ at 270x480, quiet machine, medians):
+``speed`` also prints the bound threads can reach on this machine: the CPU time of everything but the
+model (1/naive - 1/model-only per frame) spread over the cores beside a model that keeps them all busy.
 
-* ``speed --frames 0 --repeats 3`` (batch 4): model-only 7.02 fps, end-to-end 6.45 fps (0.918x),
-  naive 6.95 fps. Batch 2: model-only 7.69, end-to-end 6.73 (0.875x), naive 6.59. On two cores the
-  decode/draw/encode/TC threads (~20 ms of CPU per frame, H.264 the largest part) take CPU from the
-  model, and batch 1 is no slower per frame than batch 4 on this CPU, so the naive loop is close.
+Results on 2 CPU cores (ResNet-18 DeepLabV3+ at 270x480, quiet machine, medians of 3):
+
+* ``speed --frames 0 --repeats 3`` (onnx, batch 2; 2026-11-25): model-only 21.2 fps, end-to-end 17.2 fps
+  (0.81x), naive 14.4 fps (end-to-end 1.20x naive); the 2-core bound is 17.1 fps, reached at 1.006x.
+  Earlier, with eager torch at batch 4: model-only 7.02, end-to-end 6.45, naive 6.95 fps.
 * ``temporal --frames 100 --agree``: TC 0.695 without smoothing; ema 0.5: 0.729 (flow-aligned 0.745);
   ema 0.8: 0.792 (flow-aligned 0.817); 1.1% (0.5) and 2.3-2.5% (0.8) of the pixels change label;
   end-to-end fps 7.02 / 6.35 / 5.63 / 6.24 / 5.78 in that order.

@@ -153,7 +153,7 @@ class RuntimeModel(nn.Module):
                 options.intra_op_num_threads = int(threads)
             # onnxruntime's idle threads spin by default, taking the CPU from the threads that decode,
             # resize, draw and encode around the model; without spinning, 150 frames at 270x480 on 2
-            # cores ran at 20.3 vs 16.0 fps model-only and 15.9 vs 15.2 end to end (scratch measurement)
+            # cores ran at 20.3 vs 16.0 fps model-only and 15.9 vs 15.2 end to end (README, Benchmarks)
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         else:
