@@ -332,6 +332,7 @@ class _FakePredictor:
     """Labels = a class per frame, optionally slow or failing; counts frames like Predictor."""
 
     smoother = None
+    device = torch.device("cpu")
 
     def __init__(self, delay: float = 0.0, fail_at: int | None = None):
         self.delay, self.fail_at, self.frames, self.seconds = delay, fail_at, 0, 0.0
