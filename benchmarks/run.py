@@ -108,7 +108,7 @@ def headline(name: str, r: dict) -> str:
         return (
             f"end-to-end / model-only = {s['end_to_end_over_model_only']:.3f}, "
             f"end-to-end / naive = {s['end_to_end_over_naive']:.3f}, "
-            f"end-to-end / {s.get('cores', '?')}-core bound = {s['fps_median']['end_to_end'] / s['bound_fps']:.3f} "
+            f"end-to-end / {s.get('cores', '?')}-core bound = {s['end_to_end_over_bound']:.3f} "
             f"({r.get('runtime', 'torch')}, batch {r['batch']})"
         )
     return ", ".join(

@@ -6,6 +6,7 @@ and never touches global figure state. Every function takes the output path and 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -201,10 +202,7 @@ def _epoch_spans(df: pd.DataFrame) -> list[tuple[int, float, float]]:
 
 def _epoch_label_step(epochs: int, most: int = 25) -> int:
     """Label (and draw the boundary of) every n-th epoch, n in 1, 2, 5, 10, 20, 50, ...: at most ``most``."""
-    step = 1
-    while epochs / step > most:
-        step = step * 5 // 2 if str(step)[0] == "2" else step * 2
-    return step
+    return next(m * 10**e for e in itertools.count() for m in (1, 2, 5) if epochs <= most * m * 10**e)
 
 
 def _plot_series(ax, df: pd.DataFrame, columns: list[str], smoothing: float) -> None:
