@@ -13,7 +13,8 @@ the comparison isolates the training recipe.
         --weights ../shared/weights/mobilenet_v2_imagenet.pth --out .../plain_mobilenetv2.json
 
 After the budget the final weights are evaluated on the validation street (``data=camvid_streets``:
-0016E5, a street training never saw), and on the splits named by ``--also`` (e.g. ``train``);
+0016E5, a street training never saw; with ``--tta`` also with flip test-time augmentation, as
+``val_tta``), and on the splits named by ``--also`` (e.g. ``train``);
 the report is JSON with mIoU, per-class IoU, BF score, minutes, epochs and steps.
 """
 
@@ -31,6 +32,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from segvn.metrics import SegmentationMetrics
+from segvn.models.tta import predict_logits
 from segvn.utils import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,12 +61,12 @@ def build(args: argparse.Namespace):
 
 
 @torch.no_grad()
-def evaluate(net: torch.nn.Module, loader, num_classes: int, names: list[str]) -> dict:
-    """mIoU, per-class IoU, global accuracy and BF score of ``net`` over ``loader``."""
+def evaluate(net: torch.nn.Module, loader, num_classes: int, names: list[str], flip: bool = False) -> dict:
+    """mIoU, per-class IoU, global accuracy and BF score of ``net`` over ``loader`` (``flip``: with flip TTA)."""
     net.eval()
     metrics = SegmentationMetrics(num_classes, class_names=names, bf_score=True, validate_args=False)
     for batch in loader:
-        metrics.update(net(batch["image"]).argmax(1), batch["mask"])
+        metrics.update(predict_logits(net, batch["image"], flip).argmax(1), batch["mask"])
     s = metrics.compute()
     return {
         "miou": float(s["mean_iou"]),
@@ -116,6 +118,8 @@ def train(args: argparse.Namespace) -> dict:
         "threads": torch.get_num_threads(),
         "val": evaluate(net, dm.val_dataloader(), dm.num_classes, names),
     }
+    if args.tta:
+        report["val_tta"] = evaluate(net, dm.val_dataloader(), dm.num_classes, names, flip=True)
     for split in args.also:
         report[split] = evaluate(net, dm.eval_dataloader(split), dm.num_classes, names)
     if args.save:
@@ -136,6 +140,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--also", nargs="*", default=[], help="also evaluate these splits (e.g. train)")
+    p.add_argument("--tta", action="store_true", help="also evaluate val with flip TTA (as val_tta)")
     p.add_argument("--save", type=Path, default=None, help="save the final state dict here")
     p.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     p.add_argument("override", nargs="*", help="extra Hydra overrides of the data/model configs")
