@@ -25,7 +25,8 @@ folder) and ``--batch 0`` = predict's default for the device (2 on the CPU). Def
 ``$SEGVN_SHARED/videos/solidWhiteRight.mp4`` (960x540, 25 fps, 221 frames); ``--frames 0`` takes all.
 
 ``speed`` also prints the bound threads can reach on this machine: the CPU time of everything but the
-model (1/naive - 1/model-only per frame) spread over the cores beside a model that keeps them all busy.
+model (the naive loop's seconds outside the Predictor, per frame) spread over the cores beside a model
+that keeps them all busy.
 
 Results on 2 CPU cores (ResNet-18 DeepLabV3+ at 270x480, quiet machine, medians of 3):
 
@@ -56,7 +57,7 @@ from segvn.data.video_writer import VideoWriter
 from segvn.inference.consistency import TemporalTracker
 from segvn.inference.device import pick_device
 from segvn.inference.export import runtime_model
-from segvn.inference.options import PredictConfig, batch_size_for
+from segvn.inference.options import PredictConfig, batch_size_for, preset_for
 from segvn.inference.predictor import Predictor
 from segvn.inference.smoothing import TemporalEMA
 from segvn.inference.video import run_prediction
@@ -101,6 +102,14 @@ def first_frames(video: Path, n: int | None) -> list[np.ndarray]:
     return frames
 
 
+def options(args, **kwargs) -> PredictConfig:
+    """segvn.predict's defaults, with ``--preset`` for the overlay video's encoder when given."""
+    config = PredictConfig(**kwargs)
+    if args.preset:
+        config.output.preset = args.preset
+    return config
+
+
 def model_only(module, frames, args) -> float:
     predictor = Predictor(module, args.device, args.size)
     predictor(frames[: args.batch])  # warm-up
@@ -115,16 +124,20 @@ def end_to_end(module, video, args, out: Path, ema=0.0, flow_aligned=False) -> d
     predictor(first_frames(video, args.batch))  # warm-up, like model_only
     predictor.reset()
     predictor.reset_timing()
-    options = PredictConfig(batch_size=args.batch, max_frames=args.frames or None, save_labels=args.agree)
-    return run_prediction(predictor, out, list(module.class_names), options, videos=[video])
+    config = options(args, batch_size=args.batch, max_frames=args.frames or None, save_labels=args.agree)
+    return run_prediction(predictor, out, list(module.class_names), config, videos=[video])
 
 
-def naive(module, video, args, out: Path) -> float:
-    """Read, infer (batch 1), blend + legend, encode, TC: one frame at a time, one thread."""
+def naive(module, video, args, out: Path) -> tuple[float, float]:
+    """Read, infer (batch 1), blend + legend, encode, TC: one frame at a time, one thread.
+
+    Returns its frames per second and the seconds per frame spent outside the model.
+    """
     predictor = Predictor(module, args.device, args.size)
     predictor(first_frames(video, 1))
+    predictor.reset_timing()
     names = list(module.class_names)
-    defaults = PredictConfig()
+    defaults = options(args)
     drawer = OverlayDrawer(names, defaults.alpha, defaults.legend, defaults.legend_corner)
     tracker = TemporalTracker(len(names))
     start = time.perf_counter()
@@ -136,7 +149,7 @@ def naive(module, video, args, out: Path) -> float:
         info.width,
         info.height,
         crf=defaults.output.crf,
-        preset=defaults.output.preset,
+        preset=preset_for(defaults.output.preset),
     )
     with video as writer:
         for frame in reader:
@@ -146,7 +159,8 @@ def naive(module, video, args, out: Path) -> float:
             count += 1
             if args.frames and count == args.frames:
                 break
-    return count / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return count / seconds, (seconds - predictor.seconds) / count
 
 
 def speed(module, video, args, work: Path) -> dict:
@@ -161,7 +175,9 @@ def speed(module, video, args, work: Path) -> dict:
         summary = end_to_end(module, video, args, work / f"e2e_{r}")
         runs["end_to_end"].append(summary["fps"])
         runs.setdefault("end_to_end_model", []).append(summary["model_fps"])
-        runs["naive"].append(naive(module, video, args, work))
+        fps, other = naive(module, video, args, work)
+        runs["naive"].append(fps)
+        runs.setdefault("other_ms", []).append(other * 1e3)
         print(
             f"  repeat {r + 1}: model-only {runs['model_only'][-1]:.2f} fps, end-to-end {runs['end_to_end'][-1]:.2f} "
             f"fps (its model part {summary['model_fps']:.2f}), naive {runs['naive'][-1]:.2f} fps",
@@ -195,7 +211,7 @@ def speed(module, video, args, work: Path) -> dict:
         f"end-to-end / naive = {result['end_to_end_over_naive']:.2f}x"
     )
     print(
-        f"the rest of the pipeline takes {other * 1e3:.1f} ms of CPU per frame (naive - model-only); spread "
+        f"the rest of the pipeline takes {other * 1e3:.1f} ms of CPU per frame (the naive loop outside the model); spread "
         f"over {cores} cores beside a model that keeps them busy, end-to-end can reach {bound:.2f} fps "
         f"({result['bound_over_model_only']:.3f}x model-only); measured {result['end_to_end_over_bound']:.3f} of that"
     )
@@ -240,6 +256,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0, help="0 = segvn.predict's default for the device")
     parser.add_argument("--runtime", default="onnx", choices=("torch", "onnx", "torchscript"))
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--preset", default=None, help="libx264 preset of the overlay video (default: predict's)"
+    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--train-batches", type=int, default=40)
     parser.add_argument("--train-size", type=int, nargs=2, default=[180, 240])

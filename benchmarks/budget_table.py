@@ -5,8 +5,11 @@
 
 Each ``NAME=SOURCE`` is a ``segvn.train`` run directory (its ``metrics.json`` for minutes, epochs and
 steps, and ``eval_val/metrics.json`` from ``python -m segvn.evaluate ckpt_path=<best> split=val
-hydra.run.dir=RUN_DIR/eval_val``) or the JSON report of ``benchmarks/plain_train.py``. Writes
-``OUT.json`` (every row) and ``OUT.md`` (the table), and prints the table.
+hydra.run.dir=RUN_DIR/eval_val``), one evaluation folder inside it (``RUN_DIR/eval_val_tta``, e.g.
+evaluated with ``tta_flip=true``), or the JSON report of ``benchmarks/plain_train.py``
+(``REPORT.json@val_tta`` takes its flip-TTA evaluation). Gains are against ``--baseline``: one row,
+or the mean mIoU of several (seeds of the plain loop). Writes ``OUT.json`` (every row) and
+``OUT.md`` (the table), and prints the table.
 """
 
 from __future__ import annotations
@@ -18,9 +21,13 @@ from pathlib import Path
 from segvn.data.classes import CLASS_NAMES
 
 
-def from_run(run: Path) -> dict:
+def from_run(path: Path) -> dict:
+    evaluated = (path / "metrics.json").exists() and "mean_iou" in json.loads(
+        (path / "metrics.json").read_text()
+    )
+    run, eval_dir = (path.parent, path) if evaluated else (path, path / "eval_val")
     train = json.loads((run / "metrics.json").read_text())
-    ev = json.loads((run / "eval_val" / "metrics.json").read_text())
+    ev = json.loads((eval_dir / "metrics.json").read_text())
     cfg = (run / "config.yaml").read_text()
     return {
         "source": str(run),
@@ -40,9 +47,9 @@ def from_run(run: Path) -> dict:
     }
 
 
-def from_plain(path: Path) -> dict:
+def from_plain(path: Path, key: str = "val") -> dict:
     doc = json.loads(path.read_text())
-    val = doc["val"]
+    val = doc[key]
     return {
         "source": str(path),
         "minutes": doc["minutes"],
@@ -62,22 +69,31 @@ def from_plain(path: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True, help="OUT.json and OUT.md are written")
-    p.add_argument("--baseline", default="plain loop", help="the row the relative gains are against")
+    p.add_argument(
+        "--baseline",
+        nargs="+",
+        default=["plain loop"],
+        help="the row(s) the gains are against (their mean mIoU)",
+    )
     p.add_argument("rows", nargs="+", help="NAME=RUN_DIR or NAME=plain_train.json")
     args = p.parse_args()
     rows = {}
     for spec in args.rows:
         name, source = spec.rsplit("=", 1)
+        source, _, key = source.partition("@")
         path = Path(source)
-        rows[name] = from_plain(path) if path.suffix == ".json" else from_run(path)
-    base = rows.get(args.baseline)
+        rows[name] = from_plain(path, key or "val") if path.suffix == ".json" else from_run(path)
+    missing = [b for b in args.baseline if b not in rows]
+    if missing:
+        raise SystemExit(f"--baseline names no row: {', '.join(missing)}")
+    base = sum(rows[b]["miou"] for b in args.baseline) / len(args.baseline)
     head = ["recipe", "minutes", "epochs", "steps", "val mIoU", "vs plain", "mean BF", "global acc"]
     lines = [
         "| " + " | ".join(head + list(CLASS_NAMES)) + " |",
         "|" + " --- |" * (len(head) + len(CLASS_NAMES)),
     ]
     for name, r in rows.items():
-        gain = f"{r['miou'] / base['miou'] - 1:+.2%}" if base and name != args.baseline else "—"
+        gain = "—" if name in args.baseline else f"{r['miou'] / base - 1:+.2%}"
         cells = [
             name, f"{r['minutes']:.1f}", f"{r['epochs']:.0f}", str(r["steps"]), f"{r['miou']:.3f}", gain,
             f"{r['mean_bf_score']:.3f}", f"{r['global_acc']:.3f}",

@@ -28,7 +28,7 @@ from segvn.data.video import open_video
 from segvn.data.video_writer import VideoWriter
 from segvn.errors import ConfigError
 from segvn.inference.device import pick_device
-from segvn.inference.options import PredictConfig, TemporalOptions, batch_size_for
+from segvn.inference.options import PredictConfig, TemporalOptions, batch_size_for, preset_for
 from segvn.inference.outputs import SharesCSV
 from segvn.inference.predictor import BatchPrediction, Predictor
 from segvn.inference.smoothing import TemporalEMA
@@ -232,6 +232,7 @@ def test_image_and_folder_inputs(camvid_checkpoint, compose_ckpt, video_path: Pa
     # the training scale (trained at 64x96): 75x120 -> short side 64, 102.4 rounded to 16 -> 64x96
     assert summary["image_size"] == [64, 96] and summary["image_size_rule"] == "training-scale"
     assert summary["batch_size"] == 2, "batch_size=null: the CPU's measured default"
+    assert summary["video_preset"] == preset_for(None), "output.preset=null: resolved for this machine"
     assert len(_shares(out / "class_shares.csv")) == 1
 
     # a folder: images of two sizes, and a video that gets its own overlay video
@@ -502,3 +503,9 @@ def test_batch_size_default_follows_the_device():
     assert batch_size_for(None, torch.device("cpu")) == 2
     assert batch_size_for(None, torch.device("cuda", 0)) == 8
     assert batch_size_for(5, torch.device("cpu")) == 5
+
+
+def test_video_preset_default_follows_the_core_count():
+    assert preset_for(None, cores=2) == "ultrafast"  # the encoder would take the model's cores
+    assert preset_for(None, cores=16) == "superfast"
+    assert preset_for("medium", cores=2) == "medium"  # an explicit preset wins

@@ -105,6 +105,36 @@ def test_warp_labels_matches_opencv_remap() -> None:
     assert np.array_equal(got, expected)
 
 
+def test_warp_labels_cpu_fast_path_equals_the_gather() -> None:
+    """uint8 maps on the CPU take cv2.remap; the labels equal the torch gather's, halves and borders included."""
+    rng = np.random.default_rng(1)
+    labels = torch.from_numpy(rng.integers(0, 5, (2, H, W)).astype(np.uint8))
+    flow = rng.uniform(-6, 6, (2, H, W, 2)).astype(np.float32)
+    flow[0, ::3] = np.round(flow[0, ::3]) + 0.5  # exact halves: both must round half to even
+    fast = warp_labels(labels, flow)
+    assert fast.dtype == torch.uint8
+    slow = warp_labels(labels.long(), flow)
+    assert torch.equal(fast.long(), slow)
+    assert (slow == 255).any() and (slow != 255).any()  # the flow carries some pixels outside the frame
+    assert torch.equal(warp_labels(labels[0], flow[0]), fast[0])  # (H, W) maps too
+
+
+def test_update_counts_match_per_class_sums() -> None:
+    """The joint-histogram update gives the I and U that per-class masks give."""
+    rng = np.random.default_rng(2)
+    prev = torch.from_numpy(rng.integers(0, 4, (H, W)))
+    nxt = torch.from_numpy(rng.integers(0, 4, (H, W)))
+    prev[0, :5] = 255  # ignored pixels in either map are left out
+    nxt[1, :5] = 255
+    metric = TemporalConsistency(num_classes=4)
+    metric.update(prev, nxt)
+    valid = (prev != 255) & (nxt != 255)
+    for k in range(4):
+        a, b = (prev == k) & valid, (nxt == k) & valid
+        assert metric.intersection[k] == (a & b).sum()
+        assert metric.union[k] == (a | b).sum()
+
+
 @pytest.fixture(scope="module")
 def real_frame(video_path: Path) -> np.ndarray:
     frame = next(open_video(video_path, "pyav").frames([60])).rgb

@@ -272,6 +272,22 @@ def test_writer_pads_odd_sizes_and_checks_frames(tmp_path: Path) -> None:
     assert frame.rgb.shape == (22, 34, 3) and abs(int(frame.rgb[:21, :33].mean()) - 200) <= 2
 
 
+def test_writer_keeps_colours(tmp_path: Path) -> None:
+    """Saturated class colours come back as they went in: the RGB -> YUV conversion has the right matrix,
+    range and channel order (a grey ramp would not tell)."""
+    from segvn.data.classes import PALETTE
+
+    colours = np.asarray(PALETTE, np.uint8).reshape(-1, 3)
+    rgb = np.repeat(np.repeat(colours[None], 64, axis=0), 32, axis=1)  # one 32 px wide band per class
+    with VideoWriter(tmp_path / "colours.mp4", 25, rgb.shape[1], 64, crf=10, preset="ultrafast") as writer:
+        for _ in range(3):
+            writer.write(rgb)
+    (frame, *_) = list(open_video(tmp_path / "colours.mp4", "pyav"))
+    inner = (slice(8, 56), np.concatenate([np.arange(32 * k + 6, 32 * k + 26) for k in range(len(colours))]))
+    error = np.abs(frame.rgb[inner].astype(np.int16) - rgb[inner])
+    assert error.mean() < 3 and error.max() < 16, (error.mean(), error.max())
+
+
 def test_h264_encoder_available() -> None:
     assert pick_h264_encoder() == available_h264_encoders()[0]
     assert pick_h264_encoder() in {"libx264", "libopenh264"}

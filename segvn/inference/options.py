@@ -10,6 +10,7 @@ checked by :func:`check_predict` / :func:`check_evaluate`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -40,9 +41,8 @@ class OutputOptions:
     """The overlay video: H.264 (libx264 via PyAV), yuv420p, constant frame rate = the input's."""
 
     crf: int = 20
-    # libx264 preset: per 960x540 frame superfast takes ~7.5 ms of CPU, veryfast ~13 ms (files ~40%
-    # smaller), medium ~40 ms. Encoding is the largest CPU cost besides the model.
-    preset: str = "superfast"
+    # libx264 preset; null = preset_for(): ultrafast on machines of up to 4 cores, superfast above.
+    preset: str | None = None
     encoder_threads: int = 0  # libx264 threads; 0 = x264's choice (1.5 per core)
 
 
@@ -54,7 +54,7 @@ class TemporalOptions:
     flow_aligned: bool = False  # warp the running average onto each new frame with DIS optical flow
     tc: bool = True  # measure temporal consistency (TC, Liu et al. 2020) on consecutive frames
     tc_scale: float = 0.5  # TC's flow and label comparison run at this fraction of the frame size
-    tc_flow: FlowPreset = FlowPreset.fast
+    tc_flow: FlowPreset = FlowPreset.ultrafast  # DIS preset of TC's flow (segvn.inference.consistency)
 
 
 @dataclass
@@ -166,6 +166,28 @@ def batch_size_for(batch_size: int | None, device: Any) -> int:
     if batch_size is not None:
         return int(batch_size)
     return 2 if str(getattr(device, "type", device)).startswith("cpu") else 8
+
+
+SMALL_MACHINE_CORES = 4
+"""Up to this many cores the encoder of the overlay video competes with the model for the CPU."""
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity, which containers and ``taskset`` narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def preset_for(preset: str | None, cores: int | None = None) -> str:
+    """``preset``, or for null the libx264 preset for a machine of ``cores`` (default: this one's).
+
+    The overlay video of the dash-cam clip (221 frames of 960x540, crf 20): ultrafast takes 2.2 ms of
+    CPU per frame for a 4.6 MB file, superfast 5.9 ms for 3.8 MB (veryfast ~9.5 ms, medium ~40 ms).
+    On up to :data:`SMALL_MACHINE_CORES` cores every millisecond of encoding is taken from the model,
+    so ultrafast (files ~25% larger); above, superfast.
+    """
+    if preset is not None:
+        return str(preset)
+    return "ultrafast" if (cores or available_cores()) <= SMALL_MACHINE_CORES else "superfast"
 
 
 def _require(ok: bool, message: str) -> None:

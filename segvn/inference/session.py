@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 
 from segvn.inference.device import pick_device
 from segvn.inference.export import runtime_model, runtime_name
-from segvn.inference.options import batch_size_for
+from segvn.inference.options import batch_size_for, preset_for
 from segvn.inference.predictor import Predictor
 from segvn.inference.scale import ImageSizeChoice, model_stride, parse_size, resolve_image_size, training_size
 from segvn.inference.smoothing import TemporalEMA
@@ -92,6 +92,7 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
         "runtime": runtime_name(model),
         "model_file": str(getattr(model, "path", "")) or None,
         "batch_size": batch_size_for(cfg.batch_size, predictor.device),
+        "video_preset": preset_for(cfg.output.preset),
         # the model input size (per frame size in image_sizes once frames were seen; see run_prediction)
         "image_size": list(choice.size) if isinstance(choice.size, tuple) else None,
         "image_size_rule": choice.rule,

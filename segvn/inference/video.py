@@ -33,7 +33,7 @@ from segvn.data.video import VIDEO_EXTENSIONS, open_video
 from segvn.data.video_writer import VideoWriter
 from segvn.errors import DataError, InputNotFoundError, SegvnError
 from segvn.inference.consistency import TemporalTracker
-from segvn.inference.options import PredictConfig, batch_size_for
+from segvn.inference.options import PredictConfig, batch_size_for, preset_for
 from segvn.inference.outputs import InputResult, SharesCSV, build_summary
 from segvn.inference.predictor import BatchPrediction, Predictor
 from segvn.inference.streaming import Consumer, Item, run_stream
@@ -172,7 +172,7 @@ def predict_video(
         info.width,
         info.height,
         crf=options.output.crf,
-        preset=options.output.preset,
+        preset=preset_for(options.output.preset),
         threads=options.output.encoder_threads,
     )
     palette = palette_for(len(class_names))

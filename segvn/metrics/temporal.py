@@ -16,6 +16,8 @@ A leaf module: torch, torchmetrics, numpy and OpenCV only.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import torch
@@ -76,11 +78,15 @@ def _source_coords(flow: Tensor) -> tuple[Tensor, Tensor]:
 def warp_labels(labels: Tensor, flow: FlowLike, ignore_index: int = 255) -> Tensor:
     """Nearest-neighbour backward warp of label maps ``(H, W)`` or ``(B, H, W)``: ``out(x) = labels(x + flow(x))``.
 
-    Pixels whose source lies outside the frame get ``ignore_index``.
+    Pixels whose source lies outside the frame get ``ignore_index``. ``uint8`` maps on the CPU go through
+    ``cv2.remap`` (the same labels, both round half to even, at a tenth of the time of the gather).
     """
     squeeze = labels.ndim == 2
     lab = labels.unsqueeze(0) if squeeze else labels
     b, h, w = lab.shape
+    if lab.device.type == "cpu" and lab.dtype == torch.uint8 and 0 <= ignore_index <= 255:
+        out = _remap_labels(lab.numpy(), _flow_array(flow, b, h, w), ignore_index)
+        return torch.from_numpy(out[0] if squeeze else out)
     x, y = _source_coords(_flow_tensor(flow, b, h, w, lab.device))
     xi, yi = torch.round(x).long(), torch.round(y).long()
     inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
@@ -88,6 +94,35 @@ def warp_labels(labels: Tensor, flow: FlowLike, ignore_index: int = 255) -> Tens
     out = torch.gather(lab.reshape(b, -1), 1, flat).reshape(b, h, w)
     out = torch.where(inside, out, torch.full_like(out, ignore_index))
     return out[0] if squeeze else out
+
+
+def _flow_array(flow: FlowLike, batch: int, height: int, width: int) -> np.ndarray:
+    flow = flow.detach().cpu().numpy() if isinstance(flow, Tensor) else np.asarray(flow)
+    flow = flow[None] if flow.ndim == 3 else flow
+    if flow.shape[1:] != (height, width, 2) or flow.shape[0] not in (1, batch):
+        raise ValueError(f"flow must be ([B,] {height}, {width}, 2), got {tuple(flow.shape)}")
+    return np.broadcast_to(flow.astype(np.float32, copy=False), (batch, height, width, 2))
+
+
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ys, xs)`` float32 pixel coordinates, kept for the next frame of a video (read-only)."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    ys.flags.writeable = xs.flags.writeable = False
+    return ys, xs
+
+
+def _remap_labels(labels: np.ndarray, flow: np.ndarray, ignore_index: int) -> np.ndarray:
+    """:func:`warp_labels` of ``(B, H, W)`` uint8 maps with ``cv2.remap``."""
+    _, h, w = labels.shape
+    ys, xs = _pixel_grid(h, w)
+    return np.stack([
+        cv2.remap(
+            np.ascontiguousarray(lab), xs + f[..., 0], ys + f[..., 1], cv2.INTER_NEAREST,
+            borderMode=cv2.BORDER_CONSTANT, borderValue=ignore_index,
+        )
+        for lab, f in zip(labels, flow, strict=True)
+    ])  # fmt: skip
 
 
 def warp_values(values: Tensor, flow: FlowLike) -> tuple[Tensor, Tensor]:
@@ -135,19 +170,21 @@ class TemporalConsistency(Metric):
         self.add_state("union", default=zeros.clone(), dist_reduce_fx="sum")
 
     def update(self, prev_pred: Tensor, next_pred: Tensor, flow: FlowLike | None = None) -> None:
-        prev, nxt = _as_labels(prev_pred).long(), _as_labels(next_pred).long()
+        prev, nxt = _as_labels(prev_pred), _as_labels(next_pred)
         if prev.shape != nxt.shape:
             raise ValueError(f"prediction shapes differ: {tuple(prev.shape)} vs {tuple(nxt.shape)}")
         if flow is not None:
             nxt = warp_labels(nxt, flow, self.ignore_index)
         c = self.num_classes
+        prev, nxt = prev.long(), nxt.long()
         valid = (prev >= 0) & (prev < c) & (nxt >= 0) & (nxt < c)
-        spill = torch.full_like(prev, c)  # invalid pixels go to a dropped extra bin (no host sync)
-        count_prev = torch.bincount(torch.where(valid, prev, spill).flatten(), minlength=c + 1)[:c]
-        count_next = torch.bincount(torch.where(valid, nxt, spill).flatten(), minlength=c + 1)[:c]
-        inter = torch.bincount(torch.where(valid & (prev == nxt), prev, spill).flatten(), minlength=c + 1)[:c]
+        # One joint histogram (a c x c confusion matrix of prev vs next) instead of three bincounts;
+        # invalid pixels go to a dropped extra bin (no host sync).
+        pairs = torch.where(valid, prev * c + nxt, c * c)
+        joint = torch.bincount(pairs.flatten(), minlength=c * c + 1)[: c * c].view(c, c)
+        inter = joint.diagonal()
         self.intersection += inter
-        self.union += count_prev + count_next - inter
+        self.union += joint.sum(0) + joint.sum(1) - inter
 
     def update_frames(
         self,
