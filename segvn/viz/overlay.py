@@ -82,6 +82,8 @@ def overlay(
     image, index = np.ascontiguousarray(image), np.ascontiguousarray(index)
     colour = cv2.LUT(cv2.merge([index, index, index]), lut.reshape(256, 1, 3))
     out = cv2.addWeighted(image, 1.0 - alpha, colour, alpha, 0.0)
+    if index.max(initial=0) < int(valid.sum()):  # every pixel has a class (any prediction): done
+        return out
     unlabelled = cv2.LUT(index, np.where(valid, 0, 255).astype(np.uint8))
     return cv2.copyTo(image, unlabelled, out)
 
