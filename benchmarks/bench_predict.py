@@ -30,9 +30,10 @@ that keeps them all busy.
 
 Results on 2 CPU cores (ResNet-18 DeepLabV3+ at 270x480, quiet machine, medians of 3):
 
-* ``speed --frames 0 --repeats 3`` (onnx, batch 2; 2026-11-25): model-only 21.2 fps, end-to-end 17.2 fps
-  (0.81x), naive 14.4 fps (end-to-end 1.20x naive); the 2-core bound is 17.1 fps, reached at 1.006x.
-  Earlier, with eager torch at batch 4: model-only 7.02, end-to-end 6.45, naive 6.95 fps.
+* ``speed --frames 0 --repeats 3`` (onnx, batch 2; make bench 2026-11-25 04:33): model-only 21.96 fps,
+  end-to-end 19.23 fps (0.876x), naive 17.46 fps (end-to-end 1.10x naive); the rest of the pipeline
+  takes 10.1 ms of CPU per frame, so the 2-core bound is 19.77 fps (0.90x), reached at 0.973.
+  Before TC's cv2 warp, the writer's cv2 colour conversion and x264 ultrafast: 0.81-0.83x, ~21 ms.
 * ``temporal --frames 100 --agree``: TC 0.695 without smoothing; ema 0.5: 0.729 (flow-aligned 0.745);
   ema 0.8: 0.792 (flow-aligned 0.817); 1.1% (0.5) and 2.3-2.5% (0.8) of the pixels change label;
   end-to-end fps 7.02 / 6.35 / 5.63 / 6.24 / 5.78 in that order.
