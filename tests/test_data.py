@@ -270,3 +270,33 @@ def test_download_camvid_from_local_source(camvid_root, tmp_path):
     files = sorted(p.name for p in (root / "train").glob("*.png"))
     assert files and files == sorted(p.name for p in (root / "trainannot").glob("*.png"))
     assert len(CamVid(root, train=["train"]).samples("train")) == len(files)
+
+
+def test_synthetic_cache_is_never_half_written(tmp_path: Path) -> None:
+    """Jobs of a sweep may generate the same synthetic cache at once: a reader never sees a partial PNG."""
+    import threading
+
+    from segvn.data.synthetic import generate
+
+    root = tmp_path / "synthetic"
+    generate(root, streets=1, frames=4, height=96, width=128)
+    done, failures = threading.Event(), []
+
+    def regenerate() -> None:
+        for _ in range(3):  # another job that found no marker yet writes every file again
+            (root / "synthetic.json").unlink(missing_ok=True)
+            generate(root, streets=1, frames=4, height=96, width=128)
+        done.set()
+
+    writer = threading.Thread(target=regenerate)
+    writer.start()
+    while not done.is_set():
+        for path in root.rglob("*.png"):
+            try:
+                with Image.open(path) as image:
+                    image.load()
+            except (OSError, SyntaxError) as err:
+                failures.append(f"{path.name}: {err}")
+    writer.join()
+    assert not failures, failures[:3]
+    assert not list(root.rglob("*.tmp"))

@@ -12,6 +12,7 @@ Frames are written once in the ``data=vietnam`` layout (RGB colour masks) and re
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from PIL import Image
 
 from segvn.data.classes import CLASS_NAMES, PALETTE, index_to_rgb
 from segvn.data.sources import StreetFolders
+from segvn.utils.io import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -248,10 +250,18 @@ def generate(
         for t in range(frames):
             img, lab = render_frame(layout, 3 * t, height, width, rng)
             stem = f"{name}_{3 * t:06d}"
-            Image.fromarray(img).save(root / name / "frames" / f"{stem}.png")
-            Image.fromarray(index_to_rgb(lab, PALETTE)).save(root / name / "labels" / f"{stem}.png")
-    marker.write_text(json.dumps(spec))
+            _save_png(img, root / name / "frames" / f"{stem}.png")
+            _save_png(index_to_rgb(lab, PALETTE), root / name / "labels" / f"{stem}.png")
+    write_atomic(marker, json.dumps(spec))
     return root
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    """Replace ``path`` in one step: jobs of a sweep that generate the same cache at once never read a
+    half-written file (every job writes the same bytes)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    write_atomic(path, buffer.getvalue())
 
 
 class SyntheticStreets(StreetFolders):
