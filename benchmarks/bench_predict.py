@@ -58,7 +58,7 @@ from segvn.data.video_writer import VideoWriter
 from segvn.inference.consistency import TemporalTracker
 from segvn.inference.device import pick_device
 from segvn.inference.export import runtime_model
-from segvn.inference.options import PredictConfig, batch_size_for, preset_for
+from segvn.inference.options import PredictConfig, available_cores, batch_size_for, preset_for
 from segvn.inference.predictor import Predictor
 from segvn.inference.smoothing import TemporalEMA
 from segvn.inference.video import run_prediction
@@ -197,7 +197,7 @@ def speed(module, video, args, work: Path) -> dict:
     }
     # What the threads can reach at best: the CPU time of everything but the model (the naive loop's
     # seconds outside the Predictor, per frame) spread over every core while the model keeps them busy.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = available_cores()
     other = med["other_ms"] / 1e3
     bound = 1.0 / (1.0 / med["model_only"] + other / cores)
     result.update(cores=cores, other_ms_per_frame=other * 1e3, bound_fps=bound)

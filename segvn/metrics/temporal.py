@@ -85,7 +85,8 @@ def warp_labels(labels: Tensor, flow: FlowLike, ignore_index: int = 255) -> Tens
     lab = labels.unsqueeze(0) if squeeze else labels
     b, h, w = lab.shape
     if lab.device.type == "cpu" and lab.dtype == torch.uint8 and 0 <= ignore_index <= 255:
-        out = _remap_labels(lab.numpy(), _flow_array(flow, b, h, w), ignore_index)
+        flows = _flow_tensor(flow, b, h, w, lab.device).numpy()
+        out = _remap_labels(lab.numpy(), flows, ignore_index)
         return torch.from_numpy(out[0] if squeeze else out)
     x, y = _source_coords(_flow_tensor(flow, b, h, w, lab.device))
     xi, yi = torch.round(x).long(), torch.round(y).long()
@@ -94,14 +95,6 @@ def warp_labels(labels: Tensor, flow: FlowLike, ignore_index: int = 255) -> Tens
     out = torch.gather(lab.reshape(b, -1), 1, flat).reshape(b, h, w)
     out = torch.where(inside, out, torch.full_like(out, ignore_index))
     return out[0] if squeeze else out
-
-
-def _flow_array(flow: FlowLike, batch: int, height: int, width: int) -> np.ndarray:
-    flow = flow.detach().cpu().numpy() if isinstance(flow, Tensor) else np.asarray(flow)
-    flow = flow[None] if flow.ndim == 3 else flow
-    if flow.shape[1:] != (height, width, 2) or flow.shape[0] not in (1, batch):
-        raise ValueError(f"flow must be ([B,] {height}, {width}, 2), got {tuple(flow.shape)}")
-    return np.broadcast_to(flow.astype(np.float32, copy=False), (batch, height, width, 2))
 
 
 @functools.lru_cache(maxsize=4)
