@@ -108,6 +108,10 @@ def options(args, **kwargs) -> PredictConfig:
     config = PredictConfig(**kwargs)
     if args.preset:
         config.output.preset = args.preset
+    if args.decode_threads is not None:
+        config.video.threads = args.decode_threads
+    if args.encoder_threads is not None:
+        config.output.encoder_threads = args.encoder_threads
     return config
 
 
@@ -142,7 +146,8 @@ def naive(module, video, args, out: Path) -> tuple[float, float]:
     drawer = OverlayDrawer(names, defaults.alpha, defaults.legend, defaults.legend_corner)
     tracker = TemporalTracker(len(names))
     start = time.perf_counter()
-    reader = open_video(video, str(defaults.video.backend))  # the backend segvn.predict uses
+    # the backend and thread counts segvn.predict uses
+    reader = open_video(video, str(defaults.video.backend), threads=defaults.video.threads)
     info, count = reader.info, 0
     video = VideoWriter(
         out / "naive.mp4",
@@ -151,6 +156,7 @@ def naive(module, video, args, out: Path) -> tuple[float, float]:
         info.height,
         crf=defaults.output.crf,
         preset=preset_for(defaults.output.preset),
+        threads=defaults.output.encoder_threads,
     )
     with video as writer:
         for frame in reader:
@@ -260,6 +266,8 @@ def main() -> None:
     parser.add_argument(
         "--preset", default=None, help="libx264 preset of the overlay video (default: predict's)"
     )
+    parser.add_argument("--decode-threads", type=int, default=None, help="default: predict's")
+    parser.add_argument("--encoder-threads", type=int, default=None, help="default: predict's")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--train-batches", type=int, default=40)
     parser.add_argument("--train-size", type=int, nargs=2, default=[180, 240])

@@ -119,20 +119,23 @@ def test_warp_labels_cpu_fast_path_equals_the_gather() -> None:
     assert torch.equal(warp_labels(labels[0], flow[0]), fast[0])  # (H, W) maps too
 
 
-def test_update_counts_match_per_class_sums() -> None:
-    """The joint-histogram update gives the I and U that per-class masks give."""
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8], ids=["bincount", "calchist"])
+def test_update_counts_match_per_class_sums(dtype: torch.dtype) -> None:
+    """Both joint-histogram paths (int64 bincount, CPU uint8 calcHist) give the I and U of per-class masks."""
     rng = np.random.default_rng(2)
-    prev = torch.from_numpy(rng.integers(0, 4, (H, W)))
-    nxt = torch.from_numpy(rng.integers(0, 4, (H, W)))
-    prev[0, :5] = 255  # ignored pixels in either map are left out
-    nxt[1, :5] = 255
+    prev = torch.from_numpy(rng.integers(0, 4, (3, H, W))).to(dtype)  # a batch of pairs
+    nxt = torch.from_numpy(rng.integers(0, 4, (3, H, W))).to(dtype)
+    prev[0, 0, :5] = 255  # ignored pixels in either map are left out
+    nxt[1, 1, :5] = 255
+    prev[2, 2, :5] = 4  # so are labels beyond the classes (the calcHist range ends at num_classes)
     metric = TemporalConsistency(num_classes=4)
     metric.update(prev, nxt)
-    valid = (prev != 255) & (nxt != 255)
+    valid = (prev < 4) & (nxt < 4)
     for k in range(4):
         a, b = (prev == k) & valid, (nxt == k) & valid
         assert metric.intersection[k] == (a & b).sum()
         assert metric.union[k] == (a | b).sum()
+    assert metric.intersection.dtype == metric.union.dtype == torch.long
 
 
 @pytest.fixture(scope="module")

