@@ -272,16 +272,23 @@ def test_writer_pads_odd_sizes_and_checks_frames(tmp_path: Path) -> None:
     assert frame.rgb.shape == (22, 34, 3) and abs(int(frame.rgb[:21, :33].mean()) - 200) <= 2
 
 
-def test_writer_keeps_colours(tmp_path: Path) -> None:
+@pytest.mark.parametrize("i420", [False, True], ids=["rgb", "i420"])
+def test_writer_keeps_colours(tmp_path: Path, i420: bool) -> None:
     """Saturated class colours come back as they went in: the RGB -> YUV conversion has the right matrix,
-    range and channel order (a grey ramp would not tell)."""
+    range and channel order (a grey ramp would not tell); frames given as I420 (what the overlay of
+    segvn.predict draws) likewise."""
     from segvn.data.classes import PALETTE
 
     colours = np.asarray(PALETTE, np.uint8).reshape(-1, 3)
     rgb = np.repeat(np.repeat(colours[None], 64, axis=0), 32, axis=1)  # one 32 px wide band per class
     with VideoWriter(tmp_path / "colours.mp4", 25, rgb.shape[1], 64, crf=10, preset="ultrafast") as writer:
         for _ in range(3):
-            writer.write(rgb)
+            if i420:
+                writer.write_i420(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420))
+            else:
+                writer.write(rgb)
+        with pytest.raises(ValueError, match="I420"):
+            writer.write_i420(rgb[..., 0])
     (frame, *_) = list(open_video(tmp_path / "colours.mp4", "pyav"))
     inner = (slice(8, 56), np.concatenate([np.arange(32 * k + 6, 32 * k + 26) for k in range(len(colours))]))
     error = np.abs(frame.rgb[inner].astype(np.int16) - rgb[inner])

