@@ -51,6 +51,7 @@ def _resume_point(cfg: DictConfig) -> int | None:
     if not cfg.get("ckpt_path"):
         return None
     ckpt = Checkpoint.read(cfg.ckpt_path)
+    ckpt.require_resumable(cfg.model)
     return int(ckpt.raw.get("global_step", 0))
 
 

@@ -108,6 +108,28 @@ def test_resume_before_the_first_checkpoint_starts_cleanly(camvid_root: Path, tm
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 1
 
 
+def test_resume_refuses_an_optimizer_of_other_parameter_groups(camvid_checkpoint: Path, caplog) -> None:
+    """``model.encoder_lr_mult`` 1 vs not-1 changes the optimizer's groups: a clear error, not torch's."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    from segvn.errors import CheckpointError
+    from segvn.models.checkpoint import CONFIG_KEY
+
+    ckpt = Checkpoint.read(camvid_checkpoint)  # trained with the default encoder_lr_mult=1
+    ckpt.require_resumable(OmegaConf.create({"encoder_lr_mult": 1.0}))
+    with pytest.raises(CheckpointError, match=r"encoder_lr_mult=1 .*resume with model.encoder_lr_mult=1"):
+        ckpt.require_resumable(OmegaConf.create({"encoder_lr_mult": 0.1}))
+    raw = copy.deepcopy(ckpt.raw)
+    raw[CONFIG_KEY]["model"]["encoder_lr_mult"] = 0.1
+    with caplog.at_level("WARNING", logger="segvn.models.checkpoint"):
+        Checkpoint(ckpt.path, raw).require_resumable(OmegaConf.create({"encoder_lr_mult": 0.2}))
+    assert "has no effect" in caplog.text
+    with pytest.raises(CheckpointError, match="encoder_lr_mult=0.1"):
+        Checkpoint(ckpt.path, raw).require_resumable(OmegaConf.create({}))
+
+
 # -------------------------------------------------------------------------------------- divergence
 @pytest.mark.slow
 def test_non_finite_loss_stops_training_and_no_nan_checkpoint_is_written(camvid_root: Path, tmp_path: Path):

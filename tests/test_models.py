@@ -144,3 +144,49 @@ def test_encoder_learns_at_its_own_rate():
     assert {id(p) for p in enc["params"]} == encoder
     assert not encoder & {id(p) for p in rest["params"]}
     assert len(rest["params"]) + len(enc["params"]) == len(list(net.parameters()))
+
+
+# ---------------------------------------------------------------------------------------------- OHEM
+def test_ohem_keeps_the_hard_pixels_and_at_least_min_kept() -> None:
+    """Hand case: four pixels with true-class probabilities 0.9, 0.5, 0.2 and one ignored."""
+    import torch.nn.functional as F
+
+    from segvn.models.losses import ohem_cross_entropy
+
+    p = torch.tensor([0.9, 0.5, 0.2, 0.3])  # probability of class 0, the true class of every pixel
+    logits = torch.stack([p.log(), (1 - p).log()]).view(1, 2, 1, 4)  # softmax gives back p
+    target = torch.tensor([[[0, 0, 0, 255]]])
+    weight = torch.tensor([2.0, 1.0])
+    ce = -p.log()
+    got = ohem_cross_entropy(logits, target, weight, thresh=0.7, min_kept=1)  # keeps 0.5 and 0.2
+    assert float(got) == pytest.approx(float((2 * ce[1] + 2 * ce[2]) / 4), rel=1e-5)
+    got = ohem_cross_entropy(logits, target, weight, thresh=0.3, min_kept=2)  # min_kept raises it to 0.5
+    assert float(got) == pytest.approx(float((ce[1] + ce[2]) / 2), rel=1e-5)
+    everything = ohem_cross_entropy(logits, target, weight, thresh=1.0, min_kept=0)
+    assert float(everything) == pytest.approx(
+        float(F.cross_entropy(logits, target, weight, ignore_index=255))
+    )
+
+
+def test_ohem_trains_and_validation_keeps_the_plain_loss() -> None:
+    """model.ohem changes the training loss only; gradients flow."""
+    import torch.nn.functional as F
+
+    net = build_network(encoder_name="resnet18", num_classes=8)
+    module = SegModule(
+        net=net, optimizer=partial(torch.optim.SGD, lr=0.01), ohem={"thresh": 0.7, "min_kept": 50}
+    )
+    gen = torch.Generator().manual_seed(0)
+    batch = {
+        "image": torch.rand(2, 3, 32, 48, generator=gen),
+        "mask": torch.randint(0, 8, (2, 32, 48), generator=gen),
+    }
+    loss, _, _ = module._step(batch, train=True)
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in net.model.decoder.parameters())
+    with torch.no_grad():
+        module.eval()  # no dropout: both forward passes give the same logits
+        plain, _, _ = module._step(batch)
+        assert float(plain) == pytest.approx(
+            float(F.cross_entropy(module(batch["image"]), batch["mask"])), rel=1e-5
+        )

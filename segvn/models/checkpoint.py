@@ -9,6 +9,7 @@ read once, and its config, class names and model come from that one read.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from segvn.errors import CheckpointError
 
 CONFIG_KEY = "segvn_config"
+
+log = logging.getLogger(__name__)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -138,6 +141,28 @@ class Checkpoint:
                 f"{self.path}: the model predicts {len(names)} classes ({', '.join(names)}) but the data has "
                 f"{len(data_class_names)} ({', '.join(data_class_names)}); use data whose classes match"
             )
+
+    def require_resumable(self, model_cfg: DictConfig) -> None:
+        """:class:`CheckpointError` when training cannot go on from this file with ``model_cfg``'s optimizer.
+
+        ``model.encoder_lr_mult`` other than 1 gives the encoder its own parameter group, and a saved
+        optimizer state only loads into as many groups as it was saved with. Any other change of the
+        multiplier is allowed but has no effect: the saved learning rates and schedule carry on.
+        """
+        saved = float((self.config.get("model") or {}).get("encoder_lr_mult", 1.0))
+        wanted = float(model_cfg.get("encoder_lr_mult", 1.0))
+        if (saved == 1.0) != (wanted == 1.0):
+            raise CheckpointError(
+                f"{self.path}: trained with model.encoder_lr_mult={saved:g}, so its optimizer state cannot "
+                f"resume with model.encoder_lr_mult={wanted:g} (one learning rate vs a separate one for "
+                f"the encoder); resume with model.encoder_lr_mult={saved:g}"
+            )
+        if saved != wanted:
+            log.warning(
+                "%s: trained with model.encoder_lr_mult=%g; the resumed run keeps the saved learning rates, "
+                "so model.encoder_lr_mult=%g has no effect",
+                self.path, saved, wanted,
+            )  # fmt: skip
 
     def model(self, model_cfg: DictConfig | None = None):
         """The LightningModule with the trained weights, in eval mode (see :func:`model_from_checkpoint`)."""

@@ -13,6 +13,7 @@ from torchmetrics import MaxMetric, MeanMetric
 
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX
 from segvn.metrics import SegmentationMetrics, class_indices
+from segvn.models.losses import ohem_cross_entropy
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,8 @@ class SegModule(L.LightningModule):
     ``channels_last`` stores the network's weights (and feeds its inputs) in NHWC memory order, which
     oneDNN runs somewhat faster on CPUs (1.02-1.16x per fp32 training step, 1.02-1.05x with bf16
     autocast, in two runs on our 2-core machine; ``benchmarks/bench_precision.py``); the numbers
-    computed are the same.
+    computed are the same. ``ohem`` (``{thresh, min_kept}``) trains on the hard pixels only
+    (:func:`~segvn.models.losses.ohem_cross_entropy`); validation and test keep the plain loss.
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class SegModule(L.LightningModule):
         compile: bool = False,
         channels_last: bool = False,
         encoder_lr_mult: float = 1.0,
+        ohem: dict | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -54,6 +57,7 @@ class SegModule(L.LightningModule):
         self.compile = compile
         self.channels_last = channels_last
         self.encoder_lr_mult = encoder_lr_mult
+        self.ohem = dict(ohem) if ohem else None  # {thresh, min_kept}: segvn.models.losses
         self.register_buffer("class_weights", torch.ones(self.num_classes))
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
@@ -124,14 +128,17 @@ class SegModule(L.LightningModule):
         ]
 
     # -- steps -----------------------------------------------------------------------------
-    def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _step(self, batch: dict, train: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = self(batch["image"])
         target = batch["mask"]
-        loss = F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index)
+        if train and self.ohem is not None:  # hard pixels only; validation keeps the plain loss
+            loss = ohem_cross_entropy(logits, target, self.class_weights, self.ignore_index, **self.ohem)
+        else:
+            loss = F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index)
         return loss, class_indices(logits), target
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, preds, target = self._step(batch)
+        loss, preds, target = self._step(batch, train=True)
         valid = target != self.ignore_index
         labelled = valid.sum()
         acc_step = ((preds == target) & valid).sum().float() / labelled  # NaN if no pixel is labelled
