@@ -1,22 +1,31 @@
 """Benchmark the runtimes of ``predict``/``evaluate``: PyTorch eager vs onnxruntime vs TorchScript.
 
-For each input size (default 368x480 and 720x1280), batch 1 (``--batch``), the same DeepLabV3+
-ResNet-18 (8 classes; ``--ckpt`` for a trained one, else random weights: the speed is the same) is
-timed through :class:`segvn.inference.export.RuntimeModel` (ONNX, TorchScript) and eagerly (torch),
-all on normalised tensors with the stride padding included, after ``--warmup`` runs, as medians over
-``--iters`` runs. In the same run a large fp32 GEMM (``--gemm`` square) measures the machine's GFLOP/s,
-so results from different (or busy) machines compare as ratios: ms x GFLOP/s is roughly constant.
+For each input size (default 368x480, 720x1280 and 1088x1920), batch 1 (``--batch``), the same
+DeepLabV3+ ResNet-18 (8 classes; ``--ckpt`` for a trained one, else random weights: the speed is the
+same) is timed through :class:`segvn.inference.export.RuntimeModel` (``onnx``, ``torchscript``) and
+in PyTorch: eager as ``runtime=torch`` runs it with ``precision=fp32 channels_last=false`` (``torch``),
+with channels_last weights and inputs (``torch_cl``), with bf16 autocast as well (``torch_bf16``), and
+``torch.compile`` with Inductor's weight freezing (``torch_compile``). All run on normalised tensors with the
+stride padding included, after ``--warmup`` runs, as medians over ``--iters`` runs.
+
+In the same run a large fp32 GEMM (``--gemm`` square) measures the machine's GFLOP/s, twice (before
+and after) with two libraries: MKL through ``torch.mm`` and MLAS through a one-node onnxruntime
+MatMul. On AMD CPUs MKL takes a slower code path than MLAS, so the reference is the faster of the two
+(both are in the JSON). Results from different or busy machines compare as ratios: ms x GFLOP/s is
+roughly constant.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_runtimes.py [--sizes 368x480 720x1280]
-        [--iters 10] [--threads N] [--out outputs/bench/runtimes.json]
+        [--runtimes torch onnx ...] [--iters 10] [--threads N] [--out outputs/bench/runtimes.json]
 
-Prints one line per runtime and size and writes the JSON (latency ms, frames/s, GEMM GFLOP/s,
-versions, threads).
+Prints one line per runtime and size and writes the JSON (latency ms, frames/s, GFLOP/s and its
+fraction of the GEMM rate, versions, threads). The headline gives each runtime's speed-up over eager
+at the first size and the best runtime's fraction of the GEMM rate at 720x1280 (else the first size).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import tempfile
@@ -27,15 +36,57 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def gemm_gflops(n: int, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
+def _best_seconds(fn, repeats: int) -> float:
+    fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        torch.mm(a, b)
+        fn()
         times.append(time.perf_counter() - start)
-    return 2 * n**3 / min(times) / 1e9
+    return min(times)
+
+
+def gemm_gflops(n: int, threads: int, repeats: int = 5) -> dict[str, float]:
+    """fp32 GFLOP/s of an n x n GEMM in MKL (torch.mm) and in MLAS (an onnxruntime MatMul)."""
+    import onnxruntime
+    from onnx import TensorProto, helper
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    spec = [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "abc"]
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", spec[:2], spec[2:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    feed = {"a": a.numpy(), "b": b.numpy()}
+    flop = 2 * n**3 / 1e9
+    return {
+        "mkl": round(flop / _best_seconds(lambda: torch.mm(a, b), repeats), 2),
+        "mlas": round(flop / _best_seconds(lambda: session.run(None, feed), repeats), 2),
+    }
+
+
+def torch_variant(module: torch.nn.Module, runtime: str):
+    """The PyTorch ways to run ``module``: eager as ``runtime=torch`` runs it (``torch``: fp32 NCHW,
+    ``torch_cl``: channels_last, ``torch_bf16``: bf16 autocast + channels_last, via
+    :class:`segvn.inference.precision.PrecisionModel`), or compiled with frozen weights."""
+    from segvn.inference.precision import InferencePrecision, with_precision
+
+    eager = {
+        "torch": InferencePrecision(),
+        "torch_cl": InferencePrecision(channels_last=True),
+        "torch_bf16": InferencePrecision(bf16=True, channels_last=True),
+    }
+    if runtime in eager:
+        return with_precision(copy.deepcopy(module) if runtime != "torch" else module, eager[runtime])
+    if runtime != "torch_compile":
+        raise SystemExit(f"unknown runtime {runtime!r}")
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True  # weights become constants: folded BN, prepacked oneDNN kernels
+    return torch.compile(copy.deepcopy(module))
 
 
 def timed(fn, x: torch.Tensor, warmup: int, iters: int) -> list[float]:
@@ -52,8 +103,12 @@ def timed(fn, x: torch.Tensor, warmup: int, iters: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="+", default=["368x480", "720x1280"])
-    parser.add_argument("--runtimes", nargs="+", default=["torch", "onnx", "torchscript"])
+    parser.add_argument("--sizes", nargs="+", default=["368x480", "720x1280", "1088x1920"])
+    parser.add_argument(
+        "--runtimes",
+        nargs="+",
+        default=["torch", "torch_cl", "torch_bf16", "torch_compile", "onnx", "torchscript"],
+    )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -86,12 +141,12 @@ def main() -> None:
         meta = lambda fmt: {  # noqa: E731
             "format": fmt, "class_names": module.class_names, "output_stride": 16, "training_image_size": None,
         }  # fmt: skip
-    gflops_before = gemm_gflops(args.gemm)
+    gemm_before = gemm_gflops(args.gemm, threads)
     models = {}
     with tempfile.TemporaryDirectory() as tmp:
         for runtime in args.runtimes:
-            if runtime == "torch":
-                models[runtime] = module
+            if runtime.startswith("torch_") or runtime == "torch":
+                models[runtime] = torch_variant(module, runtime)
             else:
                 path = Path(tmp) / f"model.{'onnx' if runtime == 'onnx' else 'pt'}"
                 export_network(module, runtime, path, meta(runtime))
@@ -115,7 +170,9 @@ def main() -> None:
                 print(
                     f"{runtime:12s} {h}x{w} batch {args.batch}: {ms:8.1f} ms  {row['frames_per_s']:6.2f} fps"
                 )
-    gflops = (gflops_before + gemm_gflops(args.gemm)) / 2
+    gemm_after = gemm_gflops(args.gemm, threads)
+    gemm = {lib: (gemm_before[lib] + gemm_after[lib]) / 2 for lib in gemm_before}
+    gflops = max(gemm.values())
     for row in results:
         row["fraction_of_gemm"] = round(row["gflop_per_s"] / gflops, 4)
     first = results[0]["size"]
@@ -125,18 +182,25 @@ def main() -> None:
         headline.update(
             {f"{rt}_over_eager": round(by["torch"]["median_ms"] / r["median_ms"], 2) for rt, r in by.items()}
         )
-    headline["best_fraction_of_gemm"] = max(r["fraction_of_gemm"] for r in by.values())
+    goal_size = [720, 1280] if any(r["size"] == [720, 1280] for r in results) else first
+    goal_rows = [r for r in results if r["size"] == goal_size]
+    best = min(goal_rows, key=lambda r: r["median_ms"])
+    headline[f"best_at_{goal_size[0]}x{goal_size[1]}"] = best["runtime"]
+    headline["best_fraction_of_gemm"] = best["fraction_of_gemm"]
     import onnxruntime
 
     report = {
-        "gemm": {"n": args.gemm, "gflops": round(gflops, 2), "before": round(gflops_before, 2)},
+        "gemm": {"n": args.gemm, "gflops": round(gflops, 2), **{k: round(v, 2) for k, v in gemm.items()}},
+        "gemm_runs": {"before": gemm_before, "after": gemm_after},
         "threads": threads,
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         "iters": args.iters,
         "results": results,
         "headline": headline,
     }
-    print(f"fp32 GEMM {args.gemm}^2: {gflops:.1f} GFLOP/s ({threads} threads)")
+    print(
+        f"fp32 GEMM {args.gemm}^2: MKL {gemm['mkl']:.1f}, MLAS {gemm['mlas']:.1f} GFLOP/s ({threads} threads)"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"-> {args.out}")

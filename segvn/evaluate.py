@@ -22,6 +22,7 @@ from segvn.inference.device import pick_device
 from segvn.inference.evaluation import evaluate_split
 from segvn.inference.export import runtime_model, runtime_name
 from segvn.inference.options import absent_mode, check_evaluate
+from segvn.inference.precision import apply_precision
 from segvn.inference.scale import (
     ImageSizeChoice,
     ResizedModel,
@@ -63,9 +64,15 @@ def evaluate(cfg: DictConfig, ckpt: Checkpoint) -> dict:
     ckpt.require_classes(dm.class_names)
     dataset = dm.require(cfg.split)
     choice = evaluation_image_size(cfg.get("image_size"), ckpt, module, dm.image_size)
-    runtime = runtime_model(cfg.runtime, ckpt, module, cfg.model_file, out, pick_device(cfg.device))
+    device = pick_device(cfg.device)
+    runtime = runtime_model(cfg.runtime, ckpt, module, cfg.model_file, out, device)
+    engine = runtime_name(runtime)
+    runtime, precision = apply_precision(runtime, engine, cfg.precision, cfg.channels_last, device)
     model = ResizedModel(runtime, choice)  # records the size used; a no-op at the data's size
-    log.info("model input: %s (image_size rule %s)", choice.describe(), choice.rule)
+    log.info(
+        "model input: %s (image_size rule %s), runtime %s %s",
+        choice.describe(), choice.rule, engine, precision.describe(),
+    )  # fmt: skip
     pictures = out / "images.partial" if cfg.save_images else None
     if pictures is not None:
         pictures.mkdir(parents=True, exist_ok=True)
@@ -73,7 +80,7 @@ def evaluate(cfg: DictConfig, ckpt: Checkpoint) -> dict:
     with Progress(*columns) as progress:
         task = progress.add_task("eval", total=len(dataset))
         run = evaluate_split(
-            model, dm.eval_dataloader(cfg.split, cfg.batch_size), list(dm.class_names), pick_device(cfg.device),
+            model, dm.eval_dataloader(cfg.split, cfg.batch_size), list(dm.class_names), device,
             absent_mode(cfg), cfg.metrics.bf_tolerance, pictures, cfg.max_images,
             lambda n: progress.advance(task, n), cfg.tta_flip,
         )  # fmt: skip
@@ -87,7 +94,7 @@ def evaluate(cfg: DictConfig, ckpt: Checkpoint) -> dict:
     metrics, cm_png = write_evaluation_report(
         out, run.result, dm.class_names, run.paths, f"Evaluation of {ckpt.path.name} ({cfg.split})",
         checkpoint=str(ckpt.path.resolve()), split=cfg.split, absent_mode=absent_mode(cfg), tta_flip=cfg.tta_flip,
-        runtime=runtime_name(runtime), **sizes,
+        runtime=engine, precision=precision.name, channels_last=precision.channels_last, **sizes,
     )  # fmt: skip
     for lg in instantiate_dict(cfg.get("logger")):
         if isinstance(lg, WandbLogger):

@@ -77,6 +77,9 @@ class PredictConfig:
     # measured ~10x faster than torch eager at 368x480 (benchmarks/bench_runtimes.py, README)
     runtime: str = "onnx"
     model_file: Any = None
+    # runtime=torch only (segvn/inference/precision.py): auto = bf16 autocast on a GPU, fp32 on the CPU | fp32 | bf16
+    precision: str = "auto"
+    channels_last: bool | None = None  # runtime=torch: NHWC weights and inputs; null = auto (on a GPU only)
     max_frames: int | None = None  # stop each video (and image group) after this many frames
     tta_flip: bool = False  # average with the prediction of the mirrored frame (2x the model time)
     alpha: float = 0.4  # class colours blended at alpha (0.4 = the thesis / MATLAB labeloverlay)
@@ -126,6 +129,8 @@ class EvaluateConfig:
     image_size: Any = None
     runtime: str = "onnx"  # torch | onnx | torchscript, as in PredictConfig
     model_file: Any = None
+    precision: str = "auto"  # runtime=torch: auto | fp32 | bf16, as in PredictConfig
+    channels_last: bool | None = None  # runtime=torch: null = auto, as in PredictConfig
     metrics: MetricsOptions = field(default_factory=MetricsOptions)
     task_name: str = "evaluate"
     tags: list[str] = field(default_factory=lambda: ["eval"])

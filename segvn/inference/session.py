@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from segvn.inference.device import pick_device
 from segvn.inference.export import runtime_model, runtime_name
 from segvn.inference.options import batch_size_for, preset_for
+from segvn.inference.precision import apply_precision
 from segvn.inference.predictor import Predictor
 from segvn.inference.scale import ImageSizeChoice, model_stride, parse_size, resolve_image_size, training_size
 from segvn.inference.smoothing import TemporalEMA
@@ -79,9 +80,10 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
     choice = predict_image_size(cfg.image_size, trained, model_stride(module), data_size)
     temporal = cfg.temporal
     smoother = TemporalEMA(float(temporal.ema), bool(temporal.flow_aligned))
-    model = runtime_model(
-        cfg.runtime, ckpt, module, cfg.model_file, Path(cfg.paths.output_dir), pick_device(cfg.device)
-    )
+    device = pick_device(cfg.device)
+    model = runtime_model(cfg.runtime, ckpt, module, cfg.model_file, Path(cfg.paths.output_dir), device)
+    runtime = runtime_name(model)
+    model, precision = apply_precision(model, runtime, cfg.precision, cfg.channels_last, device)
     predictor = Predictor(
         model, cfg.device, choice.size, smoother, len(class_names), tta_flip=bool(cfg.tta_flip)
     )
@@ -89,7 +91,9 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
         "checkpoint": str(ckpt.path.resolve()),
         "input": described,
         "device": str(predictor.device),
-        "runtime": runtime_name(model),
+        "runtime": runtime,
+        "precision": precision.name,
+        "channels_last": precision.channels_last,
         "model_file": str(getattr(model, "path", "")) or None,
         "batch_size": batch_size_for(cfg.batch_size, predictor.device),
         "video_preset": preset_for(cfg.output.preset),
@@ -108,8 +112,8 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
         "tta_flip": bool(cfg.tta_flip),
     }
     log.info(
-        "predicting %s on %s (batch %d, model input %s, ema %s%s)",
-        described, predictor.device, meta["batch_size"],
+        "predicting %s on %s (%s %s, batch %d, model input %s, ema %s%s)",
+        described, predictor.device, runtime, precision.describe(), meta["batch_size"],
         choice.describe(), smoother.ema,
         ", flow-aligned" if smoother.flow_aligned and smoother.ema else "",
     )  # fmt: skip

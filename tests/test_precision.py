@@ -1,0 +1,106 @@
+"""``precision`` and ``channels_last`` of predict/evaluate: the per-device choice and the labels it gives.
+
+The labels are checked on a real CamVid frame with the real checkpoint trained for two steps; bf16 runs
+on the CPU here (torch's CPU autocast), the same code path a GPU takes with ``device=cuda``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segvn.errors import ConfigError
+from segvn.inference.precision import (
+    CPU_CHANNELS_LAST,
+    InferencePrecision,
+    PrecisionModel,
+    choose_precision,
+    with_precision,
+)
+from segvn.inference.predictor import Predictor
+from segvn.models.checkpoint import Checkpoint
+
+
+def test_auto_is_bf16_channels_last_on_a_gpu_and_fp32_on_the_cpu() -> None:
+    assert choose_precision("auto", None, torch.device("cuda")) == InferencePrecision(True, True)
+    assert choose_precision("auto", None, "cpu") == InferencePrecision(False, CPU_CHANNELS_LAST)
+    assert choose_precision("bf16", False, "cpu") == InferencePrecision(True, False)
+    assert choose_precision("fp32", None, "cuda:1") == InferencePrecision(False, True)
+    # exports run as exported: auto is fp32 NCHW, and asking for bf16 names the way out
+    assert choose_precision("auto", None, "cuda", runtime="onnx") == InferencePrecision()
+    with pytest.raises(ConfigError, match="runtime=torch"):
+        choose_precision("bf16", None, "cpu", runtime="onnx")
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        choose_precision("fp16", None, "cpu")
+
+
+def test_fp32_nchw_leaves_the_model_alone() -> None:
+    net = torch.nn.Conv2d(3, 2, 1)
+    assert with_precision(net, InferencePrecision()) is net
+    conv = torch.nn.Conv2d(3, 2, 1)
+    x = torch.randn(1, 3, 8, 8)
+    want = conv(x)
+    wrapped = with_precision(conv, InferencePrecision(bf16=True, channels_last=True))
+    assert isinstance(wrapped, PrecisionModel) and wrapped.out_channels == 2  # reads through
+    out = wrapped(x)
+    assert out.dtype == torch.float32 and out.is_contiguous()
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    # it really ran in bf16: rounded (8 bits of mantissa), not the fp32 result
+    assert 0 < (out - want).abs().max() < 0.05
+
+
+@pytest.fixture(scope="module")
+def frame(camvid_root: Path) -> np.ndarray:
+    return np.asarray(Image.open(sorted((camvid_root / "val").glob("*.png"))[0]).convert("RGB"))
+
+
+@pytest.mark.parametrize("precision", [InferencePrecision(False, True), InferencePrecision(True, True)])
+def test_labels_match_fp32_on_a_real_frame(camvid_checkpoint, frame, precision) -> None:
+    reference = Predictor(Checkpoint.read(camvid_checkpoint).model(), "cpu", (96, 128), num_classes=8)
+    other = Predictor(
+        with_precision(Checkpoint.read(camvid_checkpoint).model(), precision), "cpu", (96, 128), num_classes=8
+    )
+    want, got = reference([frame]).labels, other([frame]).labels
+    assert got.shape == want.shape == (1, 360, 480)
+    # channels_last is the same arithmetic in another order; bf16 moves near-ties only
+    assert (got == want).mean() >= (0.999 if not precision.bf16 else 0.98), precision
+
+
+def test_predict_records_the_precision(camvid_checkpoint, compose_ckpt, tmp_path) -> None:
+    from segvn.predict import predict
+
+    image = tmp_path / "f.png"
+    Image.fromarray(np.full((72, 100, 3), 90, np.uint8)).save(image)
+    cfg, ckpt = compose_ckpt(
+        camvid_checkpoint,
+        [f"input={image}", "runtime=torch", "precision=bf16", f"paths.output_dir={tmp_path / 'p'}"],
+    )
+    summary = predict(cfg, ckpt)
+    assert summary["precision"] == "bf16" and summary["channels_last"] is CPU_CHANNELS_LAST
+    on_disk = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert on_disk["precision"] == "bf16"
+    with pytest.raises(ConfigError, match="runtime=torch"):
+        predict(*compose_ckpt(camvid_checkpoint, [f"input={image}", "precision=bf16"]))
+
+
+def test_evaluate_records_the_precision(camvid_checkpoint, compose_cfg, tmp_path) -> None:
+    from segvn.cli import checkpoint_reader, register_checkpoint_configs
+    from segvn.evaluate import evaluate
+
+    ckpt = checkpoint_reader("evaluate", exports=True)(str(camvid_checkpoint))
+    register_checkpoint_configs(ckpt)
+    results = {}
+    for precision in ("fp32", "bf16"):
+        overrides = [
+            f"ckpt_path={camvid_checkpoint}", "split=val", "data.source.val=['0001TP']", "runtime=torch",
+            f"precision={precision}", f"paths.output_dir={tmp_path / precision}",
+        ]  # fmt: skip
+        results[precision] = evaluate(compose_cfg(overrides, config_name="evaluate"), ckpt)
+        assert results[precision]["precision"] == precision
+        assert json.loads((tmp_path / precision / "metrics.json").read_text())["precision"] == precision
+    assert results["bf16"]["mean_iou"] == pytest.approx(results["fp32"]["mean_iou"], abs=0.01)
