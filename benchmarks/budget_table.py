@@ -7,7 +7,8 @@ Each ``NAME=SOURCE`` is a ``segvn.train`` run directory (its ``metrics.json`` fo
 steps, and ``eval_val/metrics.json`` from ``python -m segvn.evaluate ckpt_path=<best> split=val
 hydra.run.dir=RUN_DIR/eval_val``), one evaluation folder inside it (``RUN_DIR/eval_val_tta``, e.g.
 evaluated with ``tta_flip=true``), or the JSON report of ``benchmarks/plain_train.py``
-(``REPORT.json@val_tta`` takes its flip-TTA evaluation). Gains are against ``--baseline``: one row,
+(``REPORT.json@val_tta`` takes its flip-TTA evaluation), or a row of an earlier table
+(``OUT.json#ROW NAME``, for runs whose directories are gone). Gains are against ``--baseline``: one row,
 or the mean mIoU of several (seeds of the plain loop). Writes ``OUT.json`` (every row) and
 ``OUT.md`` (the table), and prints the table.
 """
@@ -66,6 +67,14 @@ def from_plain(path: Path, key: str = "val") -> dict:
     }
 
 
+def from_table(path: Path, row: str) -> dict:
+    """A row of an earlier ``OUT.json``: results whose run directories are gone keep their place."""
+    rows = json.loads(path.read_text())
+    if row not in rows:
+        raise SystemExit(f"{path} has no row {row!r}; its rows: {', '.join(rows)}")
+    return rows[row]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True, help="OUT.json and OUT.md are written")
@@ -79,10 +88,14 @@ def main() -> None:
     args = p.parse_args()
     rows = {}
     for spec in args.rows:
-        name, source = spec.rsplit("=", 1)
+        head, _, row = spec.partition("#")  # a row name may hold "=" itself
+        name, source = head.rsplit("=", 1)
         source, _, key = source.partition("@")
         path = Path(source)
-        rows[name] = from_plain(path, key or "val") if path.suffix == ".json" else from_run(path)
+        if row:
+            rows[name] = from_table(path, row)
+        else:
+            rows[name] = from_plain(path, key or "val") if path.suffix == ".json" else from_run(path)
     missing = [b for b in args.baseline if b not in rows]
     if missing:
         raise SystemExit(f"--baseline names no row: {', '.join(missing)}")
