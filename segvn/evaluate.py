@@ -18,11 +18,9 @@ from omegaconf import DictConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from segvn.cli import Checkpoint, command
-from segvn.inference.device import pick_device
 from segvn.inference.evaluation import evaluate_split
-from segvn.inference.export import runtime_model, runtime_name
 from segvn.inference.options import absent_mode, check_evaluate
-from segvn.inference.precision import apply_precision
+from segvn.inference.precision import inference_model
 from segvn.inference.scale import (
     ImageSizeChoice,
     ResizedModel,
@@ -64,10 +62,7 @@ def evaluate(cfg: DictConfig, ckpt: Checkpoint) -> dict:
     ckpt.require_classes(dm.class_names)
     dataset = dm.require(cfg.split)
     choice = evaluation_image_size(cfg.get("image_size"), ckpt, module, dm.image_size)
-    device = pick_device(cfg.device)
-    runtime = runtime_model(cfg.runtime, ckpt, module, cfg.model_file, out, device)
-    engine = runtime_name(runtime)
-    runtime, precision = apply_precision(runtime, engine, cfg.precision, cfg.channels_last, device)
+    runtime, engine, precision, device = inference_model(cfg, ckpt, module, out)
     model = ResizedModel(runtime, choice)  # records the size used; a no-op at the data's size
     log.info(
         "model input: %s (image_size rule %s), runtime %s %s",

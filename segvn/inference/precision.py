@@ -13,12 +13,15 @@ runs as it was exported, in fp32.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from segvn.errors import ConfigError
+from segvn.inference.device import pick_device
+from segvn.inference.export import runtime_model, runtime_name
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -104,9 +107,14 @@ def with_precision(model: nn.Module, precision: InferencePrecision) -> nn.Module
     return PrecisionModel(model, precision)
 
 
-def apply_precision(
-    model: nn.Module, runtime: str, precision: str = "auto", channels_last: Any = None, device: Any = "cpu"
-) -> tuple[nn.Module, InferencePrecision]:
-    """The model ``predict``/``evaluate`` run (see :func:`with_precision`) and the choice, for the reports."""
-    choice = choose_precision(precision, channels_last, device, runtime)
-    return with_precision(model, choice), choice
+def inference_model(
+    cfg: Any, ckpt: Any, module: nn.Module, out_dir: Path
+) -> tuple[nn.Module, str, InferencePrecision, torch.device]:
+    """The model ``predict``/``evaluate`` run, from their ``device``, ``runtime``, ``model_file``,
+    ``precision`` and ``channels_last``: the runtime (:func:`~segvn.inference.export.runtime_model`)
+    with :func:`with_precision`; returns it, the runtime's name, the precision and the device."""
+    device = pick_device(cfg.device)
+    model = runtime_model(cfg.runtime, ckpt, module, cfg.model_file, out_dir, device)
+    runtime = runtime_name(model)
+    precision = choose_precision(cfg.precision, cfg.channels_last, device, runtime)
+    return with_precision(model, precision), runtime, precision, device

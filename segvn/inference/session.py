@@ -15,10 +15,8 @@ from typing import Any
 
 from hydra.utils import instantiate
 
-from segvn.inference.device import pick_device
-from segvn.inference.export import runtime_model, runtime_name
 from segvn.inference.options import batch_size_for, preset_for
-from segvn.inference.precision import apply_precision
+from segvn.inference.precision import inference_model
 from segvn.inference.predictor import Predictor
 from segvn.inference.scale import ImageSizeChoice, model_stride, parse_size, resolve_image_size, training_size
 from segvn.inference.smoothing import TemporalEMA
@@ -80,10 +78,7 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
     choice = predict_image_size(cfg.image_size, trained, model_stride(module), data_size)
     temporal = cfg.temporal
     smoother = TemporalEMA(float(temporal.ema), bool(temporal.flow_aligned))
-    device = pick_device(cfg.device)
-    model = runtime_model(cfg.runtime, ckpt, module, cfg.model_file, Path(cfg.paths.output_dir), device)
-    runtime = runtime_name(model)
-    model, precision = apply_precision(model, runtime, cfg.precision, cfg.channels_last, device)
+    model, runtime, precision, _ = inference_model(cfg, ckpt, module, Path(cfg.paths.output_dir))
     predictor = Predictor(
         model, cfg.device, choice.size, smoother, len(class_names), tta_flip=bool(cfg.tta_flip)
     )
