@@ -33,6 +33,7 @@ from segvn.inference.outputs import SharesCSV
 from segvn.inference.predictor import BatchPrediction, Predictor
 from segvn.inference.smoothing import TemporalEMA
 from segvn.inference.streaming import Item, run_stream
+from segvn.inference.upsample import upsampled_labels
 from segvn.inference.video import collect_inputs, predict_video, run_prediction
 from segvn.models.checkpoint import load_checkpoint, model_from_checkpoint
 from segvn.viz.overlay import overlay
@@ -509,3 +510,47 @@ def test_video_preset_default_follows_the_core_count():
     assert preset_for(None, cores=2) == "ultrafast"  # the encoder would take the model's cores
     assert preset_for(None, cores=16) == "superfast"
     assert preset_for("medium", cores=2) == "medium"  # an explicit preset wins
+
+
+# ------------------------------------------------------------------------------ labels at frame size
+def _reference_labels(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    resized = torch.nn.functional.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+    return resized.argmax(dim=1).to(torch.uint8)
+
+
+@pytest.mark.parametrize(
+    ("low", "size"),
+    [
+        ((17, 30), (68, 120)),
+        ((45, 80), (540, 960)),
+        ((33, 47), (100, 131)),
+        ((60, 80), (37, 53)),
+        ((9, 9), (9, 9)),
+    ],
+)
+def test_upsampled_labels_are_the_argmax_of_the_bilinear_resize(low, size) -> None:
+    """Up, down, odd and integer scales: only the 2x2 source blocks of two classes are interpolated."""
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.randn(2, 8, 6, 7), size=low, mode="bilinear")
+    for scores in (smooth, torch.randn(2, 8, *low)):  # large regions, and a class change at every pixel
+        labels = upsampled_labels(scores, size)
+        assert labels.dtype == torch.uint8 and labels.shape == (2, *size)
+        assert torch.equal(labels, _reference_labels(scores, size))
+
+
+def test_upsampled_labels_of_a_real_model_on_a_real_frame(module, video_path: Path) -> None:
+    frame = _first_frames(video_path, 1)[0]
+    predictor = Predictor(module, "cpu", SMALL)
+    small = torch.from_numpy(cv2.resize(frame, SMALL[::-1], interpolation=cv2.INTER_AREA)).permute(2, 0, 1)
+    with torch.inference_mode():
+        x = (small[None].float() / 255 - predictor._mean) / predictor._std
+        scores = module(x)
+    size = frame.shape[:2]
+    expected = _reference_labels(scores, size)
+    assert len(expected.unique()) >= 2  # classes meet: there are blocks to interpolate
+    assert torch.equal(upsampled_labels(scores, size), expected)
+    result = predictor([frame])
+    np.testing.assert_array_equal(result.labels[0], expected[0].numpy())
+    np.testing.assert_allclose(
+        result.shares[0], np.bincount(expected.flatten(), minlength=8) / expected.numel()
+    )
