@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +58,14 @@ from segvn.data.video import open_video
 from segvn.data.video_writer import VideoWriter
 from segvn.inference.consistency import TemporalTracker
 from segvn.inference.device import pick_device
-from segvn.inference.export import runtime_model
-from segvn.inference.options import PredictConfig, available_cores, batch_size_for, preset_for
+from segvn.inference.export import RuntimeModel, runtime_model
+from segvn.inference.options import (
+    PredictConfig,
+    available_cores,
+    batch_size_for,
+    model_workers_for,
+    preset_for,
+)
 from segvn.inference.predictor import Predictor
 from segvn.inference.smoothing import TemporalEMA
 from segvn.inference.video import run_prediction
@@ -115,17 +122,31 @@ def options(args, **kwargs) -> PredictConfig:
     return config
 
 
-def model_only(module, frames, args) -> float:
+def model_only(module, frames, args, workers: int = 1) -> float:
+    """The Predictor alone on decoded frames, called from ``workers`` threads on consecutive batches."""
     predictor = Predictor(module, args.device, args.size)
     predictor(frames[: args.batch])  # warm-up
     predictor.reset_timing()
-    for i in range(0, len(frames), args.batch):
-        predictor(frames[i : i + args.batch])
+    batches = [frames[i : i + args.batch] for i in range(0, len(frames), args.batch)]
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(predictor, batches))
     return predictor.fps
 
 
+def worker_model(module, workers: int):
+    """The model ``workers`` threads share in segvn.predict: an ONNX session of cores / workers threads."""
+    if workers > 1 and isinstance(module, RuntimeModel):
+        return RuntimeModel(module.path, threads=max(1, available_cores() // workers))
+    return module
+
+
 def end_to_end(module, video, args, out: Path, ema=0.0, flow_aligned=False) -> dict:
-    predictor = Predictor(module, args.device, args.size, TemporalEMA(ema, flow_aligned))
+    """``run_prediction`` as segvn.predict runs it: ``args.workers`` model threads when ``ema == 0``."""
+    workers = args.workers if not ema else 1
+    predictor = Predictor(
+        worker_model(module, workers), args.device, args.size, TemporalEMA(ema, flow_aligned)
+    )
+    predictor.workers = workers
     predictor(first_frames(video, args.batch))  # warm-up, like model_only
     predictor.reset()
     predictor.reset_timing()
@@ -177,8 +198,14 @@ def speed(module, video, args, work: Path) -> dict:
         f"\nspeed: {n} frames of {video.name}, model input {args.size[0]}x{args.size[1]}, batch {args.batch}"
     )
     runs: dict[str, list[float]] = {"model_only": [], "end_to_end": [], "naive": []}
+    pooled = worker_model(module, args.workers)
     for r in range(args.repeats):  # interleaved, so changes of machine load hit all three alike
-        runs["model_only"].append(model_only(module, frames, args))
+        # model-only: the faster of one caller (all the cores) and the pipeline's workers (cores shared out)
+        single = model_only(module, frames, args)
+        workers = model_only(pooled, frames, args, args.workers) if args.workers > 1 else single
+        runs.setdefault("model_only_one_worker", []).append(single)
+        runs.setdefault("model_only_workers", []).append(workers)
+        runs["model_only"].append(max(single, workers))
         summary = end_to_end(module, video, args, work / f"e2e_{r}")
         runs["end_to_end"].append(summary["fps"])
         runs.setdefault("end_to_end_model", []).append(summary["model_fps"])
@@ -186,7 +213,8 @@ def speed(module, video, args, work: Path) -> dict:
         runs["naive"].append(fps)
         runs.setdefault("other_ms", []).append(other * 1e3)
         print(
-            f"  repeat {r + 1}: model-only {runs['model_only'][-1]:.2f} fps, end-to-end {runs['end_to_end'][-1]:.2f} "
+            f"  repeat {r + 1}: model-only {runs['model_only'][-1]:.2f} fps (1 worker {single:.2f}, "
+            f"{args.workers} workers {workers:.2f}), end-to-end {runs['end_to_end'][-1]:.2f} "
             f"fps (its model part {summary['model_fps']:.2f}), naive {runs['naive'][-1]:.2f} fps",
             flush=True,
         )
@@ -268,6 +296,7 @@ def main() -> None:
     )
     parser.add_argument("--decode-threads", type=int, default=None, help="default: predict's")
     parser.add_argument("--encoder-threads", type=int, default=None, help="default: predict's")
+    parser.add_argument("--workers", type=int, default=0, help="model workers; 0 = segvn.predict's default")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--train-batches", type=int, default=40)
     parser.add_argument("--train-size", type=int, nargs=2, default=[180, 240])
@@ -281,10 +310,11 @@ def main() -> None:
     module = model_from_checkpoint(load_checkpoint(ckpt)).eval()
     device = pick_device(args.device)
     args.batch = batch_size_for(args.batch or None, device)
+    args.workers = model_workers_for(args.workers or None, device, args.runtime, 0.0)
     info = open_video(args.video).info
     print(
         f"{args.video.name}: {info.width}x{info.height}, {info.fps:g} fps; checkpoint {ckpt}; "
-        f"runtime {args.runtime}, batch {args.batch}"
+        f"runtime {args.runtime}, batch {args.batch}, {args.workers} model worker(s)"
     )
     results: dict = {
         "video": str(args.video),
@@ -292,6 +322,7 @@ def main() -> None:
         "size": list(args.size),
         "batch": args.batch,
         "runtime": args.runtime,
+        "model_workers": args.workers,
     }
     with tempfile.TemporaryDirectory(prefix="segvn_bench_predict_") as tmp:
         # the model segvn.predict runs with this runtime (an export made in tmp for onnx/torchscript)

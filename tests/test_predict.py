@@ -28,7 +28,13 @@ from segvn.data.video import open_video
 from segvn.data.video_writer import VideoWriter
 from segvn.errors import ConfigError
 from segvn.inference.device import pick_device
-from segvn.inference.options import PredictConfig, TemporalOptions, batch_size_for, preset_for
+from segvn.inference.options import (
+    PredictConfig,
+    TemporalOptions,
+    batch_size_for,
+    model_workers_for,
+    preset_for,
+)
 from segvn.inference.outputs import SharesCSV
 from segvn.inference.predictor import BatchPrediction, Predictor
 from segvn.inference.smoothing import TemporalEMA
@@ -162,6 +168,8 @@ def test_cli_whole_video(camvid_checkpoint, video_path: Path, tmp_path: Path) ->
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["frames"] == 221 and summary["tc_pairs"] == 220
     assert summary["image_size"] == list(SMALL) and summary["device"] == "cpu"
+    assert summary["runtime"] == "onnx"  # the CPU default, which runs two model workers on 2+ cores
+    assert summary["model_workers"] == model_workers_for(None, "cpu", "onnx", 0.0)
     for key in ("seconds", "fps", "model_fps", "tc"):
         assert summary[key] > 0, key
     log = (out / "predict.log").read_text()
@@ -377,6 +385,101 @@ def test_stream_memory_is_bounded() -> None:
     assert max(in_flight) <= 7 * 4
 
 
+class _JitteryPredictor:
+    """Labels = the frames' first pixel; each call sleeps a random time, so calls from two threads finish
+    out of order. Safe to call from several threads."""
+
+    smoother = None
+    device = torch.device("cpu")
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.fail_at, self.calls, self.lock = fail_at, 0, threading.Lock()
+        self.rng = np.random.default_rng(0)
+
+    def __call__(self, frames):
+        with self.lock:
+            self.calls += 1
+            call, delay = self.calls, float(self.rng.uniform(0, 0.01))
+        if self.fail_at is not None and call == self.fail_at:
+            raise RuntimeError("model exploded")
+        time.sleep(delay)
+        labels = np.stack([np.full((2, 2), f[0, 0, 0], np.uint8) for f in frames])
+        return BatchPrediction(labels, np.ones((len(frames), 8)) / 8)
+
+
+def _numbered(count: int, fail_after: int | None = None):
+    for i in range(count):
+        if i == fail_after:
+            raise OSError("damaged input")
+        yield Item(i, None, np.full((2, 2, 3), i % 256, np.uint8), str(i), "x")
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_parallel_model_workers_keep_the_order(workers: int) -> None:
+    seen: list[tuple[int, int]] = []
+
+    def consume(batch, prediction):
+        seen.extend(
+            (item.index, int(labels[0, 0])) for item, labels in zip(batch, prediction.labels, strict=True)
+        )
+
+    error = run_stream(
+        _numbered(101), _JitteryPredictor(), [("c", consume, lambda: None)], 3, workers=workers
+    )
+    assert error is None
+    assert seen == [(i, i % 256) for i in range(101)]  # every frame once, in order, with its own labels
+
+    seen.clear()  # the input fails part-way: every frame before it is handed on, the error returned
+    error = run_stream(
+        _numbered(50, fail_after=20), _JitteryPredictor(), [("c", consume, lambda: None)], 3, 2, None, workers
+    )
+    assert isinstance(error, OSError) and [i for i, _ in seen] == list(range(20))
+
+    closed = []  # the model fails: raised, and the consumer is closed all the same
+    with pytest.raises(RuntimeError, match="model exploded"):
+        run_stream(
+            _numbered(50),
+            _JitteryPredictor(fail_at=4),
+            [("c", consume, lambda: closed.append(1))],
+            3,
+            workers=workers,
+        )
+    assert closed == [1]
+
+
+def test_model_workers_give_the_labels_of_one(module, video_path: Path, tmp_path: Path) -> None:
+    """Two threads on one predictor: the same label maps and shares; the model seconds are wall time."""
+    options = PredictConfig(max_frames=12, batch_size=2, legend=False, save_labels=True)
+    for workers in (1, 2):
+        predictor = Predictor(module, "cpu", SMALL)
+        predictor.workers = workers
+        start = time.perf_counter()
+        summary = run_prediction(
+            predictor, tmp_path / str(workers), CLASS_NAMES, options, videos=[video_path]
+        )
+        assert summary["frames"] == 12 and predictor.frames == 12
+        assert 0 < predictor.seconds <= time.perf_counter() - start
+    assert _shares(tmp_path / "1" / "class_shares.csv") == _shares(tmp_path / "2" / "class_shares.csv")
+    for one in sorted((tmp_path / "1" / "labels").rglob("*.png")):
+        two = tmp_path / "2" / one.relative_to(tmp_path / "1")
+        np.testing.assert_array_equal(np.asarray(Image.open(one)), np.asarray(Image.open(two)))
+    assert len(list((tmp_path / "1" / "labels").rglob("*.png"))) == 12
+
+
+def test_model_workers_default_and_limits() -> None:
+    cpu = torch.device("cpu")
+    assert model_workers_for(None, cpu, "onnx", 0.0, cores=2) == 2
+    assert model_workers_for(None, cpu, "onnx", 0.5, cores=2) == 1  # smoothing needs the batches in order
+    assert model_workers_for(None, cpu, "onnx", 0.0, cores=1) == 1
+    assert model_workers_for(None, cpu, "torch", 0.0, cores=2) == 1
+    assert model_workers_for(None, torch.device("cuda", 0), "torch", 0.0, cores=16) == 1
+    assert model_workers_for(3, cpu, "torch", 0.0) == 3
+    with pytest.raises(ValueError, match="temporal smoothing"):
+        run_stream(
+            _numbered(4), Predictor(torch.nn.Identity(), "cpu", smoother=TemporalEMA(0.5)), [], 2, workers=2
+        )
+
+
 def test_model_error_still_finalises_the_video(video_path: Path, tmp_path: Path) -> None:
     shares = SharesCSV(tmp_path / "class_shares.csv", CLASS_NAMES)
     with pytest.raises(RuntimeError, match="model exploded"):
@@ -398,8 +501,10 @@ def test_bad_settings(module, compose_ckpt, camvid_checkpoint, video_path: Path)
         ("temporal.ema=0.99", "ema"),
         ("temporal.tc_scale=0", "tc_scale"),
         ("image_size=[64]", "image_size"),
+        ("model_workers=0", "model_workers"),
+        ("model_workers=2,temporal.ema=0.5", "out of order"),
     ):
-        cfg, ckpt = _compose(compose_ckpt, camvid_checkpoint, f"input={video_path}", override)
+        cfg, ckpt = _compose(compose_ckpt, camvid_checkpoint, f"input={video_path}", *override.split(","))
         with pytest.raises(ConfigError, match=message):
             predict(cfg, ckpt)
     cfg, ckpt = _compose(compose_ckpt, camvid_checkpoint, "input=/no/such/video.mp4")

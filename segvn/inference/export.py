@@ -145,20 +145,31 @@ class RuntimeModel(nn.Module):
         self.training_image_size = tuple(trained) if trained else None
         self._session = None
         self._script = None
+        self.threads = int(threads) if threads else None
         if self.format == "onnx":
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            if threads:
-                options.intra_op_num_threads = int(threads)
-            # onnxruntime's idle threads spin by default, taking the CPU from the threads that decode,
-            # resize, draw and encode around the model; without spinning, 150 frames at 270x480 on 2
-            # cores ran at 20.3 vs 16.0 fps model-only and 15.9 vs 15.2 end to end (README, Benchmarks)
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self._session = self._onnx_session(self.threads)
         else:
             self._script = torch.jit.load(str(self.path), map_location="cpu")
             self._script.eval()
+
+    def _onnx_session(self, threads: int | None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        # onnxruntime's idle threads spin by default, taking the CPU from the threads that decode,
+        # resize, draw and encode around the model; without spinning, 150 frames at 270x480 on 2
+        # cores ran at 20.3 vs 16.0 fps model-only and 15.9 vs 15.2 end to end (README, Benchmarks)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+
+    def set_threads(self, threads: int | None) -> None:
+        """ONNX Runtime's intra-op threads per call (``None``: one per physical core); a new session."""
+        threads = int(threads) if threads else None
+        if self._session is not None and threads != self.threads:
+            self._session = self._onnx_session(threads)
+        self.threads = threads
 
     def _apply(self, fn, recurse=True):  # .to(device) moves the TorchScript module too
         if self._script is not None:

@@ -19,6 +19,7 @@ CPU and usable from a notebook::
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -97,8 +98,25 @@ class Predictor:
         self.tta_flip = tta_flip
         self.frames = 0
         self.seconds = 0.0
+        self.workers = 1  # threads that may call it at once (segvn.predict's model_workers; no smoother)
+        self._clock = threading.Lock()  # the counters, when several threads call the predictor at once
+        self._busy, self._since = 0, 0.0
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+
+    def _start(self) -> None:
+        with self._clock:
+            if self._busy == 0:
+                self._since = time.perf_counter()
+            self._busy += 1
+
+    def _stop(self, frames: int) -> None:
+        """Count ``frames``; ``seconds`` grows by the time at least one call was running (wall clock)."""
+        with self._clock:
+            self._busy -= 1
+            self.frames += frames
+            if self._busy == 0:
+                self.seconds += time.perf_counter() - self._since
 
     @property
     def fps(self) -> float:
@@ -143,8 +161,17 @@ class Predictor:
             raise ValueError(
                 f"a batch needs RGB frames (H, W, 3) of one size, got {[f.shape for f in frames]}"
             )
-        start = time.perf_counter()
-        height, width = shape[:2]
+        self._start()
+        done = 0
+        try:
+            out = self._predict(frames)
+            done = len(frames)
+            return out
+        finally:
+            self._stop(done)
+
+    def _predict(self, frames: Sequence[np.ndarray]) -> BatchPrediction:
+        height, width = frames[0].shape[:2]
         small = self._model_frames(frames)
         x = torch.from_numpy(small).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         x = (x.div_(255.0) - self._mean) / self._std
@@ -162,7 +189,4 @@ class Predictor:
         # per frame on uint8: 14x faster on the CPU than one bincount of int64 labels offset per frame
         counts = torch.stack([torch.bincount(frame.flatten(), minlength=num_classes) for frame in labels])
         shares = counts.double() / (height * width)
-        out = BatchPrediction(labels.cpu().numpy(), shares.cpu().numpy(), margin)
-        self.seconds += time.perf_counter() - start
-        self.frames += len(frames)
-        return out
+        return BatchPrediction(labels.cpu().numpy(), shares.cpu().numpy(), margin)

@@ -15,7 +15,8 @@ from typing import Any
 
 from hydra.utils import instantiate
 
-from segvn.inference.options import batch_size_for, preset_for
+from segvn.inference.export import RuntimeModel
+from segvn.inference.options import available_cores, batch_size_for, model_workers_for, preset_for
 from segvn.inference.precision import inference_model
 from segvn.inference.predictor import Predictor
 from segvn.inference.scale import ImageSizeChoice, model_stride, parse_size, resolve_image_size, training_size
@@ -82,6 +83,9 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
     predictor = Predictor(
         model, cfg.device, choice.size, smoother, len(class_names), tta_flip=bool(cfg.tta_flip)
     )
+    predictor.workers = model_workers_for(cfg.model_workers, predictor.device, runtime, smoother.ema)
+    if predictor.workers > 1 and isinstance(model, RuntimeModel):  # the cores shared out between them
+        model.set_threads(max(1, available_cores() // predictor.workers))
     meta = {
         "checkpoint": str(ckpt.path.resolve()),
         "input": described,
@@ -91,6 +95,7 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
         "channels_last": precision.channels_last,
         "model_file": str(getattr(model, "path", "")) or None,
         "batch_size": batch_size_for(cfg.batch_size, predictor.device),
+        "model_workers": predictor.workers,
         "video_preset": preset_for(cfg.output.preset),
         # the model input size (per frame size in image_sizes once frames were seen; see run_prediction)
         "image_size": list(choice.size) if isinstance(choice.size, tuple) else None,
@@ -107,8 +112,8 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
         "tta_flip": bool(cfg.tta_flip),
     }
     log.info(
-        "predicting %s on %s (%s %s, batch %d, model input %s, ema %s%s)",
-        described, predictor.device, runtime, precision.describe(), meta["batch_size"],
+        "predicting %s on %s (%s %s, batch %d, %d model worker(s), model input %s, ema %s%s)",
+        described, predictor.device, runtime, precision.describe(), meta["batch_size"], predictor.workers,
         choice.describe(), smoother.ema,
         ", flow-aligned" if smoother.flow_aligned and smoother.ema else "",
     )  # fmt: skip

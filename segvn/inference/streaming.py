@@ -129,6 +129,7 @@ def run_stream(
     batch_size: int,
     queue_size: int = 2,
     advance: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> BaseException | None:
     """Push ``items`` through decode thread -> ``predictor`` (this thread) -> one thread per consumer.
 
@@ -136,7 +137,14 @@ def run_stream(
     whatever happens (so a video file is always finalised). Returns the input's error (the exception
     the item iterator raised, after every item before it went through), or ``None``; errors of the
     predictor or of a consumer are raised.
+
+    ``workers > 1`` calls ``predictor`` from that many threads at once, on consecutive batches, and
+    hands the predictions on in order; only for a predictor without memory across batches (no temporal
+    smoothing) whose model runs concurrently (an ONNX Runtime session of one thread each: a stalled
+    thread then delays its own batch only, not a parallel region of both cores).
     """
+    if workers > 1:
+        return _run_parallel(items, predictor, consumers, batch_size, queue_size, advance, workers)
     producer = _Producer(items, batch_size, queue_size)
     stages = [
         _Stage(f"segvn-{name}", lambda m, h=handle: h(*m), close, queue_size)
@@ -163,6 +171,86 @@ def run_stream(
         producer.stop.set()
         errors = [stage.finish() for stage in stages]
         producer.join()
+    for err in errors:
+        if err is not None:
+            raise err
+    return input_error
+
+
+def _run_parallel(
+    items: Iterator[Item],
+    predictor: Predictor,
+    consumers: Sequence[Consumer],
+    batch_size: int,
+    queue_size: int,
+    advance: Callable[[int], None] | None,
+    workers: int,
+) -> BaseException | None:
+    """:func:`run_stream` with ``workers`` model threads; batches are numbered as they are taken."""
+    if getattr(predictor, "smoother", None) is not None:
+        raise ValueError("workers > 1 needs a predictor without temporal smoothing (temporal.ema=0)")
+    producer = _Producer(items, batch_size, max(queue_size, workers))
+    stages = [
+        _Stage(f"segvn-{name}", lambda m, h=handle: h(*m), close, queue_size)
+        for name, handle, close in consumers
+    ]
+    done: queue.Queue = queue.Queue()  # (number, batch, prediction | _Failure | _END marker)
+    take = threading.Lock()
+    taken = [0]
+    stop = threading.Event()
+
+    def work() -> None:
+        while not stop.is_set():
+            with take:  # the number follows the order of the batches
+                try:
+                    msg = producer.queue.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                number = taken[0]
+                taken[0] += 1
+                if msg is _END or isinstance(msg, _Failure):
+                    producer.queue.put(msg)  # the other workers end too (its slot was just freed)
+                    taken[0] -= 1
+            if msg is _END or isinstance(msg, _Failure):
+                done.put((number, None, msg))
+                return
+            try:
+                done.put((number, msg, predictor([item.rgb for item in msg])))
+            except BaseException as err:  # raised in the main thread
+                done.put((number, msg, _Failure(err)))
+                return
+
+    threads = [threading.Thread(target=work, name=f"segvn-model-{i}", daemon=True) for i in range(workers)]
+    for thread in stages + [producer] + threads:
+        thread.start()
+    input_error: BaseException | None = None
+    ready: dict[int, tuple[Any, Any]] = {}
+    following, end = 0, None
+    try:
+        while end is None or following < end:
+            number, msg, result = done.get()
+            if msg is None:  # the end of the input (or its error) after ``number`` batches
+                end = number if end is None else min(end, number)
+                if isinstance(result, _Failure):
+                    input_error = result.error
+                continue
+            if isinstance(result, _Failure):
+                raise result.error
+            ready[number] = (msg, result)
+            while following in ready:
+                batch, prediction = ready.pop(following)
+                for stage in stages:
+                    stage.put((batch, prediction))
+                if advance is not None:
+                    advance(len(batch))
+                following += 1
+    finally:
+        stop.set()
+        producer.stop.set()
+        errors = [stage.finish() for stage in stages]
+        producer.join()
+        for thread in threads:
+            thread.join()
     for err in errors:
         if err is not None:
             raise err

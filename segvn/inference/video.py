@@ -133,7 +133,9 @@ def _stream(
     """The tail both drivers share: stream, then fill in times and shares; an input error ends the input."""
     start, model_before = time.perf_counter(), predictor.seconds
     batch = batch_size_for(options.batch_size, predictor.device)
-    error = run_stream(items, predictor, consumers, batch, options.queue_size, advance)
+    error = run_stream(
+        items, predictor, consumers, batch, options.queue_size, advance, getattr(predictor, "workers", 1)
+    )
     result.seconds += time.perf_counter() - start
     result.model_seconds = predictor.seconds - model_before
     result.share_sums = sink.share_sums
