@@ -9,7 +9,16 @@
   (resize, normalise, network, upsampling, argmax, class shares), the pipeline's ceiling;
 * **naive**: one frame at a time in one thread: read, infer (batch 1), blend + legend, encode, TC.
 
+Model-only is the faster of two ways to run the model alone: one caller with every core, and
+``model_workers`` callers at once (predict's default on a CPU: two ONNX Runtime sessions' worth of one
+thread each) on consecutive batches.
+
 The goal is end-to-end >= 0.9x model-only: decoding, drawing, encoding and TC hidden behind the model.
+
+``labels`` mode times the labels at the frame size from real scores of the model (at ``--size``, batch
+2): :func:`segvn.inference.upsample.upsampled_labels` against resizing every class map
+(``F.interpolate``) and the argmax, at 540x960, 720x1280 and 1080x1920, and counts the pixels where
+they differ.
 
 ``temporal`` mode runs the pipeline with ``temporal.ema`` in {0, 0.5, 0.8} and ``flow_aligned`` off/on
 and reports TC (Liu et al. 2020; higher = more stable) and speed; ``--agree`` also reports how many
@@ -17,7 +26,7 @@ pixels keep the unsmoothed (ema=0) label. TC of a barely trained model says litt
 pass ``--ckpt`` for a real model; without it a model is trained briefly on CamVid (``--train-batches``)
 and cached under ``outputs/bench/predict_ckpt``.
 
-    .venv/bin/python benchmarks/bench_predict.py [speed|temporal|all] [--ckpt PATH] [--frames 100]
+    .venv/bin/python benchmarks/bench_predict.py [speed|labels|temporal|all] [--ckpt PATH] [--frames 100]
         [--size 270 480] [--batch 0] [--runtime onnx] [--device auto]
 
 The model runs as ``segvn.predict`` runs it by default: ``--runtime onnx`` (an export made in a temporary
@@ -52,6 +61,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from segvn.data.video import open_video
@@ -68,7 +79,9 @@ from segvn.inference.options import (
 )
 from segvn.inference.predictor import Predictor
 from segvn.inference.smoothing import TemporalEMA
+from segvn.inference.upsample import upsampled_labels
 from segvn.inference.video import run_prediction
+from segvn.metrics import class_indices
 from segvn.models.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
 from segvn.viz.overlay import OverlayDrawer
 
@@ -253,6 +266,39 @@ def speed(module, video, args, work: Path) -> dict:
     return result
 
 
+def labels(module, video, args) -> list[dict]:
+    """upsampled_labels vs interpolate + argmax on the model's scores of two real frames."""
+    frames = first_frames(video, 2)
+    predictor = Predictor(module, args.device, args.size)
+    small = torch.from_numpy(predictor._model_frames(frames)).permute(0, 3, 1, 2).float()
+    with torch.inference_mode():
+        scores = module((small / 255 - predictor._mean) / predictor._std)
+
+    def timed(fn, repeats: int = 20) -> float:
+        fn()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - start) / repeats * 1e3
+
+    rows = []
+    print(f"\nlabels: scores of 2 frames at {args.size[0]}x{args.size[1]} to the frame size")
+    print("| frame size | upsampled_labels ms | interpolate + argmax ms | speed-up | pixels that differ |")
+    print("| --- | --- | --- | --- | --- |")
+    with torch.inference_mode():
+        for size in ((540, 960), (720, 1280), (1080, 1920)):
+
+            def plain(size=size):
+                resized = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+                return class_indices(resized).to(torch.uint8)
+
+            fast, slow = timed(lambda size=size: upsampled_labels(scores, size)), timed(plain)
+            differ = int((upsampled_labels(scores, size) != plain()).sum())
+            rows.append({"size": list(size), "upsampled_ms": fast, "interpolate_ms": slow, "differ": differ})
+            print(f"| {size[0]}x{size[1]} | {fast:.1f} | {slow:.1f} | {slow / fast:.1f}x | {differ} |")
+    return rows
+
+
 def temporal(module, video, args, work: Path) -> list[dict]:
     print(f"\ntemporal: first {args.frames or 'all'} frames, model input {args.size[0]}x{args.size[1]}")
     settings = [(0.0, False), (0.5, False), (0.5, True), (0.8, False), (0.8, True)]
@@ -283,7 +329,7 @@ def temporal(module, video, args, work: Path) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", nargs="?", choices=("speed", "temporal", "all"), default="all")
+    parser.add_argument("mode", nargs="?", choices=("speed", "labels", "temporal", "all"), default="all")
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     parser.add_argument("--ckpt", type=Path, default=None, help="a segvn checkpoint (default: train one)")
     parser.add_argument("--frames", type=int, default=100, help="first N frames (0 = all)")
@@ -329,6 +375,8 @@ def main() -> None:
         module = runtime_model(args.runtime, Checkpoint.read(ckpt), module, None, Path(tmp), device)
         if args.mode in ("speed", "all"):
             results["speed"] = speed(module, args.video, args, Path(tmp))
+        if args.mode in ("labels", "all"):
+            results["labels"] = labels(module, args.video, args)
         if args.mode in ("temporal", "all"):
             results["temporal"] = temporal(module, args.video, args, Path(tmp))
     args.json.parent.mkdir(parents=True, exist_ok=True)

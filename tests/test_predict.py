@@ -362,7 +362,8 @@ class _FakePredictor:
         return BatchPrediction(labels, shares)
 
 
-def test_stream_memory_is_bounded() -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stream_memory_is_bounded(workers: int) -> None:
     """However long the input, at most a few batches are between decoding and writing."""
     produced, written, in_flight = [0], [0], []
     lock = threading.Lock()
@@ -379,10 +380,12 @@ def test_stream_memory_is_bounded() -> None:
         with lock:
             written[0] += len(batch)
 
-    error = run_stream(items(), _FakePredictor(), [("write", slow_writer, lambda: None)], 4, queue_size=2)
+    predictor = _FakePredictor() if workers == 1 else _JitteryPredictor()
+    error = run_stream(items(), predictor, [("write", slow_writer, lambda: None)], 4, 2, None, workers)
     assert error is None and written[0] == 200
-    # producer queue (2) + predictor (1) + writer queue (2) + writer (1) batches, + the one being filled
-    assert max(in_flight) <= 7 * 4
+    # producer queue (2) + predictor (1) + writer queue (2) + writer (1) batches, + the one being filled;
+    # with workers: taken and not yet handed on (workers + 2) instead of the predictor's one
+    assert max(in_flight) <= (7 if workers == 1 else 7 - 1 + workers + 2) * 4
 
 
 class _JitteryPredictor:

@@ -195,16 +195,21 @@ def _run_parallel(
         for name, handle, close in consumers
     ]
     done: queue.Queue = queue.Queue()  # (number, batch, prediction | _Failure | _END marker)
+    # batches taken but not yet handed on: bounded, so a slow writer holds the workers back too
+    slots = threading.Semaphore(workers + queue_size)
     take = threading.Lock()
     taken = [0]
     stop = threading.Event()
 
     def work() -> None:
         while not stop.is_set():
+            if not slots.acquire(timeout=0.1):
+                continue
             with take:  # the number follows the order of the batches
                 try:
                     msg = producer.queue.get(timeout=0.1)
                 except queue.Empty:
+                    slots.release()
                     continue
                 number = taken[0]
                 taken[0] += 1
@@ -212,6 +217,7 @@ def _run_parallel(
                     producer.queue.put(msg)  # the other workers end too (its slot was just freed)
                     taken[0] -= 1
             if msg is _END or isinstance(msg, _Failure):
+                slots.release()
                 done.put((number, None, msg))
                 return
             try:
@@ -244,6 +250,7 @@ def _run_parallel(
                 if advance is not None:
                     advance(len(batch))
                 following += 1
+                slots.release()
     finally:
         stop.set()
         producer.stop.set()
