@@ -6,6 +6,9 @@ stays constant however long the video is::
     decode thread --batches of frames--> main thread: Predictor (batched model) --+--> writer thread
                                                                                   +--> TC thread
 
+With ``workers > 1`` (``segvn.predict``'s ``model_workers``) that many model threads take consecutive
+batches and the main thread hands their predictions on in order.
+
 Decoding (PyAV/decord), the network (torch), OpenCV, PNG and H.264 encoding all release the GIL, so
 these stages run in parallel. Frames keep their order through every stage. What the consumers do
 (draw, encode, measure) is up to the caller: :mod:`segvn.inference.video` wires them.
