@@ -1,27 +1,47 @@
-"""Evaluating a model on a labelled split: the loop behind ``segvn.evaluate``.
+"""Evaluating a model on a labelled split: what ``segvn.evaluate`` runs.
 
-Runs every frame of the split through the model, accumulates MATLAB-parity metrics
-(:class:`~segvn.metrics.SegmentationMetrics`, with per-image values and BF score) and, when asked,
-writes the overlay and the prediction-vs-truth comparison of each frame. The report files come from
-:func:`segvn.viz.report.write_evaluation_report`.
+:func:`evaluate_checkpoint` rebuilds model and data from a checkpoint and an evaluate config, chooses
+the model's input size, runtime and precision, runs :func:`evaluate_split` and writes the report.
+:func:`evaluate_split` runs every frame of the split through the model, accumulates MATLAB-parity
+metrics (:class:`~segvn.metrics.SegmentationMetrics`, with per-image values and BF score) and, when
+asked, writes the overlay and the prediction-vs-truth comparison of each frame. The report files come
+from :func:`segvn.viz.report.write_evaluation_report`.
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
 
 from segvn.data.classes import IGNORE_INDEX
 from segvn.data.transforms import denormalize
+from segvn.inference.options import absent_mode
+from segvn.inference.precision import inference_model
+from segvn.inference.scale import (
+    ImageSizeChoice,
+    ResizedModel,
+    model_stride,
+    resolve_image_size,
+    training_size,
+)
 from segvn.metrics import SegmentationMetrics, class_indices
+from segvn.models.checkpoint import Checkpoint
 from segvn.models.tta import predict_logits
+from segvn.utils import instantiate_dict
 from segvn.viz.compare import comparison
 from segvn.viz.image import save_image
 from segvn.viz.overlay import overlay
+from segvn.viz.report import log_to_wandb, write_evaluation_report
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -77,3 +97,73 @@ def evaluate_split(
             if advance is not None:
                 advance(images.shape[0])
     return Evaluation(metric.compute(), paths)
+
+
+def evaluation_image_size(setting, ckpt: Checkpoint, module, data_size) -> ImageSizeChoice:
+    """The model's input size in evaluate: the data's size when it is the training size (the stored
+    ``data=checkpoint`` resizes to it), else the ``image_size`` rule of :mod:`segvn.inference.scale`."""
+    trained = training_size(ckpt.config)
+    data = tuple(int(v) for v in data_size) if data_size is not None else None
+    if setting is None and data == trained:
+        return ImageSizeChoice(None, "training-scale" if trained else "native")
+    return resolve_image_size(setting, trained, model_stride(module))
+
+
+def _first_size(used, choice: ImageSizeChoice, data_size) -> list[int] | None:
+    if used:
+        return list(next(iter(used.values())))
+    if isinstance(choice.size, tuple):
+        return list(choice.size)
+    return list(data_size) if data_size is not None else None
+
+
+def evaluate_checkpoint(
+    cfg: Any, ckpt: Checkpoint, progress: Callable[[int], Callable[[int], None]] | None = None
+) -> dict:
+    """Evaluate ``ckpt`` on ``cfg.split`` as an :class:`~segvn.inference.options.EvaluateConfig` says
+    and write the report files into ``cfg.paths.output_dir``; returns ``metrics.json``'s content.
+
+    ``progress(total)`` returns the ``advance(n)`` the loop calls after every batch.
+    """
+    out = Path(cfg.paths.output_dir)
+    module = ckpt.model(cfg.model)
+    dm = instantiate(cfg.data)
+    ckpt.require_classes(dm.class_names)
+    dataset = dm.require(cfg.split)
+    choice = evaluation_image_size(cfg.get("image_size"), ckpt, module, dm.image_size)
+    runtime, engine, precision, device = inference_model(cfg, ckpt, module, out)
+    model = ResizedModel(runtime, choice)  # records the size used; a no-op at the data's size
+    log.info(
+        "model input: %s (image_size rule %s), runtime %s %s",
+        choice.describe(), choice.rule, engine, precision.describe(),
+    )  # fmt: skip
+    pictures = out / "images.partial" if cfg.save_images else None
+    if pictures is not None:
+        pictures.mkdir(parents=True, exist_ok=True)
+    run = evaluate_split(
+        model, dm.eval_dataloader(cfg.split, cfg.batch_size), list(dm.class_names), device,
+        absent_mode(cfg), cfg.metrics.bf_tolerance, pictures, cfg.max_images,
+        progress(len(dataset)) if progress is not None else None, cfg.tta_flip,
+    )  # fmt: skip
+    sizes = {
+        "image_size_rule": choice.rule,
+        "image_size": _first_size(model.sizes_used, choice, dm.image_size),
+    }
+    if pictures is not None:
+        shutil.rmtree(out / "images", ignore_errors=True)
+        pictures.rename(out / "images")
+    metrics, cm_png = write_evaluation_report(
+        out, run.result, dm.class_names, run.paths, f"Evaluation of {ckpt.path.name} ({cfg.split})",
+        checkpoint=str(ckpt.path.resolve()), split=cfg.split, absent_mode=absent_mode(cfg), tta_flip=cfg.tta_flip,
+        runtime=engine, precision=precision.name, channels_last=precision.channels_last, **sizes,
+    )  # fmt: skip
+    for lg in instantiate_dict(cfg.get("logger")):
+        if isinstance(lg, WandbLogger):
+            log_to_wandb(lg.experiment, metrics, {"confusion_matrix": cm_png})
+    nan = float("nan")
+    log.info(
+        "mIoU %.4f, global accuracy %.4f, mean BF %.4f over %d images -> %s",
+        metrics["mean_iou"] or nan, metrics["global_accuracy"] or nan, metrics["mean_bf_score"] or nan,
+        len(run.paths), out,
+    )  # fmt: skip
+    return metrics
