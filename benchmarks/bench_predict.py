@@ -74,6 +74,7 @@ from segvn.inference.options import (
     PredictConfig,
     available_cores,
     batch_size_for,
+    model_threads_for,
     model_workers_for,
     preset_for,
 )
@@ -149,7 +150,7 @@ def model_only(module, frames, args, workers: int = 1) -> float:
 def worker_model(module, workers: int):
     """The model ``workers`` threads share in segvn.predict: an ONNX session of cores / workers threads."""
     if workers > 1 and isinstance(module, RuntimeModel):
-        return RuntimeModel(module.path, threads=max(1, available_cores() // workers))
+        return RuntimeModel(module.path, threads=model_threads_for(workers))
     return module
 
 

@@ -194,6 +194,11 @@ def model_workers_for(
     return 2 if cpu and runtime == "onnx" and not ema and (cores or available_cores()) >= 2 else 1
 
 
+def model_threads_for(workers: int, cores: int | None = None) -> int:
+    """ONNX Runtime threads per model worker: the cores shared out between ``workers``."""
+    return max(1, (cores or available_cores()) // max(1, workers))
+
+
 SMALL_MACHINE_CORES = 4
 """Up to this many cores the encoder of the overlay video competes with the model for the CPU."""
 

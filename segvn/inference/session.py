@@ -16,7 +16,7 @@ from typing import Any
 from hydra.utils import instantiate
 
 from segvn.inference.export import RuntimeModel
-from segvn.inference.options import available_cores, batch_size_for, model_workers_for, preset_for
+from segvn.inference.options import batch_size_for, model_threads_for, model_workers_for, preset_for
 from segvn.inference.precision import inference_model
 from segvn.inference.predictor import Predictor
 from segvn.inference.scale import ImageSizeChoice, model_stride, parse_size, resolve_image_size, training_size
@@ -85,7 +85,7 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
     )
     predictor.workers = model_workers_for(cfg.model_workers, predictor.device, runtime, smoother.ema)
     if predictor.workers > 1 and isinstance(model, RuntimeModel):  # the cores shared out between them
-        model.set_threads(max(1, available_cores() // predictor.workers))
+        model.set_threads(model_threads_for(predictor.workers))
     meta = {
         "checkpoint": str(ckpt.path.resolve()),
         "input": described,

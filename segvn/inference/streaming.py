@@ -149,10 +149,7 @@ def run_stream(
     if workers > 1:
         return _run_parallel(items, predictor, consumers, batch_size, queue_size, advance, workers)
     producer = _Producer(items, batch_size, queue_size)
-    stages = [
-        _Stage(f"segvn-{name}", lambda m, h=handle: h(*m), close, queue_size)
-        for name, handle, close in consumers
-    ]
+    stages = _stages(consumers, queue_size)
     for stage in stages:
         stage.start()
     producer.start()
@@ -165,19 +162,32 @@ def run_stream(
             if isinstance(msg, _Failure):
                 input_error = msg.error
                 break
-            prediction = predictor([item.rgb for item in msg])
-            for stage in stages:
-                stage.put((msg, prediction))
-            if advance is not None:
-                advance(len(msg))
+            _hand_on(stages, msg, predictor([item.rgb for item in msg]), advance)
     finally:
         producer.stop.set()
         errors = [stage.finish() for stage in stages]
         producer.join()
+    _raise_first(errors)
+    return input_error
+
+
+def _stages(consumers: Sequence[Consumer], size: int) -> list[_Stage]:
+    return [
+        _Stage(f"segvn-{name}", lambda m, h=handle: h(*m), close, size) for name, handle, close in consumers
+    ]
+
+
+def _hand_on(stages: list[_Stage], batch: list[Item], prediction: BatchPrediction, advance) -> None:
+    for stage in stages:
+        stage.put((batch, prediction))
+    if advance is not None:
+        advance(len(batch))
+
+
+def _raise_first(errors: list[BaseException | None]) -> None:
     for err in errors:
         if err is not None:
             raise err
-    return input_error
 
 
 def _run_parallel(
@@ -193,10 +203,7 @@ def _run_parallel(
     if getattr(predictor, "smoother", None) is not None:
         raise ValueError("workers > 1 needs a predictor without temporal smoothing (temporal.ema=0)")
     producer = _Producer(items, batch_size, max(queue_size, workers))
-    stages = [
-        _Stage(f"segvn-{name}", lambda m, h=handle: h(*m), close, queue_size)
-        for name, handle, close in consumers
-    ]
+    stages = _stages(consumers, queue_size)
     done: queue.Queue = queue.Queue()  # (number, batch, prediction | _Failure | _END marker)
     # batches taken but not yet handed on: bounded, so a slow writer holds the workers back too
     slots = threading.Semaphore(workers + queue_size)
@@ -214,11 +221,11 @@ def _run_parallel(
                 except queue.Empty:
                     slots.release()
                     continue
-                number = taken[0]
-                taken[0] += 1
+                number = taken[0]  # for the end: the number of batches before it
                 if msg is _END or isinstance(msg, _Failure):
                     producer.queue.put(msg)  # the other workers end too (its slot was just freed)
-                    taken[0] -= 1
+                else:
+                    taken[0] += 1
             if msg is _END or isinstance(msg, _Failure):
                 slots.release()
                 done.put((number, None, msg))
@@ -247,11 +254,7 @@ def _run_parallel(
                 raise result.error
             ready[number] = (msg, result)
             while following in ready:
-                batch, prediction = ready.pop(following)
-                for stage in stages:
-                    stage.put((batch, prediction))
-                if advance is not None:
-                    advance(len(batch))
+                _hand_on(stages, *ready.pop(following), advance)
                 following += 1
                 slots.release()
     finally:
@@ -261,7 +264,5 @@ def _run_parallel(
         producer.join()
         for thread in threads:
             thread.join()
-    for err in errors:
-        if err is not None:
-            raise err
+    _raise_first(errors)
     return input_error
