@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -52,6 +53,9 @@ def test_budgeted_run_ends_on_time_with_a_decayed_learning_rate(tmp_path: Path) 
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     lr = last["optimizer_states"][0]["param_groups"][0]["lr"]
     assert lr < 0.25 * 0.001, f"the learning rate of the last epoch is decayed ({lr})"
+    logged = pd.read_csv(run_dir / "csv" / "metrics.csv")["lr-SGD"].dropna().to_numpy()
+    assert len(logged) > summary["epochs"], "the lr is logged per step: a curve, not a point per epoch"
+    assert logged[0] < 0.5 * 0.001, f"the first step logs its warm-up lr, not the initial one ({logged[0]})"
     assert last["callbacks"], "the elapsed budget is saved for a resume"
     elapsed = next(v["elapsed"] for k, v in last["callbacks"].items() if "TimeBudget" in k)
     assert budget_s * 0.5 < elapsed < budget_s + 5

@@ -122,6 +122,25 @@ def test_train_transforms_keep_label_painted_from_image(seed, blocks, hflip, tra
 
 
 @FAST
+@given(st.integers(0, 2**31 - 1), st.sampled_from([(16, 24), (32, 24), (40, 56)]))
+def test_train_crop_is_a_window_of_the_frame_with_its_label(seed, crop):
+    rng = np.random.default_rng(seed)
+    coarse = rng.choice([*range(NUM), IGNORE_INDEX], size=(4, 5)).astype(np.uint8)
+    label = np.kron(coarse, np.ones((8, 8), np.uint8))  # 32 x 40: a 40 x 56 crop needs padding
+    out = build_transforms(True, None, hflip=0.0, translate_px=0, crop=crop)(
+        image=index_to_rgb(label), mask=label
+    )
+    img, mask = denormalize(out["image"]), out["mask"].numpy()
+    assert mask.shape == img.shape[:2] == tuple(crop)
+    assert np.abs(img.astype(int) - index_to_rgb(mask).astype(int)).max() <= 1  # image and label aligned
+    h, w = min(crop[0], 32), min(crop[1], 40)
+    oy, ox = (crop[0] - h) // 2, (crop[1] - w) // 2  # where the frame sits in a padded crop
+    window = mask[oy : oy + h, ox : ox + w]
+    assert any((label[y : y + h, x : x + w] == window).all() for y in range(33 - h) for x in range(41 - w))
+    assert (mask == IGNORE_INDEX).sum() - (window == IGNORE_INDEX).sum() == crop[0] * crop[1] - h * w
+
+
+@FAST
 @given(st.integers(0, 2**31 - 1), st.sampled_from([(16, 24), (48, 40), (64, 64)]))
 def test_resize_keeps_label_consistent_away_from_edges(seed, size):
     rng = np.random.default_rng(seed)

@@ -66,8 +66,12 @@ class TimeBudgetSchedule(Callback):
         self._base = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
         for g, base in zip(optimizer.param_groups, self._base, strict=True):
             g["initial_lr"] = base
+        self._set_lr(trainer)  # already the warm-up value when the first step (and its lr log) comes
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._set_lr(trainer)
+
+    def _set_lr(self, trainer: L.Trainer) -> None:
         factor = self.factor(self.elapsed / self.seconds)
         for g, base in zip(trainer.optimizers[0].param_groups, self._base or [], strict=False):
             g["lr"] = base * factor

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import warnings
 import zipfile
@@ -144,15 +145,21 @@ class RuntimeModel(nn.Module):
         trained = self.meta.get("training_image_size")
         self.training_image_size = tuple(trained) if trained else None
         self._session = None
+        self._session_lock = threading.Lock()
         self._script = None
         self.threads = int(threads) if threads else None
-        if self.format == "onnx":
-            self._session = self._onnx_session(self.threads)
-        else:
+        if self.format != "onnx":
             self._script = torch.jit.load(str(self.path), map_location="cpu")
             self._script.eval()
 
-    def _onnx_session(self, threads: int | None):
+    def _onnx_session(self):
+        """The ONNX Runtime session, built on first use so :meth:`set_threads` does not build it twice."""
+        with self._session_lock:
+            if self._session is None:
+                self._session = self._new_session(self.threads)
+            return self._session
+
+    def _new_session(self, threads: int | None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -167,9 +174,10 @@ class RuntimeModel(nn.Module):
     def set_threads(self, threads: int | None) -> None:
         """ONNX Runtime's intra-op threads per call (``None``: one per physical core); a new session."""
         threads = int(threads) if threads else None
-        if self._session is not None and threads != self.threads:
-            self._session = self._onnx_session(threads)
-        self.threads = threads
+        with self._session_lock:
+            if threads != self.threads:
+                self._session = None
+            self.threads = threads
 
     def _apply(self, fn, recurse=True):  # .to(device) moves the TorchScript module too
         if self._script is not None:
@@ -178,8 +186,9 @@ class RuntimeModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, h, w = pad_to_stride(x, self.stride)
-        if self._session is not None:
-            logits = self._session.run(None, {"image": x.detach().float().cpu().contiguous().numpy()})[0]
+        if self._script is None:
+            image = x.detach().float().cpu().contiguous().numpy()
+            logits = self._onnx_session().run(None, {"image": image})[0]
             out = torch.from_numpy(logits).to(x.device)
         else:
             out = self._script(x)
