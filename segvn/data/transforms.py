@@ -52,10 +52,16 @@ def build_transforms(
             )
         if crop is not None:
             ch, cw = (int(v) for v in crop)
-            steps += [
-                A.PadIfNeeded(ch, cw, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX),
-                A.RandomCrop(ch, cw),
-            ]
+            steps.append(
+                A.RandomCrop(
+                    ch,
+                    cw,
+                    pad_if_needed=True,
+                    border_mode=cv2.BORDER_CONSTANT,
+                    fill=0,
+                    fill_mask=IGNORE_INDEX,
+                )
+            )
         if color_jitter > 0:
             steps.append(
                 A.ColorJitter(

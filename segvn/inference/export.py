@@ -156,15 +156,15 @@ class RuntimeModel(nn.Module):
         """The ONNX Runtime session, built on first use so :meth:`set_threads` does not build it twice."""
         with self._session_lock:
             if self._session is None:
-                self._session = self._new_session(self.threads)
+                self._session = self._new_session()
             return self._session
 
-    def _new_session(self, threads: int | None):
+    def _new_session(self):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        if self.threads:
+            options.intra_op_num_threads = self.threads
         # onnxruntime's idle threads spin by default, taking the CPU from the threads that decode,
         # resize, draw and encode around the model; without spinning, 150 frames at 270x480 on 2
         # cores ran at 20.3 vs 16.0 fps model-only and 15.9 vs 15.2 end to end (README, Benchmarks)
@@ -172,7 +172,7 @@ class RuntimeModel(nn.Module):
         return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
     def set_threads(self, threads: int | None) -> None:
-        """ONNX Runtime's intra-op threads per call (``None``: one per physical core); a new session."""
+        """ONNX Runtime's intra-op threads per call (``None``: one per physical core), from the next call on."""
         threads = int(threads) if threads else None
         with self._session_lock:
             if threads != self.threads:
