@@ -190,3 +190,58 @@ def test_ohem_trains_and_validation_keeps_the_plain_loss() -> None:
         assert float(plain) == pytest.approx(
             float(F.cross_entropy(module(batch["image"]), batch["mask"])), rel=1e-5
         )
+
+
+@pytest.mark.parametrize("name", ["dice", "lovasz"])
+def test_region_loss_adds_to_training_cross_entropy_only(name: str) -> None:
+    """model.region_loss: training loss = CE + weight x region term; validation keeps the plain CE."""
+    import torch.nn.functional as F
+
+    from segvn.models.losses import build_region_loss
+
+    net = build_network(encoder_name="resnet18", num_classes=8)
+    module = SegModule(
+        net=net, optimizer=partial(torch.optim.SGD, lr=0.01), region_loss=name, region_loss_weight=0.5
+    )
+    module.eval()  # no dropout: every forward pass gives the same logits
+    gen = torch.Generator().manual_seed(0)
+    batch = {
+        "image": torch.rand(2, 3, 32, 48, generator=gen),
+        "mask": torch.randint(0, 8, (2, 32, 48), generator=gen),
+    }
+    batch["mask"][:, :4] = 255
+    loss, _, _ = module._step(batch, train=True)
+    loss.backward()
+    assert all(p.grad is not None for p in net.model.decoder.parameters())
+    with torch.no_grad():
+        logits = module(batch["image"])
+        ce = F.cross_entropy(logits, batch["mask"], ignore_index=255)
+        term = build_region_loss(name)(logits, batch["mask"])
+        assert 0 < float(term) < 1
+        assert float(loss) == pytest.approx(float(ce + 0.5 * term), rel=1e-5)
+        plain, _, _ = module._step(batch)
+        assert float(plain) == pytest.approx(float(ce), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dice", "lovasz"])
+def test_region_loss_ignores_unlabelled_pixels_and_is_near_zero_when_right(name: str) -> None:
+    from segvn.models.losses import build_region_loss
+
+    target = torch.randint(0, 3, (1, 6, 8), generator=torch.Generator().manual_seed(1))
+    right = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float() * 20.0
+    loss = build_region_loss(name)
+    assert float(loss(right, target)) < 0.01
+    ignored = target.clone()
+    ignored[:, :3] = 255
+    wrong_there = right.clone()
+    wrong_there[:, :, :3] = right[:, :, :3].roll(1, dims=1)  # wrong where nothing is labelled
+    assert float(loss(wrong_there, ignored)) == pytest.approx(float(loss(right, ignored)), abs=1e-6)
+    assert float(loss(wrong_there, target)) > 0.1
+
+
+def test_region_loss_names_the_setting_when_unknown() -> None:
+    from segvn.errors import ConfigError
+    from segvn.models.losses import build_region_loss
+
+    with pytest.raises(ConfigError, match="model.region_loss"):
+        build_region_loss("focal")

@@ -1,16 +1,26 @@
-"""Online hard example mining (OHEM) for the pixel-wise cross-entropy.
+"""Training losses beyond plain cross-entropy: OHEM and region-based (Dice, Lovasz) terms.
 
 Street scenes are mostly road, sky and building that the network learns early; the rare, thin
 classes (person, fence) are a sliver of the pixels. OHEM (Shrivastava et al. 2016, for segmentation
 as in mmsegmentation's ``OHEMPixelSampler``) averages the loss over the hard pixels only: those
 whose predicted probability of their true class is below ``thresh``, and never fewer than the
 ``min_kept`` hardest, so a batch the network already gets right still trains on something.
+
+A region-based term (Dice, Lovasz-softmax; segmentation_models_pytorch's implementations) scores
+each class by its overlap as a whole, so a thin class counts as much as the road: cross-entropy
+plus such a term is the usual recipe for mean IoU on imbalanced classes.
 """
 
 from __future__ import annotations
 
+import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from segvn.errors import ConfigError
+
+REGION_LOSSES = ("dice", "lovasz")
 
 
 def ohem_cross_entropy(
@@ -41,3 +51,15 @@ def ohem_cross_entropy(
         w = weight[safe] if weight is not None else torch.ones_like(prob)
         w = torch.where(kept, w, 0.0)
     return (ce * kept).sum() / w.sum().clamp(min=torch.finfo(w.dtype).tiny)
+
+
+def build_region_loss(name: str, ignore_index: int = 255) -> nn.Module:
+    """The multiclass region-based loss ``name`` (one of ``REGION_LOSSES``), called on fp32 logits.
+
+    Lovasz sorts every pixel's error per class: on our 2-core CPU it cost 1.4 s per batch of eight
+    352x480 frames against 0.15 s for Dice and 0.03 s for cross-entropy.
+    """
+    if name not in REGION_LOSSES:
+        raise ConfigError(f"model.region_loss must be one of {REGION_LOSSES} or null, not {name!r}")
+    cls = smp.losses.DiceLoss if name == "dice" else smp.losses.LovaszLoss
+    return cls("multiclass", ignore_index=ignore_index, from_logits=True)

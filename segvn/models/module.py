@@ -13,7 +13,7 @@ from torchmetrics import MaxMetric, MeanMetric
 
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX
 from segvn.metrics import SegmentationMetrics, class_indices
-from segvn.models.losses import ohem_cross_entropy
+from segvn.models.losses import build_region_loss, ohem_cross_entropy
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,9 @@ class SegModule(L.LightningModule):
     oneDNN runs somewhat faster on CPUs (1.02-1.16x per fp32 training step, 1.02-1.05x with bf16
     autocast, in two runs on our 2-core machine; ``benchmarks/bench_precision.py``); the numbers
     computed are the same. ``ohem`` (``{thresh, min_kept}``) trains on the hard pixels only
-    (:func:`~segvn.models.losses.ohem_cross_entropy`); validation and test keep the plain loss.
+    (:func:`~segvn.models.losses.ohem_cross_entropy`); ``region_loss`` (``dice`` or ``lovasz``) adds
+    ``region_loss_weight`` times that overlap loss to the training cross-entropy. Validation and test
+    keep the plain loss, so ``val/loss`` means the same whatever the training loss.
     """
 
     def __init__(
@@ -44,6 +46,8 @@ class SegModule(L.LightningModule):
         channels_last: bool = False,
         encoder_lr_mult: float = 1.0,
         ohem: dict | None = None,
+        region_loss: str | None = None,
+        region_loss_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.net = net
@@ -58,6 +62,8 @@ class SegModule(L.LightningModule):
         self.channels_last = channels_last
         self.encoder_lr_mult = encoder_lr_mult
         self.ohem = dict(ohem) if ohem else None  # {thresh, min_kept}: segvn.models.losses
+        self.region_loss = build_region_loss(region_loss, ignore_index) if region_loss else None
+        self.region_loss_weight = region_loss_weight
         self.register_buffer("class_weights", torch.ones(self.num_classes))
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
@@ -135,6 +141,8 @@ class SegModule(L.LightningModule):
             loss = ohem_cross_entropy(logits, target, self.class_weights, self.ignore_index, **self.ohem)
         else:
             loss = F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index)
+        if train and self.region_loss is not None:
+            loss = loss + self.region_loss_weight * self.region_loss(logits.float(), target)
         return loss, class_indices(logits), target
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
