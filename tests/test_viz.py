@@ -309,6 +309,20 @@ def test_long_runs_label_every_nth_epoch():
     assert all(n / _epoch_label_step(n) <= 25 for n in range(1, 2000))
 
 
+def test_running_best_is_drawn_under_the_metric_it_follows():
+    """val/miou_best equals val/miou while every validation is a new best: both must stay visible."""
+    from matplotlib.figure import Figure
+
+    from segvn.viz.plots import _plot_series
+
+    df = pd.DataFrame({"step": [10, 20, 30], "val/miou": [0.4, 0.5, 0.45], "val/miou_best": [0.4, 0.5, 0.5]})
+    ax = Figure().subplots()
+    _plot_series(ax, df, ["val/miou", "val/miou_best"], smoothing=0.6)
+    metric, best = {line.get_label(): line for line in ax.get_lines()}.values()
+    assert metric.get_marker() == "o" and best.get_marker() in ("None", "", None)
+    assert best.get_drawstyle() == "steps-post" and best.get_zorder() < metric.get_zorder()
+
+
 def test_plot_training_progress_without_metrics_is_a_clear_error(tmp_path):
     csv = tmp_path / "metrics.csv"
     pd.DataFrame({"epoch": [0, 0, 1], "step": [0, 1, 2]}).to_csv(csv, index=False)

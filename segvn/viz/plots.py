@@ -211,7 +211,11 @@ def _plot_series(ax, df: pd.DataFrame, columns: list[str], smoothing: float) -> 
         x, y = data["step"].to_numpy(float), data[col].to_numpy(float)
         colour = f"C{i}" if len(columns) <= 10 else matplotlib.colormaps["tab20"](i % 20)
         dense = len(x) > 20 or col.endswith("_step")
-        if dense and smoothing > 0:  # noisy per-step curve: raw values faint, smoothed on top (MATLAB)
+        if col.endswith("_best"):  # running best: a thin step under the metric, whose markers stay visible
+            ax.plot(
+                x, y, color=colour, linewidth=1.0, alpha=0.8, drawstyle="steps-post", zorder=1.5, label=col
+            )
+        elif dense and smoothing > 0:  # noisy per-step curve: raw values faint, smoothed on top (MATLAB)
             ax.plot(x, y, color=colour, alpha=0.25, linewidth=0.8)
             ax.plot(x, _smooth(y, smoothing), color=colour, linewidth=1.6, label=f"{col} (smoothed)")
         elif dense:
