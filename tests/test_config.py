@@ -57,6 +57,9 @@ def test_data_configs_instantiate(compose_cfg, data):
     cfg = compose_cfg([f"data={data}"])
     dm = instantiate(cfg.data)
     assert isinstance(dm, SegDataModule)
+    assert dm.sampler["name"] == "uniform", "the default draws training frames uniformly"
+    rare = instantiate(compose_cfg([f"data={data}", "data.sampler.name=rare_class"]).data)
+    assert rare.sampler == {**dm.sampler, "name": "rare_class"}
 
 
 @pytest.mark.parametrize("logger", _options("logger"))

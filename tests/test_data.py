@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import WeightedRandomSampler
 
 from segvn.data.camvid import CamVid, download_camvid
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX, camvid_lut, index_to_rgb, rgb_to_index
 from segvn.data.datamodule import SegDataModule
+from segvn.data.sampling import build_train_sampler, rare_class_frame_weights
 from segvn.data.sources import StreetFolders
 from segvn.data.stats import LabelStats, class_weights
 from segvn.data.synthetic import SyntheticStreets
-from segvn.errors import DataError
+from segvn.errors import ConfigError, DataError
 
 CAMVID_NAMES = [
     "Sky",
@@ -300,3 +302,63 @@ def test_synthetic_cache_is_never_half_written(tmp_path: Path) -> None:
     writer.join()
     assert not failures, failures[:3]
     assert not list(root.rglob("*.tmp"))
+
+
+# -- rare-class sampling ---------------------------------------------------------------------
+def test_rare_class_weights_favour_rare_frames_by_hand():
+    # 4 classes; frames 0-2 show only the common classes, frame 3 also the rare class 3
+    pixels = np.full(5, 100)
+    counts = np.array(
+        [[50, 50, 0, 0], [60, 40, 0, 0], [50, 49, 1, 0], [40, 40, 0, 20], [0, 0, 0, 0]], np.int64
+    )
+    w, class_p = rare_class_frame_weights(counts, pixels, temperature=0.1, min_share=0.05)
+    freq = counts.sum(0) / counts.sum()
+    present = np.array([True, True, False, True])  # class 2's single pixel is below min_share
+    expected_p = np.where(present, np.exp((1 - freq) / 0.1), 0.0)
+    assert np.allclose(class_p, expected_p / expected_p.sum())
+    assert w[4] == 0.0, "a frame showing no class is never drawn"
+    assert w[3] > 2 * w[:3].max(), "the only frame with the rare class is drawn most"
+    assert np.isclose(w.sum(), 1.0)
+    # a high temperature tends to uniform over classes, which still favours frame 3 less strongly
+    w_hot, _ = rare_class_frame_weights(counts, pixels, temperature=100.0, min_share=0.05)
+    assert w[3] > w_hot[3] > w_hot[0]
+
+
+def test_rare_class_sampler_draws_by_weight_and_rejects_bad_settings(tmp_path):
+    counts = np.array([[100, 0], [90, 10], [0, 0]], np.int64)
+    pixels = np.full(3, 100)
+    assert build_train_sampler("uniform", counts, pixels, ["a", "b"]) is None
+    sampler = build_train_sampler("rare_class", counts, pixels, ["a", "b"], temperature=0.1)
+    assert len(sampler) == 3  # an epoch keeps its length
+    torch.manual_seed(0)
+    drawn = np.bincount([i for _ in range(200) for i in sampler], minlength=3)
+    assert drawn[2] == 0 and drawn[1] > drawn[0]
+    with pytest.raises(ConfigError, match="data.sampler.name"):
+        build_train_sampler("balanced", counts, pixels, ["a", "b"])
+    with pytest.raises(ConfigError, match="temperature"):
+        build_train_sampler("rare_class", counts, pixels, ["a", "b"], temperature=0)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        SegDataModule(SyntheticStreets, root=tmp_path, sampler={"name": "rare_class", "temp": 0.1})
+    with pytest.raises(ConfigError, match="min_share"):
+        SegDataModule(SyntheticStreets, root=tmp_path, sampler={"name": "rare_class", "min_share": 1.5})
+
+
+def test_datamodule_rare_class_sampler_on_real_frames(camvid_root, tmp_path):
+    src = CamVid(camvid_root, group_by="sequence", train=["0001TP"], val=["0016E5"])
+    dm = SegDataModule(
+        src, batch_size=4, image_size=(48, 64), cache_dir=tmp_path, sampler={"name": "rare_class"}
+    )
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert isinstance(loader.sampler, WeightedRandomSampler)
+    weights = loader.sampler.weights.numpy()
+    fence = CLASS_NAMES.index("fence")
+    stats = dm.label_stats("train")
+    has_fence = stats.counts[:, fence] >= 0.001 * stats.pixels
+    assert 0 < has_fence.sum() < len(weights)
+    # rows of the statistics follow the dataset's frames: frames showing fence weigh more on average
+    assert weights[has_fence].mean() > 1.5 * weights[~has_fence].mean()
+    batch = next(iter(loader))
+    assert batch["image"].shape == (4, 3, 48, 64)
+    # validation is never resampled
+    assert not isinstance(dm.val_dataloader().sampler, WeightedRandomSampler)

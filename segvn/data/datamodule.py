@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from segvn.data.check import LABELLED_SPLITS, check_dataset, validate_options
 from segvn.data.classes import CLASS_NAMES
 from segvn.data.dataset import SegmentationDataset
+from segvn.data.sampling import SAMPLERS, build_train_sampler
 from segvn.data.sources import SPLITS, StreetSource
 from segvn.data.stats import LabelStats, class_weights, scan_labels
 from segvn.data.transforms import build_transforms
@@ -43,6 +44,8 @@ class SegDataModule(L.LightningDataModule):
     ``_partial_: true``) called with it, or an already built :class:`StreetSource`.
     ``check`` (``level``: off/cheap/full, ``warn_only``: error kinds reported as warnings) is the
     dataset check :meth:`setup` runs before fitting; see :mod:`segvn.data.check`.
+    ``sampler`` (``name``: uniform/rare_class, ``temperature``, ``min_share``) chooses how training
+    frames are drawn; see :mod:`segvn.data.sampling`.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class SegDataModule(L.LightningDataModule):
         cache_dir: str | Path | None = None,
         class_names: Sequence[str] = CLASS_NAMES,
         check: dict | None = None,
+        sampler: dict | None = None,
     ) -> None:
         super().__init__()
         _check_settings(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
@@ -91,6 +95,21 @@ class SegDataModule(L.LightningDataModule):
             "warn_only": list(check.get("warn_only") or []),
         }
         validate_options(self.check["level"], self.check["warn_only"])
+        sampler = dict(sampler or {})
+        unknown = sorted(set(sampler) - {"name", "temperature", "min_share"})
+        if unknown:
+            raise ConfigError(
+                f"data.sampler: unknown setting(s) {unknown}; use name, temperature and min_share"
+            )
+        self.sampler = {"name": "uniform", "temperature": 0.1, "min_share": 0.001, **sampler}
+        if self.sampler["name"] not in SAMPLERS:
+            raise ConfigError(
+                f"data.sampler.name must be one of {list(SAMPLERS)}, got {self.sampler['name']!r}"
+            )
+        if not float(self.sampler["temperature"]) > 0:
+            raise ConfigError(f"data.sampler.temperature must be > 0, got {self.sampler['temperature']}")
+        if not 0 <= float(self.sampler["min_share"]) < 1:
+            raise ConfigError(f"data.sampler.min_share must be in [0, 1), got {self.sampler['min_share']}")
 
     @property
     def num_classes(self) -> int:
@@ -182,10 +201,26 @@ class SegDataModule(L.LightningDataModule):
             # every frame exactly once across processes: Lightning's default DistributedSampler pads the
             # split with repeated frames, which would count them twice in the metrics
             sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
+        if train and self.shuffle and self.sampler["name"] != "uniform":
+            stats = self.label_stats("train")
+            row = {f: i for i, f in enumerate(stats.files)}  # labelled frames only: map back by label path
+            counts = np.zeros((len(dataset), self.num_classes), np.int64)
+            pixels = np.ones(len(dataset), np.int64)
+            for i, s in enumerate(dataset.samples):
+                if s.label is not None and str(s.label) in row:
+                    counts[i], pixels[i] = stats.counts[row[str(s.label)]], stats.pixels[row[str(s.label)]]
+            sampler = build_train_sampler(
+                self.sampler["name"],
+                counts,
+                pixels,
+                self.class_names,
+                float(self.sampler["temperature"]),
+                float(self.sampler["min_share"]),
+            )
         return DataLoader(
             dataset,
             batch_size=batch_size or (self.batch_size if train else self.eval_batch_size),
-            shuffle=train and self.shuffle,
+            shuffle=train and self.shuffle and sampler is None,
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
