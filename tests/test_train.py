@@ -96,13 +96,17 @@ def test_synthetic_scenes_are_learnable(compose_cfg):
 
 @pytest.mark.slow
 def test_ddp_training_on_two_cpu_processes(tmp_path):
-    """Real multi-process DDP (gloo): two ranks train, rank 0 alone writes the run directory."""
+    """Real multi-process DDP (gloo): two ranks train, rank 0 alone writes the run directory.
+
+    Training frames are drawn by rare-class sampling, which Lightning splits across the ranks.
+    """
     run_dir = tmp_path / "run"
     proc = run_segvn(
         "train",
         "trainer=ddp_sim",
         "+debug=limit",
         "logger=csv",
+        "data.sampler.name=rare_class",
         "data.source.height=48",
         "data.source.width=64",
         "trainer.max_epochs=1",
@@ -112,6 +116,7 @@ def test_ddp_training_on_two_cpu_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in out and "distributed_backend=gloo" in out
+    assert out.count("rare-class sampling (T=0.1)") == 2, "each rank builds the weighted sampler"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert np.isfinite(metrics["metrics"]["val/miou"]) and np.isfinite(metrics["metrics"]["test/miou"])
     assert len((run_dir / "epoch_metrics.csv").read_text().splitlines()) == 2  # one row, from rank 0 only
