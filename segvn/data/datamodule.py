@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from segvn.data.check import LABELLED_SPLITS, check_dataset, validate_options
 from segvn.data.classes import CLASS_NAMES
 from segvn.data.dataset import SegmentationDataset
-from segvn.data.sampling import SAMPLERS, build_train_sampler
+from segvn.data.sampling import build_train_sampler, sampler_settings
 from segvn.data.sources import SPLITS, StreetSource
 from segvn.data.stats import LabelStats, class_weights, scan_labels
 from segvn.data.transforms import build_transforms
@@ -95,21 +95,7 @@ class SegDataModule(L.LightningDataModule):
             "warn_only": list(check.get("warn_only") or []),
         }
         validate_options(self.check["level"], self.check["warn_only"])
-        sampler = dict(sampler or {})
-        unknown = sorted(set(sampler) - {"name", "temperature", "min_share"})
-        if unknown:
-            raise ConfigError(
-                f"data.sampler: unknown setting(s) {unknown}; use name, temperature and min_share"
-            )
-        self.sampler = {"name": "uniform", "temperature": 0.1, "min_share": 0.001, **sampler}
-        if self.sampler["name"] not in SAMPLERS:
-            raise ConfigError(
-                f"data.sampler.name must be one of {list(SAMPLERS)}, got {self.sampler['name']!r}"
-            )
-        if not float(self.sampler["temperature"]) > 0:
-            raise ConfigError(f"data.sampler.temperature must be > 0, got {self.sampler['temperature']}")
-        if not 0 <= float(self.sampler["min_share"]) < 1:
-            raise ConfigError(f"data.sampler.min_share must be in [0, 1), got {self.sampler['min_share']}")
+        self.sampler = sampler_settings(sampler)
 
     @property
     def num_classes(self) -> int:

@@ -23,6 +23,27 @@ from segvn.errors import ConfigError
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("uniform", "rare_class")
+DEFAULTS = {"name": "uniform", "temperature": 0.1, "min_share": 0.001}
+
+
+def sampler_settings(settings: dict | None) -> dict:
+    """``data.sampler`` with its defaults filled in, checked before any data is read."""
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"data.sampler: unknown setting(s) {unknown}; use name, temperature and min_share")
+    settings = {**DEFAULTS, **settings}
+    _check(settings["name"], float(settings["temperature"]), float(settings["min_share"]))
+    return settings
+
+
+def _check(name: str, temperature: float, min_share: float) -> None:
+    if name not in SAMPLERS:
+        raise ConfigError(f"data.sampler.name must be one of {list(SAMPLERS)}, got {name!r}")
+    if not temperature > 0:
+        raise ConfigError(f"data.sampler.temperature must be > 0, got {temperature}")
+    if not 0 <= min_share < 1:
+        raise ConfigError(f"data.sampler.min_share must be in [0, 1), got {min_share}")
 
 
 def rare_class_frame_weights(
@@ -33,10 +54,7 @@ def rare_class_frame_weights(
     ``counts[i, c]`` is frame i's pixels of class c and ``pixels[i]`` all its pixels. Classes that
     no frame shows get no probability; frames that show no class (all unlabelled) are never drawn.
     """
-    if temperature <= 0:
-        raise ConfigError(f"data.sampler.temperature must be > 0, got {temperature}")
-    if not 0 <= min_share < 1:
-        raise ConfigError(f"data.sampler.min_share must be in [0, 1), got {min_share}")
+    _check("rare_class", temperature, min_share)
     counts = np.asarray(counts, np.float64)
     shows = counts >= min_share * np.asarray(pixels, np.float64)[:, None]
     shows &= counts > 0
@@ -66,10 +84,9 @@ def build_train_sampler(
     An epoch keeps its length (as many draws as frames, with replacement), so epoch-based settings
     mean the same with either sampler. Under DDP Lightning wraps it in a distributed sampler.
     """
+    _check(name, temperature, min_share)
     if name == "uniform":
         return None
-    if name != "rare_class":
-        raise ConfigError(f"data.sampler.name must be one of {list(SAMPLERS)}, got {name!r}")
     weights, class_p = rare_class_frame_weights(counts, pixels, temperature, min_share)
     shown = (np.asarray(counts, np.float64) * weights[:, None]).sum(0)
     uniform = np.asarray(counts, np.float64).sum(0) / len(weights)
