@@ -87,6 +87,17 @@ def test_fast_recipes_run(experiment: str, tmp_path: Path, request) -> None:
     assert cfg["trainer"]["precision"] == "bf16-mixed", "recipe stored"
     assert cfg["model"]["channels_last"] == channels_last, "recipe stored"
     assert ("current_model_state" in ckpt) == ema
+    if experiment == "mobilenetv2_fast":  # encoder_norm_eval: the pretrained statistics survive a whole run
+        assert cfg["model"]["encoder_norm_eval"] is True
+        pretrained = torch.load(request.getfixturevalue("weights_dir") / "mobilenet_v2_imagenet.pth")
+        stats = [
+            k for k in ckpt["state_dict"] if k.startswith("net.model.encoder.") and k.endswith("running_var")
+        ]
+        assert stats
+        for key in stats:
+            assert torch.equal(ckpt["state_dict"][key], pretrained[key.removeprefix("net.model.encoder.")]), (
+                key
+            )
     if ema:
         avg, raw = ckpt["state_dict"], ckpt["current_model_state"]
         key = next(k for k in avg if k.endswith("weight") and avg[k].is_floating_point())

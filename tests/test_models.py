@@ -146,6 +146,47 @@ def test_encoder_learns_at_its_own_rate():
     assert len(rest["params"]) + len(enc["params"]) == len(list(net.parameters()))
 
 
+def _encoder_norms(module: SegModule) -> list[torch.nn.BatchNorm2d]:
+    return [m for m in module.net.model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+@pytest.mark.parametrize("norm_eval", [True, False])
+def test_encoder_norm_eval_keeps_what_the_pretrained_encoder_computes(weights_dir, norm_eval: bool) -> None:
+    """With encoder_norm_eval the encoder computes in training what it computes in eval mode (its
+    pretrained running statistics), and a training step leaves those statistics alone while the
+    decoder's still update and the encoder's scale and shift are still learnt; without it the encoder
+    renormalises by the batch."""
+    path = weights_dir / "mobilenet_v2_imagenet.pth"
+    torch.manual_seed(0)
+    net = build_network(encoder_name="mobilenet_v2", encoder_weights=str(path), num_classes=8)
+    sgd = partial(torch.optim.SGD, lr=0.01)
+    module = SegModule(net=net, optimizer=sgd, class_weighting="none", encoder_norm_eval=norm_eval)
+    module.train()
+    assert module.training and module.net.model.decoder.training
+    assert all(m.training != norm_eval for m in _encoder_norms(module))
+    x = torch.randn(4, 3, 64, 96)
+    with torch.no_grad():
+        training = module.net.model.encoder(x)[-1]
+        module.eval()
+        pretrained = module.net.model.encoder(x)[-1]
+    assert torch.equal(training, pretrained) == norm_eval
+    module.train()
+    encoder_stats = [m.running_mean.clone() for m in _encoder_norms(module)]
+    decoder_norms = [m for m in module.net.model.decoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    decoder_stats = [m.running_mean.clone() for m in decoder_norms]
+    scale = [m.weight.detach().clone() for m in _encoder_norms(module)]
+    opt = module.configure_optimizers()
+    loss, _, _ = module._step({"image": x, "mask": torch.randint(0, 8, (4, 64, 96))}, train=True)
+    loss.backward()
+    opt.step()
+    kept = [
+        torch.equal(a, m.running_mean) for a, m in zip(encoder_stats, _encoder_norms(module), strict=True)
+    ]
+    assert all(kept) == norm_eval and any(kept) == norm_eval
+    assert not any(torch.equal(a, m.running_mean) for a, m in zip(decoder_stats, decoder_norms, strict=True))
+    assert not all(torch.equal(a, m.weight) for a, m in zip(scale, _encoder_norms(module), strict=True))
+
+
 # ---------------------------------------------------------------------------------------------- OHEM
 def test_ohem_keeps_the_hard_pixels_and_at_least_min_kept() -> None:
     """Hand case: four pixels with true-class probabilities 0.9, 0.5, 0.2 and one ignored."""

@@ -626,6 +626,23 @@ def _reference_labels(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tens
     return resized.argmax(dim=1).to(torch.uint8)
 
 
+def _assert_argmax_of_the_resize(labels: torch.Tensor, scores: torch.Tensor, size: tuple[int, int]) -> None:
+    """Every label is a best class of the bilinear resize; only float-rounding ties may pick another one.
+
+    Exact equality with ``F.interpolate`` is too strict for a real model: where two classes score within
+    rounding of each other, the argmax depends on the order of the float operations (which differs between
+    kernels and threads). A label is accepted if its resized score is within 1e-5 (relative) of the best.
+    """
+    resized = torch.nn.functional.interpolate(scores.double(), size=size, mode="bilinear", align_corners=False)
+    best = resized.max(dim=1).values
+    chosen = resized.gather(1, labels.long()[:, None])[:, 0]
+    tolerance = 1e-5 * resized.abs().amax().item()
+    worst = (best - chosen).max().item()
+    assert worst <= tolerance, f"a label scores {worst:.3g} below the best class (tolerance {tolerance:.3g})"
+    differs = (labels != _reference_labels(scores, size)).float().mean().item()
+    assert differs < 1e-4, f"{differs:.2%} of the labels differ from the reference: more than rounding ties"
+
+
 @pytest.mark.parametrize(
     ("low", "size"),
     [
@@ -656,9 +673,8 @@ def test_upsampled_labels_of_a_real_model_on_a_real_frame(module, video_path: Pa
     size = frame.shape[:2]
     expected = _reference_labels(scores, size)
     assert len(expected.unique()) >= 2  # classes meet: there are blocks to interpolate
-    assert torch.equal(upsampled_labels(scores, size), expected)
+    _assert_argmax_of_the_resize(upsampled_labels(scores, size), scores, size)
     result = predictor([frame])
-    np.testing.assert_array_equal(result.labels[0], expected[0].numpy())
-    np.testing.assert_allclose(
-        result.shares[0], np.bincount(expected.flatten(), minlength=8) / expected.numel()
-    )
+    labels = torch.from_numpy(np.ascontiguousarray(result.labels[0]))[None]
+    _assert_argmax_of_the_resize(labels, scores, size)
+    np.testing.assert_allclose(result.shares[0], np.bincount(labels.flatten(), minlength=8) / labels.numel())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 
 import lightning as L
@@ -31,6 +32,10 @@ class SegModule(L.LightningModule):
     (:func:`~segvn.models.losses.ohem_cross_entropy`); ``region_loss`` (``dice`` or ``lovasz``) adds
     ``region_loss_weight`` times that overlap loss to the training cross-entropy. Validation and test
     keep the plain loss, so ``val/loss`` means the same whatever the training loss.
+    ``encoder_norm_eval`` keeps the encoder's batch-norm layers in eval mode while training (their
+    running statistics frozen, their scale and shift still learnt; mmsegmentation's ``norm_eval``):
+    a pretrained encoder then computes what it computed on ImageNet instead of renormalising every
+    channel by the statistics of a batch of 8 street frames.
     """
 
     def __init__(
@@ -48,6 +53,7 @@ class SegModule(L.LightningModule):
         ohem: dict | None = None,
         region_loss: str | None = None,
         region_loss_weight: float = 1.0,
+        encoder_norm_eval: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
@@ -64,6 +70,7 @@ class SegModule(L.LightningModule):
         self.ohem = dict(ohem) if ohem else None  # {thresh, min_kept}: segvn.models.losses
         self.region_loss = build_region_loss(region_loss, ignore_index) if region_loss else None
         self.region_loss_weight = region_loss_weight
+        self.encoder_norm_eval = encoder_norm_eval
         self.register_buffer("class_weights", torch.ones(self.num_classes))
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
@@ -82,6 +89,20 @@ class SegModule(L.LightningModule):
         self.val_miou_best = MaxMetric()
         self.last_summary: dict[str, dict[str, torch.Tensor]] = {}
         """The latest dataset metrics per stage (``confmat`` included), reduced across processes."""
+        self.train(self.training)  # applies encoder_norm_eval from the start
+
+    def train(self, mode: bool = True) -> SegModule:
+        """Train or eval mode; with ``encoder_norm_eval`` the encoder's batch norms stay in eval mode."""
+        super().train(mode)
+        if mode and self.encoder_norm_eval:
+            for module in self._encoder().modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    def _encoder(self) -> nn.Module:
+        net = getattr(self.net, "_orig_mod", self.net)  # torch.compile wraps the network
+        return net.model.encoder
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B, C, H, W) at the input's resolution."""
@@ -100,6 +121,17 @@ class SegModule(L.LightningModule):
             self.class_weights.copy_(dm.class_weights(self.class_weighting))
         if self.compile and stage == "fit":
             self.net = torch.compile(self.net)
+
+    def on_fit_start(self) -> None:
+        if self.encoder_norm_eval:
+            norms = [m for m in self._encoder().modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            log.info(
+                "encoder_norm_eval: the encoder's %d batch norms keep their running statistics", len(norms)
+            )
+            # Lightning warns about modules in eval mode at the start of training: here they are meant to be
+            warnings.filterwarnings(
+                "ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training"
+            )
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self._param_groups())
@@ -126,8 +158,7 @@ class SegModule(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if self.encoder_lr_mult == 1.0:
             return params
-        net = getattr(self.net, "_orig_mod", self.net)  # torch.compile wraps the network
-        encoder = {id(p) for p in net.model.encoder.parameters()}
+        encoder = {id(p) for p in self._encoder().parameters()}
         return [
             {"params": [p for p in params if id(p) not in encoder]},
             {"params": [p for p in params if id(p) in encoder]},
