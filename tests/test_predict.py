@@ -633,7 +633,9 @@ def _assert_argmax_of_the_resize(labels: torch.Tensor, scores: torch.Tensor, siz
     rounding of each other, the argmax depends on the order of the float operations (which differs between
     kernels and threads). A label is accepted if its resized score is within 1e-5 (relative) of the best.
     """
-    resized = torch.nn.functional.interpolate(scores.double(), size=size, mode="bilinear", align_corners=False)
+    resized = torch.nn.functional.interpolate(
+        scores.double(), size=size, mode="bilinear", align_corners=False
+    )
     best = resized.max(dim=1).values
     chosen = resized.gather(1, labels.long()[:, None])[:, 0]
     tolerance = 1e-5 * resized.abs().amax().item()
