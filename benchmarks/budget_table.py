@@ -8,9 +8,9 @@ steps, and ``eval_val/metrics.json`` from ``python -m segvn.evaluate ckpt_path=<
 hydra.run.dir=RUN_DIR/eval_val``), one evaluation folder inside it (``RUN_DIR/eval_val_tta``, e.g.
 evaluated with ``tta_flip=true``), or the JSON report of ``benchmarks/plain_train.py``
 (``REPORT.json@val_tta`` takes its flip-TTA evaluation), or a row of an earlier table
-(``OUT.json#ROW NAME``, for runs whose directories are gone). Gains are against ``--baseline``: one row,
-or the mean mIoU of several (seeds of the plain loop). Writes ``OUT.json`` (every row) and
-``OUT.md`` (the table), and prints the table.
+(``OUT.json#ROW NAME``, for runs whose directories are gone). Gains are against ``--baseline NAME``:
+one row, or the mean mIoU of several (``--baseline A --baseline B``: seeds of the plain loop). Writes
+``OUT.json`` (every row) and ``OUT.md`` (the table), and prints the table.
 """
 
 from __future__ import annotations
@@ -80,12 +80,12 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True, help="OUT.json and OUT.md are written")
     p.add_argument(
         "--baseline",
-        nargs="+",
-        default=["plain loop"],
-        help="the row(s) the gains are against (their mean mIoU)",
+        action="append",
+        help="a row the gains are against; repeat it for several (their mean mIoU); default: plain loop",
     )
     p.add_argument("rows", nargs="+", help="NAME=RUN_DIR or NAME=plain_train.json")
     args = p.parse_args()
+    args.baseline = args.baseline or ["plain loop"]
     rows = {}
     for spec in args.rows:
         head, _, row = spec.partition("#")  # a row name may hold "=" itself
