@@ -95,10 +95,12 @@ class SegModule(L.LightningModule):
         """Train or eval mode; with ``encoder_norm_eval`` the encoder's batch norms stay in eval mode."""
         super().train(mode)
         if mode and self.encoder_norm_eval:
-            for module in self._encoder().modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+            for norm in self._encoder_norms():
+                norm.eval()
         return self
+
+    def _encoder_norms(self) -> list[nn.Module]:
+        return [m for m in self._encoder().modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
     def _encoder(self) -> nn.Module:
         net = getattr(self.net, "_orig_mod", self.net)  # torch.compile wraps the network
@@ -124,9 +126,9 @@ class SegModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         if self.encoder_norm_eval:
-            norms = [m for m in self._encoder().modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
             log.info(
-                "encoder_norm_eval: the encoder's %d batch norms keep their running statistics", len(norms)
+                "encoder_norm_eval: the encoder's %d batch norms keep their running statistics",
+                len(self._encoder_norms()),
             )
             # Lightning warns about modules in eval mode at the start of training: here they are meant to be
             warnings.filterwarnings(
