@@ -115,10 +115,11 @@ def train_checkpoint(batches: int, size: tuple[int, int]) -> Path:
     return ckpt
 
 
-def first_frames(video: Path, n: int | None) -> list[np.ndarray]:
+def first_frames(video: Path, n: int | None, i420: bool = True) -> list:
+    """The first ``n`` frames as segvn.predict's decode thread hands them on (I420 where the video is BT.601)."""
     frames = []
-    for frame in open_video(video):
-        frames.append(frame.rgb)
+    for frame in open_video(video, "pyav", i420=i420):
+        frames.append(frame.image)
         if n and len(frames) == n:
             break
     return frames

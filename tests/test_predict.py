@@ -26,6 +26,7 @@ from PIL import Image
 from segvn.data.classes import CLASS_NAMES, PALETTE
 from segvn.data.video import open_video
 from segvn.data.video_writer import VideoWriter
+from segvn.data.yuv import I420Frame, image_size
 from segvn.errors import ConfigError
 from segvn.inference.device import pick_device
 from segvn.inference.options import (
@@ -356,7 +357,7 @@ class _FakePredictor:
         time.sleep(self.delay)
         self.frames += len(frames)
         self.seconds += self.delay + 1e-6
-        h, w = frames[0].shape[:2]
+        h, w = image_size(frames[0])
         labels = np.stack([np.full((h, w), i % 8, np.uint8) for i in range(len(frames))])
         shares = np.eye(8)[np.arange(len(frames)) % 8]
         return BatchPrediction(labels, shares)
@@ -663,6 +664,20 @@ def test_upsampled_labels_are_the_argmax_of_the_bilinear_resize(low, size) -> No
         labels = upsampled_labels(scores, size)
         assert labels.dtype == torch.uint8 and labels.shape == (2, *size)
         assert torch.equal(labels, _reference_labels(scores, size))
+
+
+def test_i420_frames_give_the_labels_of_rgb_frames(module, video_path: Path) -> None:
+    """segvn.predict's video path (decoder planes resized, then converted) labels frames as RGB input does."""
+    rgb = _first_frames(video_path, 2)
+    yuv = [f.image for f, _ in zip(open_video(video_path, "pyav", i420=True), range(2), strict=False)]
+    assert all(isinstance(f, I420Frame) for f in yuv)
+    predictor = Predictor(module, "cpu", SMALL)
+    a, b = predictor(rgb), predictor(yuv)
+    assert a.labels.shape == b.labels.shape == (2, 540, 960)
+    assert (a.labels == b.labels).mean() > 0.98
+    np.testing.assert_allclose(a.shares, b.shares, atol=0.02)
+    with pytest.raises(ValueError, match="one size"):
+        predictor([yuv[0], I420Frame.from_rgb(rgb[0][:100, :100])])
 
 
 def test_upsampled_labels_of_a_real_model_on_a_real_frame(module, video_path: Path) -> None:

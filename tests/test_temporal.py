@@ -239,3 +239,17 @@ def test_smoothing_argument_checks() -> None:
     smoother(softmax_maps(0)[0])
     with pytest.raises(ValueError, match="flow"):
         smoother(softmax_maps(1)[0])
+
+
+def test_tc_of_decoded_i420_frames_equals_rgb(video_path: Path) -> None:
+    """TC of segvn.predict's video path (flow on the luma plane) reads as on grey from RGB."""
+    from segvn.inference.consistency import TemporalTracker
+
+    frames = list(zip(open_video(video_path, "pyav", i420=True), range(12), strict=False))
+    labels = [np.where(f.image.grey > 128, 4, 6).astype(np.uint8) for f, _ in frames]  # tracks the scene
+    on_yuv, on_rgb = TemporalTracker(8), TemporalTracker(8)
+    for (frame, _), lab in zip(frames, labels, strict=True):
+        on_yuv.add(frame.image, lab)
+        on_rgb.add(frame.rgb, lab)
+    assert on_yuv.pairs == on_rgb.pairs == 11
+    assert on_yuv.value == pytest.approx(on_rgb.value, abs=0.01)

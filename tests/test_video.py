@@ -23,6 +23,7 @@ from segvn.data.video import (
     probe_video,
 )
 from segvn.data.video_writer import VideoWriter, available_h264_encoders, pick_h264_encoder
+from segvn.data.yuv import I420Frame, image_size, is_bt601_i420
 
 N_FRAMES, FPS, WIDTH, HEIGHT = 221, 25, 960, 540
 
@@ -348,3 +349,56 @@ def test_decord_failure_mid_stream_falls_back_to_pyav(
     assert [r[:2] for r in rows] == [r[:2] for r in full_pass["decord"]["rows"]]
     assert [r[2] for r in rows[:50]] == [r[2] for r in full_pass["decord"]["rows"][:50]]
     assert [r[2] for r in rows[50:]] == [r[2] for r in full_pass["pyav"]["rows"][50:]]
+
+
+# ------------------------------------------------------------------------------------------- I420
+def test_i420_frames_are_the_decoders_planes(video_path: Path) -> None:
+    """``i420=True`` hands on the decoder's planes; in RGB they are FFmpeg's conversion within a few levels,
+    resized they are the RGB resized, and the luma plane is the grey frame (limited range)."""
+    rgb = [f.rgb for f, _ in zip(open_video(video_path, "pyav"), range(3), strict=False)]
+    yuv = [f.image for f, _ in zip(open_video(video_path, "pyav", i420=True), range(3), strict=False)]
+    for a, b in zip(rgb, yuv, strict=True):
+        assert isinstance(b, I420Frame) and b.size == (HEIGHT, WIDTH) and b.data.shape == (810, 960)
+        error = np.abs(b.to_rgb().astype(np.int16) - a)
+        assert error.max() <= 4 and error.mean() < 1.5, (error.max(), error.mean())
+        small = b.to_rgb((270, 480)).astype(np.int16)
+        assert np.abs(small - cv2.resize(a, (480, 270), interpolation=cv2.INTER_AREA)).mean() < 2
+        grey = cv2.cvtColor(a, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        assert np.abs((b.grey.astype(np.float32) - 16) * 255 / 219 - grey).mean() < 1.5
+    # decord decodes to RGB only
+    assert isinstance(next(iter(open_video(video_path, "decord", i420=True))).image, np.ndarray)
+
+
+def test_non_bt601_videos_stay_rgb(tmp_path: Path) -> None:
+    """A full-range (yuvj420p) or BT.709 video is not what OpenCV's I420 conversion assumes: RGB frames."""
+    frame = np.dstack([np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (48, 1))] * 3)
+    for name, pix_fmt, colorspace in (("full.mp4", "yuvj420p", None), ("bt709.mp4", "yuv420p", 1)):
+        with av.open(str(tmp_path / name), "w") as container:
+            stream = container.add_stream("libx264", rate=25)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, pix_fmt
+            if colorspace is not None:
+                stream.codec_context.colorspace = colorspace
+            video = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=pix_fmt)
+            if colorspace is not None:
+                video.colorspace = colorspace
+            container.mux(stream.encode(video))
+            container.mux(stream.encode(None))
+        (decoded,) = list(open_video(tmp_path / name, "pyav", i420=True))
+        assert isinstance(decoded.image, np.ndarray) and decoded.image.shape == (48, 64, 3), name
+    assert is_bt601_i420("yuv420p", 6, 1, 64, 48) and is_bt601_i420("yuv420p", 2, 0, 64, 48)
+    assert not is_bt601_i420("yuv420p", 6, 1, 63, 48) and not is_bt601_i420("yuv420p10le", 6, 1, 64, 48)
+
+
+def test_i420_frame_checks_and_crops() -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    frame = I420Frame.from_rgb(rgb)
+    assert frame.size == (24, 32) and image_size(frame) == image_size(rgb) == (24, 32)
+    crop = frame.crop(4, 12, 6, 20)
+    assert crop.size == (8, 14) and np.array_equal(crop.to_rgb(), frame.to_rgb()[4:12, 6:20])
+    assert frame.to_rgb((12, 15)).shape == (12, 15, 3)  # odd sides: converted, then resized
+    with pytest.raises(ValueError, match="even"):
+        frame.crop(1, 12, 6, 20)
+    with pytest.raises(ValueError, match="I420"):
+        I420Frame(np.zeros((35, 32), np.uint8))  # 35 rows: not 3H/2
+    with pytest.raises(ValueError, match="I420"):
+        I420Frame(np.zeros((36, 31), np.uint8))

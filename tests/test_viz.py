@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX, PALETTE, camvid_lut
+from segvn.data.yuv import I420Frame
 from segvn.models.introspect import (
     class_score,
     class_visualization,
@@ -126,6 +127,32 @@ def test_i420_overlay_keeps_unlabelled_pixels_and_needs_even_sizes() -> None:
     assert not np.array_equal(got[4:], frame[4:])
     with pytest.raises(ValueError, match="even"):
         overlay_i420(_frame(23, 32), _labels(23, 32))
+
+
+@pytest.mark.parametrize("corner", ["top-left", "bottom-right"])
+def test_i420_frames_are_drawn_as_their_rgb_would_be(corner: str) -> None:
+    """A decoded I420 frame is blended in place: the planes of drawing its RGB, exactly outside the
+    legend's block (the same conversion), within a few levels inside it (drawn in RGB, converted back)."""
+    import cv2
+
+    image = _frame(240, 322)
+    labels = np.repeat(np.repeat(_labels(24, 23, seed=4), 10, axis=0), 14, axis=1)[:, :322]
+    labels[:4, :6] = IGNORE_INDEX
+    drawer = OverlayDrawer(CLASS_NAMES, corner=corner)
+    expected = drawer.i420(image, labels).astype(int)
+    got = drawer.i420(I420Frame.from_rgb(image), labels)
+    x0, y0, x1, y1 = legend_box(image.shape, CLASS_NAMES, corner=corner)
+    outside = np.ones((240, 322), bool)
+    outside[y0 - y0 % 2 : y1 + y1 % 2, x0 - x0 % 2 : x1 + x1 % 2] = False
+    assert np.array_equal(got[:240][outside], expected[:240][outside])
+    # inside the block: drawn on the frame's own RGB (a smooth frame: in gamut, as video frames are)
+    smooth = I420Frame.from_rgb(cv2.GaussianBlur(image, (0, 0), 6))
+    error = np.abs(drawer.i420(smooth, labels).astype(int) - drawer.i420(smooth.to_rgb(), labels))
+    assert error.max() <= 3 and error.mean() < 0.5, (error.max(), error.mean())
+    assert np.array_equal(overlay_i420(I420Frame.from_rgb(image), labels), overlay_i420(image, labels))
+    assert np.array_equal(
+        drawer(I420Frame.from_rgb(image), labels), drawer(I420Frame.from_rgb(image).to_rgb(), labels)
+    )
 
 
 # ------------------------------------------------------------------------------------------- legend

@@ -35,6 +35,7 @@ from typing import NamedTuple
 import av
 import numpy as np
 
+from segvn.data.yuv import I420Frame, as_rgb, is_bt601_i420
 from segvn.errors import VideoError
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,20 @@ class EncoderNotFoundError(VideoError):
 
 
 class Frame(NamedTuple):
-    """One decoded frame: its index in the video, its presentation time in seconds, RGB uint8 (H, W, 3)."""
+    """One decoded frame: its index in the video, its presentation time in seconds and the picture.
+
+    ``image`` is RGB uint8 ``(H, W, 3)``, or with ``open_video(..., i420=True)`` an
+    :class:`~segvn.data.yuv.I420Frame` where the decoder's frame allows it; :attr:`rgb` is RGB either way.
+    """
 
     index: int
     timestamp: float
-    rgb: np.ndarray
+    image: np.ndarray | I420Frame
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """The picture as RGB uint8 ``(H, W, 3)`` (converted from I420 when it is one)."""
+        return as_rgb(self.image)
 
 
 @dataclass(frozen=True)
@@ -262,9 +272,10 @@ class VideoReader:
 
     backend = "base"
 
-    def __init__(self, path: str | os.PathLike, threads: int = 0):
+    def __init__(self, path: str | os.PathLike, threads: int = 0, i420: bool = False):
         self.path = _check_path(path)
         self.threads = threads
+        self.i420 = i420  # PyAV only: hand on BT.601 4:2:0 frames as I420Frame (segvn.data.yuv)
         with _open_container(self.path) as container:
             self.info = _video_info(self.path, container, container.streams.video[0])
 
@@ -406,6 +417,14 @@ class PyAVReader(VideoReader):
         ts = float(_seconds(stamp, start, tb)) if stamp is not None else None
         raise self._error(next_index, ts, cause)
 
+    def _image(self, frame: av.VideoFrame) -> np.ndarray | I420Frame:
+        """The decoded frame as RGB, or as it is (I420, no conversion) where ``i420`` and it is BT.601 4:2:0."""
+        if self.i420 and is_bt601_i420(
+            frame.format.name, frame.colorspace, frame.color_range, frame.width, frame.height
+        ):
+            return I420Frame(frame.to_ndarray(format="yuv420p"))
+        return frame.to_ndarray(format="rgb24")
+
     @staticmethod
     def _drain(stream) -> list[av.VideoFrame]:
         """Flush frames still inside the (frame-threaded) decoder; they are intact."""
@@ -420,7 +439,7 @@ class PyAVReader(VideoReader):
             count = 0
             for i, ts, frame in self._decode(container, stream, 0):
                 count += 1
-                yield Frame(i, ts, frame.to_ndarray(format="rgb24"))
+                yield Frame(i, ts, self._image(frame))
         if count < self.info.reported_frames and "index" not in vars(self):
             self._warn_short(count)
 
@@ -438,7 +457,7 @@ class PyAVReader(VideoReader):
                 for i, ts, frame in frames:
                     position = i
                     if i == target:
-                        yield Frame(i, ts, frame.to_ndarray(format="rgb24"))
+                        yield Frame(i, ts, self._image(frame))
                         break
                     if i > target:
                         break
@@ -468,7 +487,7 @@ class DecordReader(VideoReader):
         return super().frames(indices)
 
     def _pyav(self) -> PyAVReader:
-        reader = PyAVReader(self.path, self.threads)
+        reader = PyAVReader(self.path, self.threads, self.i420)
         reader.__dict__["index"] = self.index  # share the probe (cached_property storage)
         return reader
 
@@ -511,12 +530,17 @@ class DecordReader(VideoReader):
             yield Frame(i, float(self.index.timestamps[i]), rgb)
 
 
-def open_video(path: str | os.PathLike, backend: str = "decord", threads: int = 0) -> VideoReader:
+def open_video(
+    path: str | os.PathLike, backend: str = "decord", threads: int = 0, i420: bool = False
+) -> VideoReader:
     """Open a video for streaming. ``backend`` is ``"decord"`` or ``"pyav"``; ``threads=0`` lets FFmpeg choose.
+
+    ``i420=True``: frames keep the decoder's I420 where it is BT.601 4:2:0 (:mod:`segvn.data.yuv`; PyAV
+    only, decord always gives RGB), for consumers that take :class:`~segvn.data.yuv.I420Frame`.
 
     Raises :class:`VideoNotFoundError`, or :class:`VideoDecodeError` when the file is not a readable video.
     """
     readers = {"decord": DecordReader, "pyav": PyAVReader}
     if backend not in readers:
         raise ValueError(f"unknown video backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    return readers[backend](path, threads=threads)
+    return readers[backend](path, threads=threads, i420=i420)

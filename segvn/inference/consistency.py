@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from segvn.data.classes import IGNORE_INDEX
+from segvn.data.yuv import I420Frame
 from segvn.metrics.temporal import TemporalConsistency, dis_flow
 
 """Errors of an input file (truncated video, unreadable image): the input ends there, outputs are kept."""
@@ -39,8 +40,9 @@ class TemporalTracker:
         self.pairs = 0
         self._prev: tuple[np.ndarray, torch.Tensor] | None = None
 
-    def _small(self, rgb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
-        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    def _small(self, image: np.ndarray | I420Frame, labels: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        # I420: the luma plane is the grey frame (BT.601 luma, as COLOR_RGB2GRAY computes it)
+        grey = image.grey if isinstance(image, I420Frame) else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         if self.scale != 1.0:
             h, w = labels.shape
             size = (max(8, round(w * self.scale)), max(8, round(h * self.scale)))
@@ -48,9 +50,9 @@ class TemporalTracker:
             labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
         return grey, torch.from_numpy(np.ascontiguousarray(labels))
 
-    def add(self, rgb: np.ndarray, labels: np.ndarray) -> None:
-        """The next frame of the video and its label map; compared with the previous one."""
-        grey, lab = self._small(rgb, labels)
+    def add(self, image: np.ndarray | I420Frame, labels: np.ndarray) -> None:
+        """The next frame of the video (RGB or I420) and its label map; compared with the previous one."""
+        grey, lab = self._small(image, labels)
         if self._prev is not None:
             prev_grey, prev_lab = self._prev
             self.metric.update(prev_lab, lab, dis_flow(prev_grey, grey, self.preset))

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from segvn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from segvn.data.yuv import I420Frame, image_size
 from segvn.errors import ConfigError
 from segvn.inference.device import pick_device
 from segvn.inference.smoothing import TemporalEMA
@@ -37,6 +38,9 @@ from segvn.inference.upsample import upsampled_labels
 from segvn.models.tta import predict_logits
 
 log = logging.getLogger(__name__)
+
+Image = np.ndarray | I420Frame
+"""A frame the predictor takes: RGB uint8 ``(H, W, 3)``, or I420 straight from the decoder."""
 
 
 def check_image_size(size: Sequence[int] | None) -> tuple[int, int] | None:
@@ -140,27 +144,31 @@ class Predictor:
             return int(h), int(w)
         return self.image_size
 
-    def _model_frames(self, frames: Sequence[np.ndarray]) -> np.ndarray:
-        height, width = frames[0].shape[:2]
+    def _model_frames(self, frames: Sequence[Image]) -> np.ndarray:
+        height, width = image_size(frames[0])
         h, w = self.model_size(height, width)
         if (height, width) not in self.sizes_used:
             self.sizes_used[(height, width)] = (h, w)
             log.info("frames of %dx%d go through the model at %dx%d", height, width, h, w)
-        if (h, w) == (height, width):
-            return np.stack(frames)
         interp = cv2.INTER_AREA if h < height and w < width else cv2.INTER_LINEAR
-        return np.stack([cv2.resize(f, (w, h), interpolation=interp) for f in frames])
+        return np.stack([
+            f.to_rgb((h, w)) if isinstance(f, I420Frame)  # resized, then converted (segvn.data.yuv)
+            else f if (h, w) == (height, width)
+            else cv2.resize(f, (w, h), interpolation=interp)
+            for f in frames
+        ])  # fmt: skip
 
     @torch.inference_mode()
-    def __call__(self, frames: Sequence[np.ndarray]) -> BatchPrediction:
-        """Labels and class shares of a batch of RGB uint8 ``(H, W, 3)`` frames of one size, in order."""
+    def __call__(self, frames: Sequence[Image]) -> BatchPrediction:
+        """Labels and class shares of a batch of frames of one size, in order: RGB uint8 ``(H, W, 3)``
+        arrays or :class:`~segvn.data.yuv.I420Frame` s (as ``open_video(..., i420=True)`` decodes them)."""
         if len(frames) == 0:
             raise ValueError("empty batch")
-        shape = frames[0].shape
-        if len(shape) != 3 or shape[2] != 3 or any(f.shape != shape for f in frames):
-            raise ValueError(
-                f"a batch needs RGB frames (H, W, 3) of one size, got {[f.shape for f in frames]}"
-            )
+        size = image_size(frames[0])
+        rgb_ok = all(isinstance(f, I420Frame) or (f.ndim == 3 and f.shape[2] == 3) for f in frames)
+        if not rgb_ok or any(image_size(f) != size for f in frames):
+            shapes = [f.size if isinstance(f, I420Frame) else f.shape for f in frames]
+            raise ValueError(f"a batch needs RGB frames (H, W, 3) or I420 frames of one size, got {shapes}")
         self._start()
         done = 0
         try:
@@ -170,8 +178,8 @@ class Predictor:
         finally:
             self._stop(done)
 
-    def _predict(self, frames: Sequence[np.ndarray]) -> BatchPrediction:
-        height, width = frames[0].shape[:2]
+    def _predict(self, frames: Sequence[Image]) -> BatchPrediction:
+        height, width = image_size(frames[0])
         small = self._model_frames(frames)
         x = torch.from_numpy(small).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         x = (x.div_(255.0) - self._mean) / self._std

@@ -23,15 +23,17 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from segvn.data.yuv import I420Frame, image_size
 from segvn.inference.predictor import BatchPrediction, Predictor
 
 
 class Item(NamedTuple):
-    """One frame to predict: index in its input, timestamp (s; ``None`` for images), RGB, output name, source."""
+    """One frame to predict: index in its input, timestamp (s; ``None`` for images), picture, output name,
+    source. The picture is RGB uint8 ``(H, W, 3)`` or an :class:`~segvn.data.yuv.I420Frame` (videos)."""
 
     index: int
     timestamp: float | None
-    rgb: np.ndarray
+    image: np.ndarray | I420Frame
     name: str
     source: str
 
@@ -105,7 +107,7 @@ class _Producer(threading.Thread):
         batch: list[Item] = []
         try:
             for item in self.items:
-                if batch and item.rgb.shape != batch[0].rgb.shape:
+                if batch and image_size(item.image) != image_size(batch[0].image):
                     if not self._put(batch):
                         return
                     batch = []
@@ -162,7 +164,7 @@ def run_stream(
             if isinstance(msg, _Failure):
                 input_error = msg.error
                 break
-            _hand_on(stages, msg, predictor([item.rgb for item in msg]), advance)
+            _hand_on(stages, msg, predictor([item.image for item in msg]), advance)
     finally:
         producer.stop.set()
         errors = [stage.finish() for stage in stages]
@@ -231,7 +233,7 @@ def _run_parallel(
                 done.put((number, None, msg))
                 return
             try:
-                done.put((number, msg, predictor([item.rgb for item in msg])))
+                done.put((number, msg, predictor([item.image for item in msg])))
             except BaseException as err:  # raised in the main thread
                 done.put((number, msg, _Failure(err)))
                 return

@@ -74,7 +74,7 @@ def _video_items(reader, path: Path, limit: int | None) -> Iterator[Item]:
     frames = iter(reader)
     try:
         for count, frame in enumerate(frames, 1):
-            yield Item(frame.index, frame.timestamp, frame.rgb, path.stem, str(path))
+            yield Item(frame.index, frame.timestamp, frame.image, path.stem, str(path))
             if limit is not None and count >= limit:
                 return  # before decoding another frame (a damaged one after the limit is no error)
     finally:
@@ -114,7 +114,7 @@ class _Sink:
 
     def __call__(self, batch: list[Item], prediction: BatchPrediction) -> None:
         for item, labels, shares in zip(batch, prediction.labels, prediction.shares, strict=True):
-            self.write_frame(item, self.draw(item.rgb, labels), labels)
+            self.write_frame(item, self.draw(item.image, labels), labels)
             self.shares.write(item.source, item.index, item.timestamp, shares)
             self.share_sums += shares
             self.result.frames += 1
@@ -162,7 +162,8 @@ def predict_video(
     """
     path, out_dir = Path(path), Path(out_dir)
     start = time.perf_counter()
-    reader = open_video(path, str(options.video.backend), threads=options.video.threads)
+    # I420 frames where the video allows (segvn.data.yuv): the model, TC and the overlay take them as they are
+    reader = open_video(path, str(options.video.backend), threads=options.video.threads, i420=True)
     info = reader.info
     out_video = out_dir / f"{path.stem}_overlay.mp4"
     labels_dir = out_dir / "labels" / path.stem
@@ -205,7 +206,7 @@ def predict_video(
 
         def track(batch: list[Item], prediction: BatchPrediction) -> None:
             for item, labels in zip(batch, prediction.labels, strict=True):
-                tracker.add(item.rgb, labels)
+                tracker.add(item.image, labels)
 
         consumers.append(("tc", track, lambda: None))
     predictor.reset()

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX, PALETTE
+from segvn.data.yuv import I420Frame, as_rgb, i420_planes, image_size
 
 DEFAULT_ALPHA = 0.4
 """Overlay transparency of the thesis figures (MATLAB ``labeloverlay`` default)."""
@@ -233,16 +234,6 @@ def add_title(panel: np.ndarray, title: str, scale: float | None = None) -> np.n
 
 
 # ------------------------------------------------------------------------------------------------ I420
-def _i420_planes(yuv: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Views of the Y (H, W), U and V (H/2, W/2) planes of an I420 buffer (3H/2, W)."""
-    flat, n = yuv.reshape(-1), height * width
-    return (
-        flat[:n].reshape(height, width),
-        flat[n : n + n // 4].reshape(height // 2, width // 2),
-        flat[n + n // 4 :].reshape(height // 2, width // 2),
-    )
-
-
 @functools.lru_cache(maxsize=8)
 def _i420_luts(palette: bytes) -> tuple[np.ndarray, ...]:
     """Y, U and V of each RGB class colour as 256-entry tables, from OpenCV's own RGB -> I420 conversion."""
@@ -254,37 +245,43 @@ def _i420_luts(palette: bytes) -> tuple[np.ndarray, ...]:
 
 
 def overlay_i420(
-    image_rgb: np.ndarray,
+    image: np.ndarray | I420Frame,
     labels: np.ndarray | torch.Tensor,
     alpha: float = DEFAULT_ALPHA,
     palette: np.ndarray = PALETTE,
 ) -> np.ndarray:
     """:func:`overlay`, returned as I420 ``(3H/2, W)`` (what H.264 encoders take); even H and W only.
 
-    The frame is converted and the colours blended in YUV: the conversion is affine, so the blend
-    commutes with it and luma equals the RGB overlay's (within rounding); chroma takes each 2x2 block's
-    top-left label, as OpenCV's conversion takes its top-left pixel. Per video frame it costs a fifth of
-    drawing in RGB and converting (0.43 vs 2.1 ms at 960x540, one thread).
+    ``image`` is RGB, converted first, or an :class:`~segvn.data.yuv.I420Frame` straight from the
+    decoder. The colours are blended in YUV: the conversion is affine, so the blend commutes with it and
+    luma equals the RGB overlay's (within rounding); chroma takes each 2x2 block's top-left label, as
+    OpenCV's conversion takes its top-left pixel. Per video frame it costs a fifth of drawing in RGB and
+    converting (0.43 vs 2.1 ms at 960x540, one thread).
     """
-    image, index = _as_rgb(image_rgb), _as_index(labels)
+    index = _as_index(labels)
     height, width = index.shape
-    if image.shape[:2] != index.shape:
-        raise ValueError(f"labels {index.shape} do not match image {image.shape[:2]}")
+    if not isinstance(image, I420Frame):
+        image = _as_rgb(image)
+    if image_size(image) != index.shape:
+        raise ValueError(f"labels {index.shape} do not match image {image_size(image)}")
     if height % 2 or width % 2:
         raise ValueError(f"I420 needs an even frame size, got {width}x{height}")
     lut, valid = _colour_lut(palette)
-    yuv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YUV_I420)
+    if isinstance(image, I420Frame):
+        yuv = image.data.copy()
+    else:
+        yuv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YUV_I420)
     half = np.ascontiguousarray(index[::2, ::2])
     frame = yuv.copy() if index.max(initial=0) >= int(valid.sum()) else None
     indices = (index, half, half)
     for plane, table, idx in zip(
-        _i420_planes(yuv, height, width), _i420_luts(lut.tobytes()), indices, strict=True
+        i420_planes(yuv, height, width), _i420_luts(lut.tobytes()), indices, strict=True
     ):
         cv2.addWeighted(plane, 1.0 - alpha, cv2.LUT(idx, table), alpha, 0.0, dst=plane)
     if frame is None:  # every pixel has a class (any prediction): done
         return yuv
     keep = np.where(valid, 0, 255).astype(np.uint8)  # pixels of no class keep the frame
-    planes = zip(_i420_planes(yuv, height, width), _i420_planes(frame, height, width), indices, strict=True)
+    planes = zip(i420_planes(yuv, height, width), i420_planes(frame, height, width), indices, strict=True)
     for plane, orig, idx in planes:
         cv2.copyTo(orig, cv2.LUT(idx, keep), plane)
     return yuv
@@ -308,33 +305,40 @@ class OverlayDrawer:
         self.legend = bool(legend)
         self.corner = corner
 
-    def __call__(self, rgb: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        out = overlay(rgb, labels, self.alpha, self.palette)
+    def __call__(self, image: np.ndarray | I420Frame, labels: np.ndarray) -> np.ndarray:
+        """The picture in RGB (an I420 frame is converted first)."""
+        out = overlay(as_rgb(image), labels, self.alpha, self.palette)
         if self.legend:
             out = draw_legend(out, self.class_names, self.palette, corner=self.corner)
         return out
 
-    def i420(self, rgb: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    def i420(self, image: np.ndarray | I420Frame, labels: np.ndarray) -> np.ndarray:
         """The same picture as I420 ``(3H/2, W)`` for a video encoder (even H and W; see :func:`overlay_i420`).
 
-        The legend is drawn in RGB on the even-aligned block around its box, which then replaces that
-        block of the planes, so text and swatches look as in :meth:`__call__`.
+        ``image`` is RGB or an :class:`~segvn.data.yuv.I420Frame`. The legend is drawn in RGB on the
+        even-aligned block around its box, which then replaces that block of the planes, so text and
+        swatches look as in :meth:`__call__`.
         """
-        yuv = overlay_i420(rgb, labels, self.alpha, self.palette)
+        yuv = overlay_i420(image, labels, self.alpha, self.palette)
         if not self.legend:
             return yuv
-        height, width = rgb.shape[:2]
+        height, width = image_size(image)
         scale = _auto_scale(height)
-        x0, y0, x1, y1 = legend_box(rgb.shape, self.class_names, corner=self.corner, scale=scale)
+        x0, y0, x1, y1 = legend_box((height, width), self.class_names, corner=self.corner, scale=scale)
         if x1 <= x0 or y1 <= y0:
             return yuv
         bx0, by0, bx1, by1 = x0 - x0 % 2, y0 - y0 % 2, x1 + x1 % 2, y1 + y1 % 2
-        block = overlay(rgb[by0:by1, bx0:bx1], labels[by0:by1, bx0:bx1], self.alpha, self.palette)
+        under = (
+            image.crop(by0, by1, bx0, bx1).to_rgb()
+            if isinstance(image, I420Frame)
+            else image[by0:by1, bx0:bx1]
+        )
+        block = overlay(under, labels[by0:by1, bx0:bx1], self.alpha, self.palette)
         paint_legend(block[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0], self.class_names, self.palette, scale)
         h, w = block.shape[:2]
         for plane, part, step in zip(
-            _i420_planes(yuv, height, width),
-            _i420_planes(cv2.cvtColor(block, cv2.COLOR_RGB2YUV_I420), h, w),
+            i420_planes(yuv, height, width),
+            i420_planes(cv2.cvtColor(block, cv2.COLOR_RGB2YUV_I420), h, w),
             (1, 2, 2),
             strict=True,
         ):
