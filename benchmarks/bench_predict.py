@@ -27,10 +27,10 @@ pass ``--ckpt`` for a real model; without it a model is trained briefly on CamVi
 and cached under ``outputs/bench/predict_ckpt``.
 
     .venv/bin/python benchmarks/bench_predict.py [speed|labels|temporal|all] [--ckpt PATH] [--frames 100]
-        [--size 270 480] [--batch 0] [--runtime onnx] [--device auto]
+        [--size 270 480] [--batch 0] [--runtime auto] [--device auto]
 
-The model runs as ``segvn.predict`` runs it by default: ``--runtime onnx`` (an export made in a temporary
-folder) and ``--batch 0`` = predict's default for the device (2 on the CPU). Default video:
+The model runs as ``segvn.predict`` runs it by default: ``--runtime auto`` (torch in bf16 + channels_last
+on a CPU with native bf16, else onnx, an export made in a temporary folder) and ``--batch 0`` = predict's default for the device (2 on the CPU). Default video:
 ``$SEGVN_SHARED/videos/solidWhiteRight.mp4`` (960x540, 25 fps, 221 frames); ``--frames 0`` takes all.
 
 ``speed`` also prints the bound threads can reach on this machine: the CPU time of everything but the
@@ -78,6 +78,7 @@ from segvn.inference.options import (
     model_workers_for,
     preset_for,
 )
+from segvn.inference.precision import choose_precision, choose_runtime, with_precision
 from segvn.inference.predictor import Predictor
 from segvn.inference.smoothing import TemporalEMA
 from segvn.inference.upsample import upsampled_labels
@@ -337,7 +338,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=100, help="first N frames (0 = all)")
     parser.add_argument("--size", type=int, nargs=2, default=[270, 480], help="model input height width")
     parser.add_argument("--batch", type=int, default=0, help="0 = segvn.predict's default for the device")
-    parser.add_argument("--runtime", default="onnx", choices=("torch", "onnx", "torchscript"))
+    parser.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx", "torchscript"))
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--preset", default=None, help="libx264 preset of the overlay video (default: predict's)"
@@ -358,11 +359,13 @@ def main() -> None:
     module = model_from_checkpoint(load_checkpoint(ckpt)).eval()
     device = pick_device(args.device)
     args.batch = batch_size_for(args.batch or None, device)
+    args.runtime, cpu_bf16 = choose_runtime(args.runtime, "auto", device)  # what runtime=auto picks here
+    precision = choose_precision("auto", None, device, args.runtime, cpu_bf16=cpu_bf16)
     args.workers = model_workers_for(args.workers or None, device, args.runtime, 0.0)
     info = open_video(args.video).info
     print(
         f"{args.video.name}: {info.width}x{info.height}, {info.fps:g} fps; checkpoint {ckpt}; "
-        f"runtime {args.runtime}, batch {args.batch}, {args.workers} model worker(s)"
+        f"runtime {args.runtime} ({precision.describe()}), batch {args.batch}, {args.workers} model worker(s)"
     )
     results: dict = {
         "video": str(args.video),
@@ -370,11 +373,13 @@ def main() -> None:
         "size": list(args.size),
         "batch": args.batch,
         "runtime": args.runtime,
+        "precision": precision.describe(),
         "model_workers": args.workers,
     }
     with tempfile.TemporaryDirectory(prefix="segvn_bench_predict_") as tmp:
         # the model segvn.predict runs with this runtime (an export made in tmp for onnx/torchscript)
         module = runtime_model(args.runtime, Checkpoint.read(ckpt), module, None, Path(tmp), device)
+        module = with_precision(module, precision)
         if args.mode in ("speed", "all"):
             results["speed"] = speed(module, args.video, args, Path(tmp))
         if args.mode in ("labels", "all"):

@@ -63,7 +63,7 @@ def test_installed_wheel_composes_its_configs_outside_the_repo(wheel: Path, tmp_
         "with initialize_config_module(CONFIG_MODULE, version_base='1.3'):\n"
         "    cfg = compose('train', overrides=['+experiment=resnet18', 'data=camvid_streets'])\n"
         "    p = compose('predict', overrides=['data=camvid', 'model=deeplabv3plus'])\n"
-        "    assert p.batch_size is None and p.runtime == 'onnx'  # the typed schema's defaults\n"
+        "    assert p.batch_size is None and p.runtime == 'auto'  # the typed schema's defaults\n"
         "print(cfg.model.net.encoder_name, cfg.data.source.group_by)\n"
     )
     work = tmp_path / "elsewhere"

@@ -20,6 +20,8 @@ from segvn.inference.precision import (
     InferencePrecision,
     PrecisionModel,
     choose_precision,
+    choose_runtime,
+    native_bf16_cpu,
     with_precision,
 )
 from segvn.inference.predictor import Predictor
@@ -37,6 +39,31 @@ def test_auto_is_bf16_channels_last_on_a_gpu_and_fp32_on_the_cpu() -> None:
         choose_precision("bf16", None, "cpu", runtime="onnx")
     with pytest.raises(ConfigError, match="precision must be one of"):
         choose_precision("fp16", None, "cpu")
+
+
+def test_runtime_auto_is_the_fastest_measured(monkeypatch, tmp_path: Path) -> None:
+    """auto: torch in bf16 (+ channels_last) on a CPU with native bf16, onnx (fp32) on others, torch on a
+    GPU; precision=fp32 keeps onnx, an exported model_file its own format; other runtimes are kept."""
+    import segvn.inference.precision as precision_module
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile\n")
+    assert native_bf16_cpu(cpuinfo) and not native_bf16_cpu(tmp_path / "absent")
+    cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
+    assert not native_bf16_cpu(cpuinfo)
+    for native in (True, False):
+        monkeypatch.setattr(precision_module, "native_bf16_cpu", lambda native=native: native)
+        runtime, cpu_bf16 = choose_runtime("auto", "auto", torch.device("cpu"))
+        assert (runtime, cpu_bf16) == (("torch", True) if native else ("onnx", False))
+        assert choose_precision("auto", None, "cpu", runtime, cpu_bf16=cpu_bf16) == InferencePrecision(
+            native, native or CPU_CHANNELS_LAST
+        )
+        assert choose_runtime("auto", "fp32", "cpu") == ("onnx", False)
+        assert choose_runtime("auto", "bf16", "cpu") == ("torch", native)
+        assert choose_runtime("auto", "auto", "cuda") == ("torch", False)
+        assert choose_runtime("torchscript", "auto", "cpu") == ("torchscript", False)
+    monkeypatch.setattr(precision_module, "read_metadata", lambda path: {"format": "torchscript"})
+    assert choose_runtime("auto", "auto", "cpu", model_file="m.pt") == ("torchscript", False)
 
 
 def test_fp32_nchw_leaves_the_model_alone() -> None:
@@ -85,7 +112,14 @@ def test_predict_records_the_precision(camvid_checkpoint, compose_ckpt, tmp_path
     on_disk = json.loads((tmp_path / "p" / "summary.json").read_text())
     assert on_disk["precision"] == "bf16"
     with pytest.raises(ConfigError, match="runtime=torch"):
-        predict(*compose_ckpt(camvid_checkpoint, [f"input={image}", "precision=bf16"]))
+        predict(*compose_ckpt(camvid_checkpoint, [f"input={image}", "runtime=onnx", "precision=bf16"]))
+    # runtime=auto (the default) takes precision=bf16 as a request for torch
+    auto = predict(
+        *compose_ckpt(
+            camvid_checkpoint, [f"input={image}", "precision=bf16", f"paths.output_dir={tmp_path / 'a'}"]
+        )
+    )
+    assert (auto["runtime"], auto["precision"]) == ("torch", "bf16")
 
 
 def test_evaluate_records_the_precision(camvid_checkpoint, compose_cfg, tmp_path) -> None:

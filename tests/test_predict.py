@@ -37,6 +37,7 @@ from segvn.inference.options import (
     preset_for,
 )
 from segvn.inference.outputs import SharesCSV
+from segvn.inference.precision import native_bf16_cpu
 from segvn.inference.predictor import BatchPrediction, Predictor
 from segvn.inference.smoothing import TemporalEMA
 from segvn.inference.streaming import Item, run_stream
@@ -169,8 +170,10 @@ def test_cli_whole_video(camvid_checkpoint, video_path: Path, tmp_path: Path) ->
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["frames"] == 221 and summary["tc_pairs"] == 220
     assert summary["image_size"] == list(SMALL) and summary["device"] == "cpu"
-    assert summary["runtime"] == "onnx"  # the CPU default, which runs two model workers on 2+ cores
-    assert summary["model_workers"] == model_workers_for(None, "cpu", "onnx", 0.0)
+    # runtime=auto: torch in bf16 on a CPU with native bf16, else onnx (two model workers on 2+ cores)
+    runtime, bf16 = ("torch", "bf16") if native_bf16_cpu() else ("onnx", "fp32")
+    assert (summary["runtime"], summary["precision"]) == (runtime, bf16)
+    assert summary["model_workers"] == model_workers_for(None, "cpu", runtime, 0.0)
     for key in ("seconds", "fps", "model_fps", "tc"):
         assert summary[key] > 0, key
     log = (out / "predict.log").read_text()

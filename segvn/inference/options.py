@@ -72,14 +72,17 @@ class PredictConfig:
     # stride, aspect kept; native if it was trained at native size; for input=null a resizing data config's
     # image_size), native = the frame size, [height, width] = that size (see segvn/inference/scale.py)
     image_size: Any = None
-    # torch | onnx | torchscript: onnx and torchscript run model_file (from segvn.export), or without it an
-    # export of the checkpoint made in the run directory first (~1 s). onnx is the default: on the CPU it
-    # measured ~10x faster than torch eager at 368x480 (benchmarks/bench_runtimes.py, README)
-    runtime: str = "onnx"
+    # auto | torch | onnx | torchscript: onnx and torchscript run model_file (from segvn.export), or without
+    # it an export of the checkpoint made in the run directory first (~1 s). auto = the fastest measured
+    # (segvn/inference/precision.py, choose_runtime): torch on a GPU; on a CPU with native bf16 (AVX512-BF16,
+    # AMX) torch in bf16 + channels_last (1.4-1.5x onnx end to end on the dash-cam clip), else onnx (fp32;
+    # 1.6-2.0x torch eager at 368x480; benchmarks/bench_runtimes.py, README)
+    runtime: str = "auto"
     model_file: Any = None
-    # runtime=torch only (segvn/inference/precision.py): auto = bf16 autocast on a GPU, fp32 on the CPU | fp32 | bf16
+    # runtime=torch only (segvn/inference/precision.py): auto = bf16 autocast on a GPU and where runtime=auto
+    # chose torch for a CPU's native bf16, else fp32 | fp32 (with runtime=auto: onnx on the CPU) | bf16
     precision: str = "auto"
-    channels_last: bool | None = None  # runtime=torch: NHWC weights and inputs; null = auto (on a GPU only)
+    channels_last: bool | None = None  # runtime=torch: NHWC weights and inputs; null = auto (with bf16 auto)
     max_frames: int | None = None  # stop each video (and image group) after this many frames
     tta_flip: bool = False  # average with the prediction of the mirrored frame (2x the model time)
     alpha: float = 0.4  # class colours blended at alpha (0.4 = the thesis / MATLAB labeloverlay)
@@ -130,7 +133,9 @@ class EvaluateConfig:
     # only when the data's image_size differs from the training one (e.g. data.image_size=null): the model
     # sees frames at null = the training scale | native = the data's size | [h, w]; metrics at the data's size
     image_size: Any = None
-    runtime: str = "onnx"  # torch | onnx | torchscript, as in PredictConfig
+    # torch | onnx | torchscript | auto, as in PredictConfig; onnx (fp32) by default, not auto: the metrics of
+    # training's own test step, not bf16's (which moves a few boundary pixels)
+    runtime: str = "onnx"
     model_file: Any = None
     precision: str = "auto"  # runtime=torch: auto | fp32 | bf16, as in PredictConfig
     channels_last: bool | None = None  # runtime=torch: null = auto, as in PredictConfig
@@ -258,7 +263,8 @@ def check_predict(cfg: Any) -> None:
 
 
 def check_runtime(cfg: Any) -> None:
-    _require(cfg.runtime in RUNTIMES, f"runtime must be one of {', '.join(RUNTIMES)}, got {cfg.runtime!r}")
+    choices = ("auto", *RUNTIMES)
+    _require(cfg.runtime in choices, f"runtime must be one of {', '.join(choices)}, got {cfg.runtime!r}")
 
 
 def check_export(cfg: Any) -> None:

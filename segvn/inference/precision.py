@@ -21,9 +21,12 @@ from torch import nn
 
 from segvn.errors import ConfigError
 from segvn.inference.device import pick_device
-from segvn.inference.export import runtime_model, runtime_name
+from segvn.inference.export import read_metadata, runtime_model, runtime_name
 
 PRECISIONS = ("auto", "fp32", "bf16")
+
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+"""CPU flags (``/proc/cpuinfo``) of native bf16 arithmetic, where bf16 autocast pays on the CPU."""
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,52 @@ reproduces the test metrics of training exactly; the fast CPU path is the defaul
 (channels_last and bf16 are measured beside it in ``benchmarks/bench_runtimes.py``)."""
 
 
+def native_bf16_cpu(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX; Linux, from ``cpuinfo``).
+
+    There bf16 autocast with channels_last ran DeepLabV3+ ResNet-18 at 2.3-2.5x eager fp32 and ahead of
+    ONNX Runtime fp32 (1.6-2.0x eager) on both CPUs measured (AMD EPYC with AVX512-BF16, Intel Xeon with
+    AMX; ``bench_runtimes.py``, README); without it bf16 is emulated and slower than fp32.
+    """
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    flags = set(text.split())
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def choose_runtime(runtime: str, precision: str, device: Any, model_file: Any = None) -> tuple[str, bool]:
+    """The runtime of ``runtime=auto`` (predict's default), and whether it is torch for bf16 on the CPU.
+
+    auto: ``model_file``'s format when one is given; ``torch`` on a GPU; on the CPU ``torch`` in bf16
+    (+ channels_last) where the CPU has native bf16 (:func:`native_bf16_cpu`) and ``precision`` allows it,
+    else ``onnx`` (fp32): the fastest by measurement on each (``bench_runtimes.py``, README). Any other
+    ``runtime`` is kept as it is.
+    """
+    if runtime != "auto":
+        return runtime, False
+    if model_file:
+        return str(read_metadata(Path(str(model_file)).expanduser()).get("format", "onnx")), False
+    if torch.device(device).type != "cpu":
+        return "torch", False
+    if str(precision) != "fp32" and native_bf16_cpu():
+        return "torch", True
+    return ("torch", False) if str(precision) == "bf16" else ("onnx", False)
+
+
 def choose_precision(
-    precision: str = "auto", channels_last: Any = None, device: Any = "cpu", runtime: str = "torch"
+    precision: str = "auto",
+    channels_last: Any = None,
+    device: Any = "cpu",
+    runtime: str = "torch",
+    cpu_bf16: bool = False,
 ) -> InferencePrecision:
     """``precision`` (auto | fp32 | bf16) and ``channels_last`` (null = auto, true, false) for ``device``.
 
-    auto: bf16 + channels_last on a GPU; fp32 (NCHW, :data:`CPU_CHANNELS_LAST`) on the CPU. Exported runtimes
-    run in fp32 as exported: asking them for bf16 is a :class:`ConfigError`.
+    auto: bf16 + channels_last on a GPU, and on the CPU when ``cpu_bf16`` (``runtime=auto`` chose torch for
+    native bf16, :func:`choose_runtime`); else fp32 (NCHW, :data:`CPU_CHANNELS_LAST`) on the CPU. Exported
+    runtimes run in fp32 as exported: asking them for bf16 is a :class:`ConfigError`.
     """
     if str(precision) not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -67,9 +109,10 @@ def choose_precision(
             )
         return InferencePrecision()
     gpu = torch.device(device).type == "cuda"
-    bf16 = gpu if str(precision) == "auto" else str(precision) == "bf16"
+    fast = gpu or cpu_bf16
+    bf16 = fast if str(precision) == "auto" else str(precision) == "bf16"
     if channels_last is None:
-        channels_last = gpu or CPU_CHANNELS_LAST
+        channels_last = fast or CPU_CHANNELS_LAST
     return InferencePrecision(bf16=bf16, channels_last=bool(channels_last))
 
 
@@ -114,7 +157,10 @@ def inference_model(
     ``precision`` and ``channels_last``: the runtime (:func:`~segvn.inference.export.runtime_model`)
     with :func:`with_precision`; returns it, the runtime's name, the precision and the device."""
     device = pick_device(cfg.device)
-    model = runtime_model(cfg.runtime, ckpt, module, cfg.model_file, out_dir, device)
+    chosen, cpu_bf16 = choose_runtime(str(cfg.runtime), str(cfg.precision), device, cfg.model_file)
+    model = runtime_model(chosen, ckpt, module, cfg.model_file, out_dir, device)
     runtime = runtime_name(model)
-    precision = choose_precision(cfg.precision, cfg.channels_last, device, runtime)
+    precision = choose_precision(
+        cfg.precision, cfg.channels_last, device, runtime, cpu_bf16=cpu_bf16 and runtime == "torch"
+    )
     return with_precision(model, precision), runtime, precision, device

@@ -1,8 +1,9 @@
 """Batched inference of a segmentation model on raw RGB frames: labels and class shares per frame.
 
-:class:`Predictor` is the model half of ``segvn.predict``: it takes a batch of RGB ``uint8`` frames as
-they come out of a video decoder, optionally resizes them to the model's input size (models trained at a
-low resolution are run on 1080p video this way), normalises them, runs the network, applies an optional
+:class:`Predictor` is the model half of ``segvn.predict``: it takes a batch of frames as they come out of
+a video decoder (RGB ``uint8``, or the decoder's I420 planes, :mod:`segvn.data.yuv`), optionally resizes
+them to the model's input size (models trained at a low resolution are run on 1080p video this way; I420
+planes are resized before they are converted), normalises them, runs the network, applies an optional
 temporal smoothing hook (:class:`~segvn.inference.smoothing.TemporalEMA`), takes the labels of the scores
 brought back to the frame size (bilinear; :func:`~segvn.inference.upsample.upsampled_labels` computes
 that argmax without resizing every class map) and returns the label maps and the share of each class
