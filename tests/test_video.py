@@ -358,7 +358,7 @@ def test_i420_frames_are_the_decoders_planes(video_path: Path) -> None:
     rgb = [f.rgb for f, _ in zip(open_video(video_path, "pyav"), range(3), strict=False)]
     yuv = [f.image for f, _ in zip(open_video(video_path, "pyav", i420=True), range(3), strict=False)]
     for a, b in zip(rgb, yuv, strict=True):
-        assert isinstance(b, I420Frame) and b.size == (HEIGHT, WIDTH) and b.data.shape == (810, 960)
+        assert isinstance(b, I420Frame) and b.size == (HEIGHT, WIDTH) and b.yuv.shape == (810, 960)
         error = np.abs(b.to_rgb().astype(np.int16) - a)
         assert error.max() <= 4 and error.mean() < 1.5, (error.max(), error.mean())
         small = b.to_rgb((270, 480)).astype(np.int16)

@@ -39,16 +39,16 @@ def is_bt601_i420(pix_fmt: str, colorspace: int, color_range: int, width: int, h
 
 @dataclass(frozen=True, eq=False)
 class I420Frame:
-    """One frame as I420 uint8 ``data`` of shape ``(3H/2, W)``: Y (H, W), then U and V (H/2, W/2); even sides."""
+    """One frame as I420 uint8 ``yuv`` of shape ``(3H/2, W)``: Y (H, W), then U and V (H/2, W/2); even sides."""
 
-    data: np.ndarray
+    yuv: np.ndarray
 
     def __post_init__(self) -> None:
-        data = self.data
+        yuv = self.yuv
         # (3H/2, W) with H even: the rows are a multiple of 3
-        if data.ndim != 2 or data.dtype != np.uint8 or data.shape[0] % 3 or data.shape[1] % 2:
-            raise ValueError(f"I420 needs uint8 (3H/2, W) with even H and W, got {data.dtype} {data.shape}")
-        if not data.flags.c_contiguous:
+        if yuv.ndim != 2 or yuv.dtype != np.uint8 or yuv.shape[0] % 3 or yuv.shape[1] % 2:
+            raise ValueError(f"I420 needs uint8 (3H/2, W) with even H and W, got {yuv.dtype} {yuv.shape}")
+        if not yuv.flags.c_contiguous:
             raise ValueError("I420 needs a contiguous buffer (the planes follow each other)")
 
     @classmethod
@@ -58,11 +58,11 @@ class I420Frame:
 
     @property
     def height(self) -> int:
-        return self.data.shape[0] * 2 // 3
+        return self.yuv.shape[0] * 2 // 3
 
     @property
     def width(self) -> int:
-        return self.data.shape[1]
+        return self.yuv.shape[1]
 
     @property
     def size(self) -> tuple[int, int]:
@@ -71,12 +71,12 @@ class I420Frame:
 
     def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Views of the Y ``(H, W)``, U and V ``(H/2, W/2)`` planes."""
-        return i420_planes(self.data, self.height, self.width)
+        return i420_planes(self.yuv, self.height, self.width)
 
     @property
     def grey(self) -> np.ndarray:
         """The luma plane ``(H, W)``: the frame in grey, without a conversion."""
-        return self.data[: self.height]
+        return self.yuv[: self.height]
 
     def to_rgb(self, size: tuple[int, int] | None = None) -> np.ndarray:
         """RGB uint8 ``(h, w, 3)`` at ``size`` (default: the frame's; even sides), resized before converting.
@@ -86,7 +86,7 @@ class I420Frame:
         """
         h, w = size or self.size
         if (h, w) == self.size:
-            return cv2.cvtColor(self.data, cv2.COLOR_YUV2RGB_I420)
+            return cv2.cvtColor(self.yuv, cv2.COLOR_YUV2RGB_I420)
         if h % 2 or w % 2:
             return cv2.resize(self.to_rgb(), (w, h), interpolation=_interpolation((h, w), self.size))
         interp = _interpolation((h, w), self.size)

@@ -268,7 +268,7 @@ def overlay_i420(
         raise ValueError(f"I420 needs an even frame size, got {width}x{height}")
     lut, valid = _colour_lut(palette)
     if isinstance(image, I420Frame):
-        yuv = image.data.copy()
+        yuv = image.yuv.copy()
     else:
         yuv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YUV_I420)
     half = np.ascontiguousarray(index[::2, ::2])
