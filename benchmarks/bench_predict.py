@@ -29,8 +29,8 @@ and cached under ``outputs/bench/predict_ckpt``.
     .venv/bin/python benchmarks/bench_predict.py [speed|labels|temporal|all] [--ckpt PATH] [--frames 100]
         [--size 270 480] [--batch 0] [--runtime auto] [--device auto]
 
-The model runs as ``segvn.predict`` runs it by default: ``--runtime auto`` (torch in bf16 + channels_last
-on a CPU with native bf16, else onnx, an export made in a temporary folder) and ``--batch 0`` = predict's default for the device (2 on the CPU). Default video:
+The model runs as ``segvn.predict`` runs it by default: ``--runtime auto`` (onnx, an export made in a
+temporary folder, or torch bf16 + channels_last where a CPU with native bf16 runs it faster) and ``--batch 0`` = predict's default for the device (2 on the CPU). Default video:
 ``$SEGVN_SHARED/videos/solidWhiteRight.mp4`` (960x540, 25 fps, 221 frames); ``--frames 0`` takes all.
 
 ``speed`` also prints the bound threads can reach on this machine: the CPU time of everything but the
@@ -78,7 +78,7 @@ from segvn.inference.options import (
     model_workers_for,
     preset_for,
 )
-from segvn.inference.precision import choose_precision, choose_runtime, with_precision
+from segvn.inference.precision import choose_precision, choose_runtime, faster_runtime, with_precision
 from segvn.inference.predictor import Predictor
 from segvn.inference.smoothing import TemporalEMA
 from segvn.inference.upsample import upsampled_labels
@@ -359,27 +359,26 @@ def main() -> None:
     module = model_from_checkpoint(load_checkpoint(ckpt)).eval()
     device = pick_device(args.device)
     args.batch = batch_size_for(args.batch or None, device)
-    args.runtime, cpu_bf16 = choose_runtime(args.runtime, "auto", device)  # what runtime=auto picks here
-    precision = choose_precision("auto", None, device, args.runtime, cpu_bf16=cpu_bf16)
-    args.workers = model_workers_for(args.workers or None, device, args.runtime, 0.0)
     info = open_video(args.video).info
-    print(
-        f"{args.video.name}: {info.width}x{info.height}, {info.fps:g} fps; checkpoint {ckpt}; "
-        f"runtime {args.runtime} ({precision.describe()}), batch {args.batch}, {args.workers} model worker(s)"
-    )
-    results: dict = {
-        "video": str(args.video),
-        "checkpoint": str(ckpt),
-        "size": list(args.size),
-        "batch": args.batch,
-        "runtime": args.runtime,
-        "precision": precision.describe(),
-        "model_workers": args.workers,
-    }
+    results: dict = {"video": str(args.video), "checkpoint": str(ckpt), "size": list(args.size)}
     with tempfile.TemporaryDirectory(prefix="segvn_bench_predict_") as tmp:
-        # the model segvn.predict runs with this runtime (an export made in tmp for onnx/torchscript)
-        module = runtime_model(args.runtime, Checkpoint.read(ckpt), module, None, Path(tmp), device)
+        # the model segvn.predict runs with this runtime (an export made in tmp for onnx/torchscript);
+        # auto on a CPU with native bf16 races torch bf16 against onnx at --size, as predict does
+        args.runtime, race = choose_runtime(args.runtime, "auto", device)
+        network = module
+        module = runtime_model(args.runtime, Checkpoint.read(ckpt), network, None, Path(tmp), device)
+        precision = choose_precision("auto", None, device, args.runtime)
+        if race:
+            module, args.runtime, precision = faster_runtime(module, network, tuple(args.size))
         module = with_precision(module, precision)
+        args.workers = model_workers_for(args.workers or None, device, args.runtime, 0.0)
+        print(
+            f"{args.video.name}: {info.width}x{info.height}, {info.fps:g} fps; checkpoint {ckpt}; runtime "
+            f"{args.runtime} ({precision.describe()}), batch {args.batch}, {args.workers} model worker(s)"
+        )
+        results.update(
+            batch=args.batch, runtime=args.runtime, precision=precision.describe(), model_workers=args.workers
+        )
         if args.mode in ("speed", "all"):
             results["speed"] = speed(module, args.video, args, Path(tmp))
         if args.mode in ("labels", "all"):

@@ -21,6 +21,8 @@ from segvn.inference.precision import (
     PrecisionModel,
     choose_precision,
     choose_runtime,
+    faster_runtime,
+    latency_ms,
     native_bf16_cpu,
     with_precision,
 )
@@ -42,8 +44,8 @@ def test_auto_is_bf16_channels_last_on_a_gpu_and_fp32_on_the_cpu() -> None:
 
 
 def test_runtime_auto_is_the_fastest_measured(monkeypatch, tmp_path: Path) -> None:
-    """auto: torch in bf16 (+ channels_last) on a CPU with native bf16, onnx (fp32) on others, torch on a
-    GPU; precision=fp32 keeps onnx, an exported model_file its own format; other runtimes are kept."""
+    """auto: onnx (fp32) on the CPU, raced against torch bf16 where the CPU has native bf16; torch on a
+    GPU and for precision=bf16; an exported model_file its own format; other runtimes are kept."""
     import segvn.inference.precision as precision_module
 
     cpuinfo = tmp_path / "cpuinfo"
@@ -53,17 +55,35 @@ def test_runtime_auto_is_the_fastest_measured(monkeypatch, tmp_path: Path) -> No
     assert not native_bf16_cpu(cpuinfo)
     for native in (True, False):
         monkeypatch.setattr(precision_module, "native_bf16_cpu", lambda native=native: native)
-        runtime, cpu_bf16 = choose_runtime("auto", "auto", torch.device("cpu"))
-        assert (runtime, cpu_bf16) == (("torch", True) if native else ("onnx", False))
-        assert choose_precision("auto", None, "cpu", runtime, cpu_bf16=cpu_bf16) == InferencePrecision(
-            native, native or CPU_CHANNELS_LAST
-        )
+        assert choose_runtime("auto", "auto", torch.device("cpu")) == ("onnx", native)
         assert choose_runtime("auto", "fp32", "cpu") == ("onnx", False)
-        assert choose_runtime("auto", "bf16", "cpu") == ("torch", native)
+        assert choose_runtime("auto", "bf16", "cpu") == ("torch", False)
         assert choose_runtime("auto", "auto", "cuda") == ("torch", False)
         assert choose_runtime("torchscript", "auto", "cpu") == ("torchscript", False)
     monkeypatch.setattr(precision_module, "read_metadata", lambda path: {"format": "torchscript"})
     assert choose_runtime("auto", "auto", "cpu", model_file="m.pt") == ("torchscript", False)
+
+
+def test_the_race_keeps_the_faster_runtime(monkeypatch) -> None:
+    """torch bf16 wins only when faster by the margin; otherwise the network is left as it was (NCHW)."""
+    import segvn.inference.precision as precision_module
+
+    exported = torch.nn.Conv2d(3, 2, 1)
+    assert 0 < latency_ms(exported, (32, 48)) < 1e4  # a real timing
+    times = {"onnx": 100.0, "bf16": 60.0}
+    monkeypatch.setattr(
+        precision_module,
+        "latency_ms",
+        lambda model, size: times["bf16" if isinstance(model, PrecisionModel) else "onnx"],
+    )
+    net = torch.nn.Conv2d(3, 2, 1)
+    model, runtime, precision = faster_runtime(exported, net, (32, 48))
+    assert (model, runtime, precision) == (net, "torch", InferencePrecision(True, True))
+    times["bf16"] = 95.0  # faster, but within RACE_MARGIN
+    other = torch.nn.Conv2d(3, 2, 1)
+    model, runtime, precision = faster_runtime(exported, other, (32, 48))
+    assert (model, runtime, precision) == (exported, "onnx", InferencePrecision())
+    assert other.weight.is_contiguous()
 
 
 def test_fp32_nchw_leaves_the_model_alone() -> None:

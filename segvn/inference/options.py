@@ -74,15 +74,18 @@ class PredictConfig:
     image_size: Any = None
     # auto | torch | onnx | torchscript: onnx and torchscript run model_file (from segvn.export), or without
     # it an export of the checkpoint made in the run directory first (~1 s). auto = the fastest measured
-    # (segvn/inference/precision.py, choose_runtime): torch on a GPU; on a CPU with native bf16 (AVX512-BF16,
-    # AMX) torch in bf16 + channels_last (1.4-1.5x onnx end to end on the dash-cam clip), else onnx (fp32;
-    # 1.6-2.0x torch eager at 368x480; benchmarks/bench_runtimes.py, README)
+    # (segvn/inference/precision.py): torch on a GPU; on the CPU onnx (fp32; 1.6-2.0x torch eager at
+    # 368x480), and on a CPU with native bf16 (AVX512-BF16, AMX) whichever of onnx and torch bf16 +
+    # channels_last runs this network faster, timed at start (~1 s): ResNet-18 1.4-1.5x faster in bf16,
+    # MobileNetV2 1.8x slower (benchmarks/bench_runtimes.py, README)
     runtime: str = "auto"
     model_file: Any = None
-    # runtime=torch only (segvn/inference/precision.py): auto = bf16 autocast on a GPU and where runtime=auto
-    # chose torch for a CPU's native bf16, else fp32 | fp32 (with runtime=auto: onnx on the CPU) | bf16
+    # runtime=torch only (segvn/inference/precision.py): auto = bf16 autocast on a GPU (and where runtime=auto
+    # picked torch bf16 on the CPU), else fp32 | fp32 (with runtime=auto: onnx on the CPU) | bf16
     precision: str = "auto"
-    channels_last: bool | None = None  # runtime=torch: NHWC weights and inputs; null = auto (with bf16 auto)
+    channels_last: bool | None = (
+        None  # runtime=torch: NHWC weights and inputs; null = auto (with auto's bf16)
+    )
     max_frames: int | None = None  # stop each video (and image group) after this many frames
     tta_flip: bool = False  # average with the prediction of the mirrored frame (2x the model time)
     alpha: float = 0.4  # class colours blended at alpha (0.4 = the thesis / MATLAB labeloverlay)

@@ -12,6 +12,8 @@ runs as it was exported, in fp32.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,9 @@ from torch import nn
 from segvn.errors import ConfigError
 from segvn.inference.device import pick_device
 from segvn.inference.export import read_metadata, runtime_model, runtime_name
+from segvn.inference.scale import training_size
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -53,9 +58,10 @@ reproduces the test metrics of training exactly; the fast CPU path is the defaul
 def native_bf16_cpu(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX; Linux, from ``cpuinfo``).
 
-    There bf16 autocast with channels_last ran DeepLabV3+ ResNet-18 at 2.3-2.5x eager fp32 and ahead of
-    ONNX Runtime fp32 (1.6-2.0x eager) on both CPUs measured (AMD EPYC with AVX512-BF16, Intel Xeon with
-    AMX; ``bench_runtimes.py``, README); without it bf16 is emulated and slower than fp32.
+    There bf16 autocast with channels_last ran DeepLabV3+ ResNet-18 at 2.3-2.5x eager fp32, ahead of
+    ONNX Runtime fp32 (1.6-2.0x eager), on both CPUs measured (AMD EPYC with AVX512-BF16, Intel Xeon with
+    AMX; ``bench_runtimes.py``, README), but MobileNetV2 (depthwise convolutions) at half ONNX Runtime's
+    speed; without native bf16 it is emulated and slower than fp32.
     """
     try:
         text = Path(cpuinfo).read_text()
@@ -66,36 +72,74 @@ def native_bf16_cpu(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
 
 
 def choose_runtime(runtime: str, precision: str, device: Any, model_file: Any = None) -> tuple[str, bool]:
-    """The runtime of ``runtime=auto`` (predict's default), and whether it is torch for bf16 on the CPU.
+    """The runtime of ``runtime=auto`` (predict's default), and whether to race torch bf16 against it.
 
-    auto: ``model_file``'s format when one is given; ``torch`` on a GPU; on the CPU ``torch`` in bf16
-    (+ channels_last) where the CPU has native bf16 (:func:`native_bf16_cpu`) and ``precision`` allows it,
-    else ``onnx`` (fp32): the fastest by measurement on each (``bench_runtimes.py``, README). Any other
-    ``runtime`` is kept as it is.
+    auto: ``model_file``'s format when one is given; ``torch`` on a GPU; on the CPU ``onnx`` (fp32),
+    ``torch`` for ``precision=bf16``, and where the CPU has native bf16 (:func:`native_bf16_cpu`) and
+    ``precision=auto``, ``onnx`` with ``True``: :func:`inference_model` then times both on this network
+    and keeps the faster (:func:`faster_runtime`). Any other ``runtime`` is kept as it is.
     """
     if runtime != "auto":
         return runtime, False
     if model_file:
         return str(read_metadata(Path(str(model_file)).expanduser()).get("format", "onnx")), False
-    if torch.device(device).type != "cpu":
+    if torch.device(device).type != "cpu" or str(precision) == "bf16":
         return "torch", False
-    if str(precision) != "fp32" and native_bf16_cpu():
-        return "torch", True
-    return ("torch", False) if str(precision) == "bf16" else ("onnx", False)
+    return "onnx", str(precision) == "auto" and native_bf16_cpu()
+
+
+RACE_SIZE = (352, 480)
+"""The frame size of the race when the checkpoint was trained at native size."""
+
+RACE_MARGIN = 1.1
+"""torch bf16 replaces ONNX Runtime only when this much faster: two ONNX workers gain a little more in
+the video pipeline (``model_workers``) than a single frame's time shows."""
+
+
+def latency_ms(model: nn.Module, size: tuple[int, int], repeats: int = 3) -> float:
+    """The fastest of ``repeats`` calls of ``model`` on one ``size`` frame, after a warm-up call (ms)."""
+    x = torch.randn(1, 3, *size)
+    with torch.inference_mode():
+        model(x)  # oneDNN primitives, ONNX Runtime allocations
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    return 1e3 * min(times)
+
+
+def faster_runtime(
+    exported: nn.Module, module: nn.Module, size: tuple[int, int], channels_last: Any = None
+) -> tuple[nn.Module, str, InferencePrecision]:
+    """The faster on one ``size`` frame of ONNX Runtime fp32 (``exported``) and torch bf16 (``module``).
+
+    ResNet-18 ran 1.4-1.5x faster end to end in bf16 on an AMX CPU, MobileNetV2 1.8x slower: the network
+    decides, so it is measured (~1 s at 352x480) and both times are logged.
+    """
+    fast = InferencePrecision(bf16=True, channels_last=True if channels_last is None else bool(channels_last))
+    onnx_ms = latency_ms(exported, size)
+    bf16_ms = latency_ms(with_precision(module, fast), size)
+    won = bf16_ms * RACE_MARGIN < onnx_ms
+    log.info(
+        "runtime=auto on a CPU with native bf16: onnx %.1f ms, torch bf16 %.1f ms per %dx%d frame -> %s",
+        onnx_ms, bf16_ms, *size, "torch bf16" if won else "onnx",
+    )  # fmt: skip
+    if won:
+        return module, "torch", fast
+    if fast.channels_last:  # back to the module as it was
+        module.to(memory_format=torch.contiguous_format)
+    return exported, "onnx", InferencePrecision()
 
 
 def choose_precision(
-    precision: str = "auto",
-    channels_last: Any = None,
-    device: Any = "cpu",
-    runtime: str = "torch",
-    cpu_bf16: bool = False,
+    precision: str = "auto", channels_last: Any = None, device: Any = "cpu", runtime: str = "torch"
 ) -> InferencePrecision:
     """``precision`` (auto | fp32 | bf16) and ``channels_last`` (null = auto, true, false) for ``device``.
 
-    auto: bf16 + channels_last on a GPU, and on the CPU when ``cpu_bf16`` (``runtime=auto`` chose torch for
-    native bf16, :func:`choose_runtime`); else fp32 (NCHW, :data:`CPU_CHANNELS_LAST`) on the CPU. Exported
-    runtimes run in fp32 as exported: asking them for bf16 is a :class:`ConfigError`.
+    auto: bf16 + channels_last on a GPU; fp32 (NCHW, :data:`CPU_CHANNELS_LAST`) on the CPU (``runtime=auto``
+    may still pick torch bf16 there: :func:`faster_runtime`). Exported runtimes run in fp32 as exported:
+    asking them for bf16 is a :class:`ConfigError`.
     """
     if str(precision) not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -109,10 +153,9 @@ def choose_precision(
             )
         return InferencePrecision()
     gpu = torch.device(device).type == "cuda"
-    fast = gpu or cpu_bf16
-    bf16 = fast if str(precision) == "auto" else str(precision) == "bf16"
+    bf16 = gpu if str(precision) == "auto" else str(precision) == "bf16"
     if channels_last is None:
-        channels_last = fast or CPU_CHANNELS_LAST
+        channels_last = gpu or CPU_CHANNELS_LAST
     return InferencePrecision(bf16=bf16, channels_last=bool(channels_last))
 
 
@@ -157,10 +200,13 @@ def inference_model(
     ``precision`` and ``channels_last``: the runtime (:func:`~segvn.inference.export.runtime_model`)
     with :func:`with_precision`; returns it, the runtime's name, the precision and the device."""
     device = pick_device(cfg.device)
-    chosen, cpu_bf16 = choose_runtime(str(cfg.runtime), str(cfg.precision), device, cfg.model_file)
+    chosen, race = choose_runtime(str(cfg.runtime), str(cfg.precision), device, cfg.model_file)
     model = runtime_model(chosen, ckpt, module, cfg.model_file, out_dir, device)
     runtime = runtime_name(model)
-    precision = choose_precision(
-        cfg.precision, cfg.channels_last, device, runtime, cpu_bf16=cpu_bf16 and runtime == "torch"
-    )
+    if race and runtime == "onnx" and model is not module:  # not for an exported ckpt_path
+        size = training_size(ckpt.config) or RACE_SIZE
+        size = (max(16, size[0] // 16 * 16), max(16, size[1] // 16 * 16))
+        model, runtime, precision = faster_runtime(model, module, size, cfg.channels_last)
+        return with_precision(model, precision), runtime, precision, device
+    precision = choose_precision(cfg.precision, cfg.channels_last, device, runtime)
     return with_precision(model, precision), runtime, precision, device
