@@ -109,7 +109,8 @@ def headline(name: str, r: dict) -> str:
             f"end-to-end / model-only = {s['end_to_end_over_model_only']:.3f}, "
             f"end-to-end / naive = {s['end_to_end_over_naive']:.3f}, "
             f"end-to-end / {s.get('cores', '?')}-core bound = {s['end_to_end_over_bound']:.3f} "
-            f"({r.get('runtime', 'torch')}, batch {r['batch']}, {r.get('model_workers', 1)} model worker(s); "
+            f"({r.get('runtime', 'torch')}{' ' + r['precision'] if r.get('precision') else ''}, batch "
+            f"{r['batch']}, {r.get('model_workers', 1)} model worker(s); "
             f"{s['fps_median']['end_to_end']:.1f} fps end to end)"
         )
     return ", ".join(
