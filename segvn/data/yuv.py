@@ -88,8 +88,8 @@ class I420Frame:
         if (h, w) == self.size:
             return cv2.cvtColor(self.yuv, cv2.COLOR_YUV2RGB_I420)
         if h % 2 or w % 2:
-            return cv2.resize(self.to_rgb(), (w, h), interpolation=_interpolation((h, w), self.size))
-        interp = _interpolation((h, w), self.size)
+            return cv2.resize(self.to_rgb(), (w, h), interpolation=resize_interpolation((h, w), self.size))
+        interp = resize_interpolation((h, w), self.size)
         small = np.empty((h * 3 // 2, w), np.uint8)
         for src, dst, step in zip(self.planes(), i420_planes(small, h, w), (1, 2, 2), strict=True):
             cv2.resize(src, (w // step, h // step), dst=dst, interpolation=interp)
@@ -126,6 +126,7 @@ def as_rgb(image: np.ndarray | I420Frame) -> np.ndarray:
     return image.to_rgb() if isinstance(image, I420Frame) else image
 
 
-def _interpolation(target: tuple[int, int], source: tuple[int, int]) -> int:
+def resize_interpolation(target: tuple[int, int], source: tuple[int, int]) -> int:
+    """``INTER_AREA`` when shrinking both sides (no aliasing), else ``INTER_LINEAR``."""
     shrink = target[0] < source[0] and target[1] < source[1]
     return cv2.INTER_AREA if shrink else cv2.INTER_LINEAR

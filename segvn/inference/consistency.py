@@ -41,7 +41,8 @@ class TemporalTracker:
         self._prev: tuple[np.ndarray, torch.Tensor] | None = None
 
     def _small(self, image: np.ndarray | I420Frame, labels: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
-        # I420: the luma plane is the grey frame (BT.601 luma, as COLOR_RGB2GRAY computes it)
+        # I420: the luma plane is the grey frame (BT.601 luma in limited range, COLOR_RGB2GRAY's scaled to
+        # 16-235: the same motion for the flow)
         grey = image.grey if isinstance(image, I420Frame) else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         if self.scale != 1.0:
             h, w = labels.shape

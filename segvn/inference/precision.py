@@ -24,7 +24,7 @@ from torch import nn
 from segvn.errors import ConfigError
 from segvn.inference.device import pick_device
 from segvn.inference.export import read_metadata, runtime_model, runtime_name
-from segvn.inference.scale import training_size
+from segvn.inference.scale import ScaleRule, model_stride, training_size
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ reproduces the test metrics of training exactly; the fast CPU path is the defaul
 def native_bf16_cpu(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX; Linux, from ``cpuinfo``).
 
-    There bf16 autocast with channels_last ran DeepLabV3+ ResNet-18 at 2.3-2.5x eager fp32, ahead of
+    There bf16 autocast with channels_last ran DeepLabV3+ ResNet-18 at 2.3-2.8x eager fp32, ahead of
     ONNX Runtime fp32 (1.6-2.0x eager), on both CPUs measured (AMD EPYC with AVX512-BF16, Intel Xeon with
     AMX; ``bench_runtimes.py``, README), but MobileNetV2 (depthwise convolutions) at half ONNX Runtime's
     speed; without native bf16 it is emulated and slower than fp32.
@@ -204,9 +204,9 @@ def inference_model(
     model = runtime_model(chosen, ckpt, module, cfg.model_file, out_dir, device)
     runtime = runtime_name(model)
     if race and runtime == "onnx" and model is not module:  # not for an exported ckpt_path
-        size = training_size(ckpt.config) or RACE_SIZE
-        size = (max(16, size[0] // 16 * 16), max(16, size[1] // 16 * 16))
+        trained = training_size(ckpt.config) or RACE_SIZE
+        size = ScaleRule(min(trained), model_stride(module))(*trained)  # rounded to the stride
         model, runtime, precision = faster_runtime(model, module, size, cfg.channels_last)
-        return with_precision(model, precision), runtime, precision, device
-    precision = choose_precision(cfg.precision, cfg.channels_last, device, runtime)
+    else:
+        precision = choose_precision(cfg.precision, cfg.channels_last, device, runtime)
     return with_precision(model, precision), runtime, precision, device

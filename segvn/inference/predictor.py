@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from segvn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from segvn.data.yuv import I420Frame, image_size
+from segvn.data.yuv import I420Frame, image_size, resize_interpolation
 from segvn.errors import ConfigError
 from segvn.inference.device import pick_device
 from segvn.inference.smoothing import TemporalEMA
@@ -151,7 +151,7 @@ class Predictor:
         if (height, width) not in self.sizes_used:
             self.sizes_used[(height, width)] = (h, w)
             log.info("frames of %dx%d go through the model at %dx%d", height, width, h, w)
-        interp = cv2.INTER_AREA if h < height and w < width else cv2.INTER_LINEAR
+        interp = resize_interpolation((h, w), (height, width))
         return np.stack([
             f.to_rgb((h, w)) if isinstance(f, I420Frame)  # resized, then converted (segvn.data.yuv)
             else f if (h, w) == (height, width)

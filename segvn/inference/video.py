@@ -3,7 +3,8 @@
 Each input streams through :func:`segvn.inference.streaming.run_stream`: decode thread -> batched
 :class:`~segvn.inference.predictor.Predictor` -> a writer thread (overlay + legend, H.264 or PNGs,
 ``class_shares.csv`` rows) and, for videos, a TC thread. Video frames stay in the decoder's I420 where
-the video is BT.601 4:2:0 (:mod:`segvn.data.yuv`): no stage needs them in RGB at the full size. Outputs per input (one run directory):
+the video is BT.601 4:2:0 (:mod:`segvn.data.yuv`): no stage needs them in RGB at the full size.
+Outputs per input (one run directory):
 
 * a video: ``<stem>_overlay.mp4`` (H.264/yuv420p, same size, frame count and frame rate as the input),
   optionally ``labels/<stem>/<stem>_<index>.png`` (palette PNGs: pixel value = class index);
