@@ -13,7 +13,7 @@ from PIL import Image
 from segvn.data.camvid import CamVid
 from segvn.data.datamodule import SegDataModule
 from segvn.data.transforms import normalize
-from segvn.errors import WeightsError
+from segvn.errors import ConfigError, WeightsError
 from segvn.models.factory import build_network
 from segvn.models.module import SegModule
 from segvn.models.weights import load_encoder_weights, read_state_dict
@@ -286,3 +286,54 @@ def test_region_loss_names_the_setting_when_unknown() -> None:
 
     with pytest.raises(ConfigError, match="model.region_loss"):
         build_region_loss("focal")
+
+
+def test_channels_last_eval_trains_nchw_and_validates_nhwc() -> None:
+    """model.channels_last=eval: NCHW weights for every training step, NHWC for every validation batch,
+    the same parameters (the optimizer's) throughout, and validation logits equal to NCHW's."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    gen = torch.Generator().manual_seed(0)
+    data = [
+        {"image": torch.rand(3, 32, 48, generator=gen), "mask": torch.randint(0, 8, (32, 48), generator=gen)}
+    ]
+    seen: list[tuple[str, bool]] = []
+
+    class Watch(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+            seen.append(("train", module.net.model.encoder.conv1.weight.is_contiguous()))
+
+        def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0) -> None:
+            seen.append(("val", module.net.model.encoder.conv1.weight.is_contiguous()))
+
+    module = SegModule(
+        net=build_network(encoder_name="resnet18", num_classes=8),
+        optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9),
+        class_weighting="none",
+        channels_last="eval",
+    )
+    params = list(module.parameters())
+    trainer = L.Trainer(
+        max_steps=3, val_check_interval=1, limit_val_batches=1, num_sanity_val_steps=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[Watch()],
+    )  # fmt: skip
+    # batches of 2: the ASPP's pooled branch has one value per channel, which batch norm refuses when training
+    trainer.fit(module, DataLoader(data * 6, batch_size=2), DataLoader(data * 2, batch_size=2))
+    assert set(seen) == {("train", True), ("val", False)}, seen
+    assert [s for s, _ in seen].count("val") == 3 and module.net.model.encoder.conv1.weight.is_contiguous()
+    optimized = [p for group in trainer.optimizers[0].param_groups for p in group["params"]]
+    assert {id(p) for p in optimized} == {id(p) for p in params}, (
+        "the optimizer still holds the module's tensors"
+    )
+    module.eval()
+    x = torch.stack([d["image"] for d in data])
+    with torch.no_grad():
+        nchw = module.net(x)
+        module._eval_memory_format(True)
+        nhwc = module(x)
+    assert module.net.model.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(nhwc, nchw, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ConfigError, match="channels_last"):
+        SegModule(net=build_network(encoder_name="resnet18", num_classes=8), optimizer=torch.optim.SGD,
+                  channels_last="yes")  # fmt: skip
