@@ -1,12 +1,14 @@
-"""Training-step time of DeepLabV3+ for fp32 vs bf16 autocast, contiguous vs channels_last.
+"""Training-step and validation-forward time of DeepLabV3+ for fp32 vs bf16, NCHW vs channels_last.
 
     .venv/bin/python benchmarks/bench_precision.py [--encoder resnet18] [--size 176 240] [--batch 8]
 
 One forward + weighted cross-entropy + backward + SGD step per iteration on a random batch, the
 four settings interleaved over ``--rounds`` so machine noise hits them alike; the figure is each
-setting's best ms/step and its speed-up over fp32 contiguous. On CPUs with AVX512-BF16 (or AMX)
-oneDNN runs bf16 convolutions much faster than fp32, which is why the fast recipes train with
-``trainer.precision=bf16-mixed`` and ``model.channels_last=true``.
+setting's best ms/step and its speed-up over fp32 contiguous; then the same for a validation batch
+(forward only, no gradients), which is what ``model.channels_last=eval`` runs in NHWC. On CPUs with
+AVX512-BF16 (or AMX) oneDNN runs bf16 convolutions much faster than fp32, which is why the fast
+recipes train with ``trainer.precision=bf16-mixed`` and ``model.channels_last=true`` (``eval`` for
+MobileNetV2, whose NHWC bf16 backward is wrong on the CPU).
 """
 
 from __future__ import annotations
@@ -52,22 +54,35 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    times: dict[str, list[float]] = {k: [] for k in SETTINGS}
-    for _ in range(args.rounds):
-        for name, (bf16, channels_last) in SETTINGS.items():
-            net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-            step(bf16, channels_last)  # warm-up: oneDNN picks its kernels
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                step(bf16, channels_last)
-            times[name].append((time.perf_counter() - start) / args.steps)
-    best = {k: min(v) * 1000 for k, v in times.items()}
+    def forward(bf16: bool, channels_last: bool) -> None:
+        xx = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            net(xx)
+
+    def best_ms(fn, train: bool) -> dict[str, float]:
+        """Each setting's best mean ms per call over the rounds, the settings interleaved."""
+        net.train(train)
+        times: dict[str, list[float]] = {k: [] for k in SETTINGS}
+        for _ in range(args.rounds):
+            for name, (bf16, channels_last) in SETTINGS.items():
+                net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+                fn(bf16, channels_last)  # warm-up: oneDNN picks its kernels
+                start = time.perf_counter()
+                for _ in range(args.steps):
+                    fn(bf16, channels_last)
+                times[name].append((time.perf_counter() - start) / args.steps)
+        return {k: min(v) * 1000 for k, v in times.items()}
+
+    best, best_eval = best_ms(step, train=True), best_ms(forward, train=False)
     speedup = {k: best["fp32"] / v for k, v in best.items()}
+    speedup_eval = {k: best_eval["fp32"] / v for k, v in best_eval.items()}
     print(
         f"{args.encoder} {args.size[0]}x{args.size[1]}, batch {args.batch}, {torch.get_num_threads()} threads"
     )
     for k in SETTINGS:
         print(f"{k:20s} {best[k]:8.1f} ms/step  {speedup[k]:.2f}x fp32")
+    for k in SETTINGS:
+        print(f"{k:20s} {best_eval[k]:8.1f} ms/validation batch  {speedup_eval[k]:.2f}x fp32")
     if args.json:
         doc = {
             "encoder": args.encoder,
@@ -75,6 +90,8 @@ def main() -> None:
             "batch": args.batch,
             "ms_per_step": best,
             "speedup_over_fp32": speedup,
+            "ms_per_validation_batch": best_eval,
+            "validation_speedup_over_fp32": speedup_eval,
             "headline": {"bf16_channels_last_over_fp32": speedup["bf16_channels_last"]},
         }
         args.json.write_text(json.dumps(doc, indent=2))
