@@ -31,7 +31,7 @@ class SegModule(L.LightningModule):
     autocast, in two runs on our 2-core machine; ``benchmarks/bench_precision.py``); the numbers
     computed are the same. ``channels_last="eval"`` trains in NCHW and validates and tests in NHWC,
     for networks whose NHWC backward is slow or wrong (MobileNetV2's dilated depthwise convolutions
-    in bf16) while their NHWC forward is fast (1.7x for MobileNetV2 at 352x480 in bf16).
+    in bf16) while their NHWC forward is fast (1.65x for MobileNetV2 at 352x480 in bf16).
     ``ohem`` (``{thresh, min_kept}``) trains on the hard pixels only
     (:func:`~segvn.models.losses.ohem_cross_entropy`); ``region_loss`` (``dice`` or ``lovasz``) adds
     ``region_loss_weight`` times that overlap loss to the training cross-entropy. Validation and test
