@@ -16,6 +16,7 @@ import argparse
 import torch
 from hydra.utils import instantiate
 
+from segvn.metrics import confusion_matrices, metrics_from_confmat
 from segvn.models.checkpoint import Checkpoint, model_from_checkpoint
 from segvn.utils.config import register_resolvers
 
@@ -36,11 +37,8 @@ def main() -> None:
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         for batch in dm.val_dataloader():
             logits = model.net(batch["image"].contiguous(memory_format=torch.channels_last)).float()
-            target = batch["mask"]
-            valid = target != 255
             for a, cm in confusion.items():
-                pred = (logits - a * log_w).argmax(1)
-                cm += torch.bincount(target[valid] * k + pred[valid], minlength=k * k).view(k, k)
+                cm += confusion_matrices(logits - a * log_w, batch["mask"], k).sum(0)
     print(
         "weights",
         ", ".join(
@@ -48,10 +46,10 @@ def main() -> None:
         ),
     )
     for a, cm in confusion.items():
-        c = cm.double()
-        iou = c.diag() / (c.sum(0) + c.sum(1) - c.diag())
+        summary = metrics_from_confmat(cm)
+        iou = summary["class_iou"]
         per_class = " ".join(f"{n}={x:.3f}" for n, x in zip(ckpt.class_names, iou.tolist(), strict=True))
-        print(f"alpha {a:.2f} (weights ** {1 - a:.2f}): mIoU {iou.nanmean():.4f}  {per_class}")
+        print(f"alpha {a:.2f} (weights ** {1 - a:.2f}): mIoU {summary['mean_iou']:.4f}  {per_class}")
 
 
 if __name__ == "__main__":
