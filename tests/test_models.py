@@ -14,7 +14,7 @@ from segvn.data.camvid import CamVid
 from segvn.data.datamodule import SegDataModule
 from segvn.data.transforms import normalize
 from segvn.errors import ConfigError, WeightsError
-from segvn.models.factory import build_network
+from segvn.models.factory import build_network, encoder_stages
 from segvn.models.module import SegModule
 from segvn.models.weights import load_encoder_weights, read_state_dict
 
@@ -185,6 +185,37 @@ def test_encoder_norm_eval_keeps_what_the_pretrained_encoder_computes(weights_di
     assert all(kept) == norm_eval and any(kept) == norm_eval
     assert not any(torch.equal(a, m.running_mean) for a, m in zip(decoder_stats, decoder_norms, strict=True))
     assert not all(torch.equal(a, m.weight) for a, m in zip(scale, _encoder_norms(module), strict=True))
+
+
+@pytest.mark.parametrize("encoder", ["mobilenet_v2", "resnet18"])
+def test_encoder_frozen_stages_keeps_the_first_stages_as_loaded(encoder: str) -> None:
+    """The frozen stages' weights and batch-norm statistics survive a training step and the
+    optimizer does not hold them; the next stage and the decoder still learn."""
+    torch.manual_seed(0)
+    net = build_network(encoder_name=encoder, num_classes=8)
+    sgd = partial(torch.optim.SGD, lr=0.1)
+    module = SegModule(net=net, optimizer=sgd, class_weighting="none", encoder_frozen_stages=2)
+    stages = encoder_stages(module.net.model.encoder)
+    assert len(stages) == 5
+    frozen, learnt = torch.nn.ModuleList(stages[:2]), stages[2]
+    module.train()
+    layers = [m for stage in stages[:2] for m in list(stage.modules())[1:]]  # [0]: a slice's container
+    assert layers and not any(m.training for m in layers)
+    assert all(m.training for m in list(learnt.modules())[1:])
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    learnt_before = [p.detach().clone() for p in learnt.parameters()]
+    opt = module.configure_optimizers()
+    held = {id(p) for group in opt.param_groups for p in group["params"]}
+    assert not held & {id(p) for p in frozen.parameters()}
+    assert {id(p) for p in learnt.parameters()} <= held
+    x = torch.randn(2, 3, 64, 96)
+    loss, _, _ = module._step({"image": x, "mask": torch.randint(0, 8, (2, 64, 96))}, train=True)
+    loss.backward()
+    opt.step()
+    assert all(torch.equal(v, frozen.state_dict()[k]) for k, v in before.items())
+    assert not all(torch.equal(a, p) for a, p in zip(learnt_before, learnt.parameters(), strict=True))
+    with pytest.raises(ConfigError, match="encoder_frozen_stages"):
+        SegModule(net=net, optimizer=sgd, encoder_frozen_stages=6)
 
 
 # ---------------------------------------------------------------------------------------------- OHEM

@@ -82,3 +82,19 @@ def build_network(
     if local:
         load_encoder_weights(model.encoder, encoder_weights)
     return SegmentationNetwork(model)
+
+
+def encoder_stages(encoder: nn.Module) -> list[nn.Module]:
+    """The encoder's stages from the input on, one per output stride (2, 4, 8, 16, 32): the layers
+    that produce each feature map the decoder receives. For freezing the early stages of a pretrained
+    encoder (mmdetection's ``frozen_stages``); torchvision-style ResNets and MobileNetV2 only."""
+    if all(hasattr(encoder, name) for name in ("conv1", "bn1", "layer1", "layer4")):  # ResNet family
+        stem = nn.ModuleList([encoder.conv1, encoder.bn1])
+        return [stem, encoder.layer1, encoder.layer2, encoder.layer3, encoder.layer4]
+    ends = getattr(encoder, "_out_indexes", None)  # MobileNetV2: the feature maps' last layers
+    if hasattr(encoder, "features") and ends is not None:
+        starts = [0, *(i + 1 for i in ends[:-1])]
+        return [encoder.features[a : b + 1] for a, b in zip(starts, ends, strict=True)]
+    raise ValueError(
+        f"cannot tell the stages of a {type(encoder).__name__} encoder (ResNet or MobileNetV2 only)"
+    )
