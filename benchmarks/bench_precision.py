@@ -8,7 +8,9 @@ setting's best ms/step and its speed-up over fp32 contiguous; then the same for 
 (forward only, no gradients), which is what ``model.channels_last=eval`` runs in NHWC. On CPUs with
 AVX512-BF16 (or AMX) oneDNN runs bf16 convolutions much faster than fp32, which is why the fast
 recipes train with ``trainer.precision=bf16-mixed`` and ``model.channels_last=true`` (``eval`` for
-MobileNetV2, whose NHWC bf16 backward is wrong on the CPU).
+MobileNetV2, whose NHWC bf16 backward is wrong on the CPU). ``--frozen-stages 2 3`` also times bf16
+NCHW training steps with the encoder's first N stages frozen (``model.encoder_frozen_stages``: no
+backward through them), against none frozen, interleaved the same way.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from segvn.models.factory import build_network
+from segvn.models.factory import build_network, encoder_stages
 
 SETTINGS = {
     "fp32": (False, False),
@@ -39,6 +41,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--frozen-stages", type=int, nargs="*", default=[], help="also time these N frozen")
     args = p.parse_args()
     torch.manual_seed(0)
     net = build_network(encoder_name=args.encoder)
@@ -73,7 +76,26 @@ def main() -> None:
                 times[name].append((time.perf_counter() - start) / args.steps)
         return {k: min(v) * 1000 for k, v in times.items()}
 
+    def frozen_ms() -> dict[int, float]:
+        """bf16 NCHW ms per training step with the first N encoder stages frozen, N interleaved."""
+        net.train(True)
+        net.to(memory_format=torch.contiguous_format)
+        stages = encoder_stages(net.model.encoder)
+        times: dict[int, list[float]] = {n: [] for n in [0, *args.frozen_stages]}
+        for _ in range(args.rounds):
+            for n in times:
+                for i, stage in enumerate(stages):
+                    stage.requires_grad_(i >= n)
+                step(True, False)
+                start = time.perf_counter()
+                for _ in range(args.steps):
+                    step(True, False)
+                times[n].append((time.perf_counter() - start) / args.steps)
+        net.requires_grad_(True)
+        return {n: min(v) * 1000 for n, v in times.items()}
+
     best, best_eval = best_ms(step, train=True), best_ms(forward, train=False)
+    frozen = frozen_ms() if args.frozen_stages else {}
     speedup = {k: best["fp32"] / v for k, v in best.items()}
     speedup_eval = {k: best_eval["fp32"] / v for k, v in best_eval.items()}
     print(
@@ -83,6 +105,8 @@ def main() -> None:
         print(f"{k:20s} {best[k]:8.1f} ms/step  {speedup[k]:.2f}x fp32")
     for k in SETTINGS:
         print(f"{k:20s} {best_eval[k]:8.1f} ms/validation batch  {speedup_eval[k]:.2f}x fp32")
+    for n, ms in frozen.items():
+        print(f"bf16, {n} stages frozen {ms:8.1f} ms/step  {frozen[0] / ms:.2f}x none frozen")
     if args.json:
         doc = {
             "encoder": args.encoder,
@@ -92,6 +116,7 @@ def main() -> None:
             "speedup_over_fp32": speedup,
             "ms_per_validation_batch": best_eval,
             "validation_speedup_over_fp32": speedup_eval,
+            "bf16_ms_per_step_by_frozen_stages": frozen,
             "headline": {"bf16_channels_last_over_fp32": speedup["bf16_channels_last"]},
         }
         args.json.write_text(json.dumps(doc, indent=2))
