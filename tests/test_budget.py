@@ -102,6 +102,15 @@ def test_fast_recipes_run(experiment: str, tmp_path: Path, request) -> None:
             assert torch.equal(ckpt["state_dict"][key], pretrained[key.removeprefix("net.model.encoder.")]), (
                 key
             )
+        # encoder_frozen_stages=3: MobileNetV2's features[0:7] (strides 2-8) leave the run as loaded
+        assert cfg["model"]["encoder_frozen_stages"] == 3
+        last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        encoder = {k.removeprefix("net.model.encoder."): v for k, v in last.items()}
+        layer = {k: int(k.split(".")[1]) for k in encoder if k.startswith("features.")}
+        frozen = [k for k, i in layer.items() if i < 7 and k in pretrained]
+        trained = [k for k, i in layer.items() if i >= 7 and k.endswith("weight")]
+        assert frozen and all(torch.equal(encoder[k], pretrained[k]) for k in frozen)
+        assert not all(torch.equal(encoder[k], pretrained[k]) for k in trained)
     if ema:
         assert ckpt["global_step"] >= 2, f"best checkpoint after {ckpt['global_step']} steps"
         avg, raw = ckpt["state_dict"], ckpt["current_model_state"]
