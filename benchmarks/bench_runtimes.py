@@ -6,7 +6,9 @@ same) is timed through :class:`segvn.inference.export.RuntimeModel` (``onnx``, `
 in PyTorch: eager as ``runtime=torch`` runs it with ``precision=fp32 channels_last=false`` (``torch``),
 with channels_last weights and inputs (``torch_cl``), with bf16 autocast as well (``torch_bf16``), and
 ``torch.compile`` with Inductor's weight freezing (``torch_compile``). All run on normalised tensors with the
-stride padding included, after ``--warmup`` runs, as medians over ``--iters`` runs.
+stride padding included, after ``--warmup`` runs, as medians over ``--iters`` runs taken in
+``--rounds`` interleaved rounds (each round times every runtime in turn, so a drift of the shared
+machine's speed reaches them all alike).
 
 In the same run a large fp32 GEMM (``--gemm`` square) measures the machine's GFLOP/s, twice (before
 and after) with two libraries: MKL through ``torch.mm`` and MLAS through a one-node onnxruntime
@@ -112,6 +114,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds over the runtimes")
     parser.add_argument("--threads", type=int, default=None, help="torch and onnxruntime threads")
     parser.add_argument("--gemm", type=int, default=2048)
     parser.add_argument("--ckpt", type=Path, default=None)
@@ -119,7 +122,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes and one iteration (a smoke run)")
     args = parser.parse_args()
     if args.quick:
-        args.sizes, args.iters, args.warmup, args.gemm = ["96x128"], 1, 0, 256
+        args.sizes, args.iters, args.warmup, args.rounds, args.gemm = ["96x128"], 1, 0, 1, 256
 
     from segvn.inference.export import RuntimeModel, export_network
     from segvn.models.factory import build_network
@@ -158,12 +161,18 @@ def main() -> None:
             with FlopCounterMode(display=False) as counter, torch.no_grad():
                 module(x)
             flops = counter.get_total_flops()
-            for runtime, model in models.items():
-                times = timed(model, x, args.warmup, args.iters)
-                ms = statistics.median(times) * 1000
+            # interleaved rounds: on a shared host the speed drifts within minutes, and timing each
+            # runtime in one block would credit that drift to whichever ran in the faster minute
+            times = {runtime: timed(model, x, args.warmup, 0) for runtime, model in models.items()}
+            per_round = max(1, args.iters // args.rounds)
+            for _ in range(args.rounds):
+                for runtime, model in models.items():
+                    times[runtime] += timed(model, x, 0, per_round)
+            for runtime in models:
+                ms = statistics.median(times[runtime]) * 1000
                 row = {
                     "runtime": runtime, "size": [h, w], "batch": args.batch, "median_ms": round(ms, 2),
-                    "min_ms": round(min(times) * 1000, 2), "frames_per_s": round(args.batch * 1000 / ms, 3),
+                    "min_ms": round(min(times[runtime]) * 1000, 2), "frames_per_s": round(args.batch * 1000 / ms, 3),
                     "gflop": round(flops / 1e9, 2), "gflop_per_s": round(flops / 1e9 / (ms / 1000), 2),
                 }  # fmt: skip
                 results.append(row)
@@ -182,6 +191,10 @@ def main() -> None:
         headline.update(
             {f"{rt}_over_eager": round(by["torch"]["median_ms"] / r["median_ms"], 2) for rt, r in by.items()}
         )
+    for size in {tuple(r["size"]) for r in results} - {tuple(first)}:  # ONNX Runtime at the other sizes
+        at = {r["runtime"]: r["median_ms"] for r in results if tuple(r["size"]) == size}
+        if "torch" in at and "onnx" in at:
+            headline[f"onnx_over_eager_{size[0]}x{size[1]}"] = round(at["torch"] / at["onnx"], 2)
     goal_size = [720, 1280] if any(r["size"] == [720, 1280] for r in results) else first
     goal_rows = [r for r in results if r["size"] == goal_size]
     best = min(goal_rows, key=lambda r: r["median_ms"])
@@ -195,6 +208,7 @@ def main() -> None:
         "threads": threads,
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         "iters": args.iters,
+        "rounds": args.rounds,
         "results": results,
         "headline": headline,
     }
