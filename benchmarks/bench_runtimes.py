@@ -191,7 +191,7 @@ def main() -> None:
         headline.update(
             {f"{rt}_over_eager": round(by["torch"]["median_ms"] / r["median_ms"], 2) for rt, r in by.items()}
         )
-    for size in {tuple(r["size"]) for r in results} - {tuple(first)}:  # ONNX Runtime at the other sizes
+    for size in sorted({tuple(r["size"]) for r in results} - {tuple(first)}):  # ONNX Runtime, other sizes
         at = {r["runtime"]: r["median_ms"] for r in results if tuple(r["size"]) == size}
         if "torch" in at and "onnx" in at:
             headline[f"onnx_over_eager_{size[0]}x{size[1]}"] = round(at["torch"] / at["onnx"], 2)
