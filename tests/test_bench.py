@@ -30,3 +30,16 @@ def test_quick_benchmarks_run(camvid_root: Path, video_path: Path, tmp_path: Pat
     assert ran["bfscore"]["result"]["max_abs_delta"] == 0.0, "BF score equals the scipy reference"
     table = (tmp_path / "quick.md").read_text()
     assert "| train_throughput | segvn / plain loop =" in table
+
+
+@pytest.mark.timeout(300)
+def test_profile_onnx_names_the_operators() -> None:
+    """``benchmarks/profile_onnx.py`` (not in ``make bench``) still exports, profiles and reports."""
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/profile_onnx.py", "--size", "64x96", "--iters", "1", "--warmup", "0"],
+        cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    ops = dict(line.split()[:2] for line in proc.stdout.splitlines() if line.startswith("  ") and "%" in line)
+    assert "Conv" in ops and float(ops["Conv"].rstrip("%")) > 50, proc.stdout
+    assert "slowest nodes:" in proc.stdout
