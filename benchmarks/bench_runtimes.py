@@ -7,8 +7,8 @@ in PyTorch: eager as ``runtime=torch`` runs it with ``precision=fp32 channels_la
 with channels_last weights and inputs (``torch_cl``), with bf16 autocast as well (``torch_bf16``), and
 ``torch.compile`` with Inductor's weight freezing (``torch_compile``). All run on normalised tensors with the
 stride padding included, after ``--warmup`` runs, as medians over ``--iters`` runs taken in
-``--rounds`` interleaved rounds (each round times every runtime in turn, so a drift of the shared
-machine's speed reaches them all alike).
+``--rounds`` interleaved rounds (each round times every runtime in turn, every other round in reverse
+order, so a drift of the shared machine's speed reaches them all alike).
 
 In the same run a large fp32 GEMM (``--gemm`` square) measures the machine's GFLOP/s, twice (before
 and after) with two libraries: MKL through ``torch.mm`` and MLAS through a one-node onnxruntime
@@ -165,9 +165,9 @@ def main() -> None:
             # runtime in one block would credit that drift to whichever ran in the faster minute
             times = {runtime: timed(model, x, args.warmup, 0) for runtime, model in models.items()}
             per_round = max(1, args.iters // args.rounds)
-            for _ in range(args.rounds):
-                for runtime, model in models.items():
-                    times[runtime] += timed(model, x, 0, per_round)
+            for r in range(args.rounds):  # every other round in reverse: no runtime always follows one
+                for runtime in list(models)[:: 1 if r % 2 == 0 else -1]:
+                    times[runtime] += timed(models[runtime], x, 0, per_round)
             for runtime in models:
                 ms = statistics.median(times[runtime]) * 1000
                 row = {

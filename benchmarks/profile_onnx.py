@@ -3,7 +3,8 @@
 Answers whether anything outside the convolution kernels (resizes, concatenations, layout reorders)
 is worth optimising in the export. The same DeepLabV3+ ResNet-18 as ``bench_runtimes.py`` (8 classes,
 random weights: the speed is the same), exported by ``segvn.inference.export``, profiled with
-``SessionOptions.enable_profiling`` over ``--iters`` runs after ``--warmup``.
+``SessionOptions.enable_profiling`` over ``--iters`` runs after ``--warmup``, with the session options
+:class:`segvn.inference.export.RuntimeModel` uses (the input shape fixed, no spinning).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/profile_onnx.py [--size 368x480] [--threads 2]
 """
@@ -46,6 +47,9 @@ def main() -> None:
         options.intra_op_num_threads = args.threads
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "profile")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        for name, size in (("batch", 1), ("height", h), ("width", w)):
+            options.add_free_dimension_override_by_name(name, size)
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feed = {"image": torch.randn(1, 3, h, w).numpy()}
         for _ in range(args.warmup):

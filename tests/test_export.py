@@ -77,6 +77,25 @@ def test_round_trip_at_two_frame_sizes(exported, camvid_checkpoint, frames, fmt)
         assert result["argmax_agreement"] >= 0.999, (fmt, h, w, result)
 
 
+def test_onnx_fixes_the_first_shapes_then_runs_dynamic(
+    exported, camvid_checkpoint, frames, monkeypatch
+) -> None:
+    import segvn.inference.export as export_module
+
+    monkeypatch.setattr(export_module, "STATIC_SHAPES", 1)
+    module = Checkpoint.read(camvid_checkpoint).model()
+    runtime = RuntimeModel(exported["onnx"][0])
+    batches = [
+        normalised([cv2.resize(f, (w, h)) for f in frames[:n]]) for n, h, w in ((1, 64, 96), (2, 100, 150))
+    ]
+    for batch in (*batches, batches[0]):
+        assert compare_models(module, runtime, [batch])["argmax_agreement"] >= 0.999
+    shapes = {key: session.get_inputs()[0].shape for key, session in runtime._sessions.items()}
+    assert shapes == {(1, 3, 64, 96): [1, 3, 64, 96], None: ["batch", 3, "height", "width"]}
+    runtime.set_threads(1)  # new sessions with the new thread count
+    assert runtime._sessions == {}
+
+
 def test_every_runtime_gives_the_same_labels(exported, camvid_checkpoint, frames) -> None:
     module = Checkpoint.read(camvid_checkpoint).model()
     labels = {
