@@ -5,7 +5,8 @@ DeepLabV3+ ResNet-18 (8 classes; ``--ckpt`` for a trained one, else random weigh
 same) is timed through :class:`segvn.inference.export.RuntimeModel` (``onnx``, ``torchscript``) and
 in PyTorch: eager as ``runtime=torch`` runs it with ``precision=fp32 channels_last=false`` (``torch``),
 with channels_last weights and inputs (``torch_cl``), with bf16 autocast as well (``torch_bf16``), and
-``torch.compile`` with Inductor's weight freezing (``torch_compile``). All run on normalised tensors with the
+``torch.compile`` with Inductor's weight freezing (``torch_compile``), and the int8 ONNX network of
+``segvn.export quantize=int8`` (``onnx_int8``). All run on normalised tensors with the
 stride padding included, after ``--warmup`` runs, as medians over ``--iters`` runs taken in
 ``--rounds`` interleaved rounds (each round times every runtime in turn, every other round in reverse
 order, so a drift of the shared machine's speed reaches them all alike).
@@ -109,7 +110,7 @@ def main() -> None:
     parser.add_argument(
         "--runtimes",
         nargs="+",
-        default=["torch", "torch_cl", "torch_bf16", "torch_compile", "onnx", "torchscript"],
+        default=["torch", "torch_cl", "torch_bf16", "torch_compile", "onnx", "onnx_int8", "torchscript"],
     )
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--iters", type=int, default=10)
@@ -124,7 +125,7 @@ def main() -> None:
     if args.quick:
         args.sizes, args.iters, args.warmup, args.rounds, args.gemm = ["96x128"], 1, 0, 1, 256
 
-    from segvn.inference.export import RuntimeModel, export_network
+    from segvn.inference.export import RuntimeModel, export_network, write_onnx_metadata
     from segvn.models.factory import build_network
 
     if args.threads:
@@ -150,6 +151,15 @@ def main() -> None:
         for runtime in args.runtimes:
             if runtime.startswith("torch_") or runtime == "torch":
                 models[runtime] = torch_variant(module, runtime)
+            elif runtime == "onnx_int8":  # calibrated on noise: the ranges differ, the speed does not
+                from segvn.inference.quantize import quantize_onnx
+
+                fp32 = export_network(module, "onnx", Path(tmp) / "fp32.onnx", meta("onnx"))
+                h, w = (int(v) for v in args.sizes[0].split("x"))
+                path = Path(tmp) / "model.int8.onnx"
+                quantize_onnx(fp32, path, [torch.randn(1, 3, h, w).numpy() for _ in range(2)])
+                write_onnx_metadata(path, {**meta("onnx"), "precision": "int8"})
+                models[runtime] = RuntimeModel(path, threads=threads)
             else:
                 path = Path(tmp) / f"model.{'onnx' if runtime == 'onnx' else 'pt'}"
                 export_network(module, runtime, path, meta(runtime))

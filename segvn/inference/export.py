@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import threading
 import time
 import warnings
@@ -46,6 +47,8 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 RUNTIMES = ("torch", "onnx", "torchscript")
 META_KEY = "segvn"  # ONNX metadata_props key / TorchScript extra file "segvn.json", a JSON object
 MIN_AGREEMENT = 0.999
+MIN_AGREEMENT_INT8 = 0.95  # int8 approximates: this catches a broken calibration; evaluate measures the cost
+QUANTIZE = ("int8",)
 OPSET = 17
 STATIC_SHAPES = 4  # input shapes given a fixed-shape ONNX Runtime session each (RuntimeModel)
 
@@ -54,6 +57,18 @@ def check_format(fmt: str, name: str = "format") -> str:
     if fmt not in FORMATS:
         raise ConfigError(f"{name} must be one of {', '.join(FORMATS)}, got {fmt!r}")
     return fmt
+
+
+def check_quantize(quantize: str | None, fmt: str) -> None:
+    """:class:`ConfigError` unless ``quantize`` is null, or int8 with ``format=onnx``."""
+    if quantize is None:
+        return
+    if quantize not in QUANTIZE:
+        raise ConfigError(f"quantize must be null or {' | '.join(QUANTIZE)}, got {quantize!r}")
+    if fmt != "onnx":
+        raise ConfigError(
+            f"quantize={quantize} needs format=onnx (ONNX Runtime runs the int8 network), got {fmt}"
+        )
 
 
 def export_metadata(ckpt: Checkpoint, module: nn.Module, fmt: str) -> dict[str, Any]:
@@ -88,23 +103,30 @@ def export_network(module: nn.Module, fmt: str, out: Path, meta: dict[str, Any])
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the deprecation notes of the TorchScript-based paths
         if fmt == "onnx":
-            import onnx
-
             torch.onnx.export(
                 inner, (sample,), str(partial), dynamo=False, opset_version=OPSET,
                 input_names=["image"], output_names=["logits"],
                 dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
                               "logits": {0: "batch", 2: "height", 3: "width"}},
             )  # fmt: skip
-            model = onnx.load(str(partial))
-            entry = model.metadata_props.add()
-            entry.key, entry.value = META_KEY, json.dumps(meta)
-            onnx.save(model, str(partial))
+            write_onnx_metadata(partial, meta)
         else:
             traced = torch.jit.trace(inner, sample)
             torch.jit.save(traced, str(partial), _extra_files={f"{META_KEY}.json": json.dumps(meta)})
     partial.replace(out)
     return out
+
+
+def write_onnx_metadata(path: Path, meta: dict[str, Any]) -> None:
+    """Store ``meta`` in the ONNX file at ``path`` (``metadata_props``, replacing an earlier entry)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for entry in [e for e in model.metadata_props if e.key == META_KEY]:
+        model.metadata_props.remove(entry)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = META_KEY, json.dumps(meta)
+    onnx.save(model, str(path))
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -143,6 +165,7 @@ class RuntimeModel(nn.Module):
         self.format = check_format(self.meta.get("format", ""), f"{self.path}: format")
         self.class_names = list(self.meta["class_names"])
         self.stride = int(self.meta["output_stride"])
+        self.precision = str(self.meta.get("precision", "fp32"))  # fp32, or int8 (quantized ONNX)
         trained = self.meta.get("training_image_size")
         self.training_image_size = tuple(trained) if trained else None
         self._sessions: dict[tuple[int, ...] | None, Any] = {}  # by input shape; None: dynamic
@@ -232,9 +255,14 @@ def compare_models(reference: nn.Module, other: nn.Module, batches: Sequence[tor
 
 
 def verify_export(
-    module: nn.Module, path: Path, frames: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]
+    module: nn.Module,
+    path: Path,
+    frames: Sequence[np.ndarray],
+    sizes: Sequence[tuple[int, int]],
+    minimum: float = MIN_AGREEMENT,
 ) -> dict[str, Any]:
-    """``path`` against ``module`` on ``frames`` resized to each of ``sizes``; :class:`ExportError` below 99.9%."""
+    """``path`` against ``module`` on ``frames`` resized to each of ``sizes``; :class:`ExportError` when
+    the argmax agrees on fewer than ``minimum`` of the pixels."""
     import cv2
 
     exported = RuntimeModel(path)
@@ -252,13 +280,13 @@ def verify_export(
     report = {
         "argmax_agreement": worst,
         "max_abs_logit_diff": max(c["max_abs_logit_diff"] for c in checks),
-        "min_agreement": MIN_AGREEMENT,
+        "min_agreement": minimum,
         "checks": checks,
     }
-    if worst < MIN_AGREEMENT:
+    if worst < minimum:
         raise ExportError(
             f"{path}: the exported model agrees with PyTorch on only {worst:.4%} of the pixels (needs "
-            f"{MIN_AGREEMENT:.1%}); see {path.name}.verify.json"
+            f"{minimum:.1%}); see {path.name}.verify.json"
         )
     return report
 
@@ -270,25 +298,49 @@ def export_checkpoint(
     frames: Sequence[np.ndarray] = (),
     sizes: Sequence[tuple[int, int]] | None = None,
     model_cfg: Any = None,
+    quantize: str | None = None,
+    calibration: Sequence[np.ndarray] = (),
 ) -> dict[str, Any]:
     """Export ``ckpt`` as ``fmt`` (default file: beside the checkpoint), verify it on ``frames``.
 
     ``sizes`` default: the frames' own size and the training scale of it (one of them usually not a
-    multiple of the stride, so the padding is checked too). Writes ``<file>.verify.json``; returns it.
+    multiple of the stride, so the padding is checked too). ``quantize="int8"`` (ONNX only) writes the
+    int8 network calibrated on the RGB ``calibration`` frames at the training scale
+    (:mod:`segvn.inference.quantize`), verified against :data:`MIN_AGREEMENT_INT8`. Writes
+    ``<file>.verify.json``; returns it.
     """
     from segvn.inference.scale import ScaleRule
     from segvn.utils.io import write_json
 
     check_format(fmt)
+    check_quantize(quantize, fmt)
     module = ckpt.model(model_cfg)
-    path = Path(out).expanduser() if out else ckpt.path.with_suffix(FORMATS[fmt])
+    suffix = f".{quantize}{FORMATS[fmt]}" if quantize else FORMATS[fmt]
+    path = Path(out).expanduser() if out else ckpt.path.with_suffix(suffix)
     meta = export_metadata(ckpt, module, fmt)
+    trained = training_size(ckpt.config)
+    at_scale = lambda h, w: ScaleRule(min(trained or (h, w)), model_stride(module))(h, w)  # noqa: E731
     start = time.perf_counter()
-    export_network(module, fmt, path, meta)
+    if quantize:
+        import cv2
+
+        from segvn.inference.quantize import quantize_onnx
+
+        images = [normalised([cv2.resize(f, at_scale(*f.shape[:2])[::-1], interpolation=cv2.INTER_AREA)]).numpy()
+                  for f in calibration]  # fmt: skip
+        partial = path.with_name(path.name + ".partial")
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = export_network(module, fmt, Path(tmp) / "fp32.onnx", meta)
+            meta |= {"precision": quantize, "calibration": quantize_onnx(fp32, partial, images)}
+        write_onnx_metadata(partial, meta)
+        partial.replace(path)
+    else:
+        export_network(module, fmt, path, meta)
     seconds = time.perf_counter() - start
     report: dict[str, Any] = {
         "file": str(path.resolve()),
         "format": fmt,
+        "precision": quantize or "fp32",
         "export_seconds": round(seconds, 3),
         "metadata": meta,
         "versions": _versions(fmt),
@@ -296,11 +348,11 @@ def export_checkpoint(
     if frames:
         if sizes is None:
             h, w = frames[0].shape[:2]
-            trained = training_size(ckpt.config)
             sizes = [(h, w)]
             if trained:
-                sizes.append(ScaleRule(min(trained), model_stride(module))(h, w))
-        report["verification"] = verify_export(module, path, frames, sizes)
+                sizes.append(at_scale(h, w))
+        minimum = MIN_AGREEMENT_INT8 if quantize else MIN_AGREEMENT
+        report["verification"] = verify_export(module, path, frames, sizes, minimum)
     write_json(path.with_name(path.name + ".verify.json"), report)
     return report
 

@@ -160,12 +160,23 @@ class VerifyOptions:
 
 
 @dataclass
+class CalibrationOptions:
+    """The frames whose activations set the int8 ranges (``quantize=int8``): frames like those the
+    model will see, resized to its training scale."""
+
+    images: str = "${paths.shared_dir}/datasets/camvid/train"  # a folder of PNG frames or a glob
+    frames: int = 32  # how many, spread evenly over the sorted files
+
+
+@dataclass
 class ExportConfig:
     """``conf/export.yaml``: a checkpoint's network as ONNX or TorchScript, verified against PyTorch."""
 
     ckpt_path: str = MISSING
     format: str = "onnx"  # onnx | torchscript
-    out: Any = None  # the file; null = beside the checkpoint with .onnx / .pt
+    out: Any = None  # the file; null = beside the checkpoint with .onnx / .pt (.int8.onnx when quantized)
+    quantize: Any = None  # null (fp32) | int8: ONNX only, calibrated on calibration.images
+    calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
     verify: VerifyOptions = field(default_factory=VerifyOptions)
     task_name: str = "export"
     tags: list[str] = field(default_factory=lambda: ["export"])
@@ -274,6 +285,10 @@ def check_export(cfg: Any) -> None:
     """:class:`ConfigError` naming the setting for an unknown format or a negative frame count."""
     _require(cfg.format in ("onnx", "torchscript"), f"format must be onnx or torchscript, got {cfg.format!r}")
     _require(int(cfg.verify.frames) >= 0, f"verify.frames must be >= 0, got {cfg.verify.frames}")
+    _require(
+        not cfg.quantize or int(cfg.calibration.frames) >= 1,
+        f"calibration.frames must be >= 1 with quantize={cfg.quantize}, got {cfg.calibration.frames}",
+    )
 
 
 def absent_mode(cfg: Any) -> str:

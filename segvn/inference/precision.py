@@ -36,14 +36,16 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 @dataclass(frozen=True)
 class InferencePrecision:
-    """The resolved choice: bf16 autocast or fp32, and whether weights and inputs are channels_last."""
+    """The resolved choice: bf16 autocast or fp32, and whether weights and inputs are channels_last
+    (``int8``: a quantized ONNX file, whose precision is the file's own)."""
 
     bf16: bool = False
     channels_last: bool = False
+    int8: bool = False
 
     @property
     def name(self) -> str:
-        return "bf16" if self.bf16 else "fp32"
+        return "bf16" if self.bf16 else "int8" if self.int8 else "fp32"
 
     def describe(self) -> str:
         return f"{self.name}{', channels_last' if self.channels_last else ''}"
@@ -209,4 +211,6 @@ def inference_model(
         model, runtime, precision = faster_runtime(model, module, size, cfg.channels_last)
     else:
         precision = choose_precision(cfg.precision, cfg.channels_last, device, runtime)
+    if getattr(model, "precision", "fp32") == "int8":  # a quantized ONNX file (segvn.export quantize=int8)
+        precision = InferencePrecision(int8=True)
     return with_precision(model, precision), runtime, precision, device
