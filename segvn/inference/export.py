@@ -319,7 +319,11 @@ def export_checkpoint(
     path = Path(out).expanduser() if out else ckpt.path.with_suffix(suffix)
     meta = export_metadata(ckpt, module, fmt)
     trained = training_size(ckpt.config)
-    at_scale = lambda h, w: ScaleRule(min(trained or (h, w)), model_stride(module))(h, w)  # noqa: E731
+
+    def at_scale(h: int, w: int) -> tuple[int, int]:
+        """The training scale of an ``h`` x ``w`` frame (its own without one), sides stride multiples."""
+        return ScaleRule(min(trained or (h, w)), model_stride(module))(h, w)
+
     start = time.perf_counter()
     if quantize:
         import cv2
