@@ -181,7 +181,7 @@ class RuntimeModel(nn.Module):
 
         The first :data:`STATIC_SHAPES` input shapes each get a session with those dimensions fixed
         (``add_free_dimension_override_by_name``): ONNX Runtime then folds the shape computations and
-        plans memory once, 5% faster at 368x480 on 2 cores (README, Benchmarks). A video or a data set
+        plans memory once, 3-5% faster at 368x480 on 2 cores (README, Benchmarks). A video or a data set
         has one or two shapes; any further shape runs on one session with the dynamic axes.
         """
         with self._session_lock:
