@@ -333,6 +333,7 @@ def export_checkpoint(
         images = [normalised([cv2.resize(f, at_scale(*f.shape[:2])[::-1], interpolation=cv2.INTER_AREA)]).numpy()
                   for f in calibration]  # fmt: skip
         partial = path.with_name(path.name + ".partial")
+        log.info("quantizing to %s, calibrated on %d frames at the training scale", quantize, len(images))
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = export_network(module, fmt, Path(tmp) / "fp32.onnx", meta)
             meta |= {"precision": quantize, "calibration": quantize_onnx(fp32, partial, images)}
