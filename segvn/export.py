@@ -62,7 +62,7 @@ def export(cfg: DictConfig, ckpt: Checkpoint) -> dict:
     check_export(cfg)
     report = export_checkpoint(
         ckpt, cfg.format, cfg.out, verification_frames(cfg), model_cfg=cfg.model,
-        quantize=cfg.quantize, calibration=calibration_frames(cfg),
+        quantize=cfg.quantize, calibration=calibration_frames(cfg), min_agreement=cfg.verify.min_agreement,
     )  # fmt: skip
     check = report.get("verification")
     log.info(

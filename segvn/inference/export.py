@@ -286,7 +286,7 @@ def verify_export(
     if worst < minimum:
         raise ExportError(
             f"{path}: the exported model agrees with PyTorch on only {worst:.4%} of the pixels (needs "
-            f"{minimum:.1%}); see {path.name}.verify.json"
+            f"{minimum:.1%}; verify.min_agreement); see {path.name}.verify.json"
         )
     return report
 
@@ -300,14 +300,16 @@ def export_checkpoint(
     model_cfg: Any = None,
     quantize: str | None = None,
     calibration: Sequence[np.ndarray] = (),
+    min_agreement: float | None = None,
 ) -> dict[str, Any]:
     """Export ``ckpt`` as ``fmt`` (default file: beside the checkpoint), verify it on ``frames``.
 
     ``sizes`` default: the frames' own size and the training scale of it (one of them usually not a
     multiple of the stride, so the padding is checked too). ``quantize="int8"`` (ONNX only) writes the
     int8 network calibrated on the RGB ``calibration`` frames at the training scale
-    (:mod:`segvn.inference.quantize`), verified against :data:`MIN_AGREEMENT_INT8`. Writes
-    ``<file>.verify.json``; returns it.
+    (:mod:`segvn.inference.quantize`). The argmax must agree on ``min_agreement`` of the pixels
+    (default :data:`MIN_AGREEMENT`, :data:`MIN_AGREEMENT_INT8` for int8). Writes ``<file>.verify.json``;
+    returns it.
     """
     from segvn.inference.scale import ScaleRule
     from segvn.utils.io import write_json
@@ -356,7 +358,9 @@ def export_checkpoint(
             sizes = [(h, w)]
             if trained:
                 sizes.append(at_scale(h, w))
-        minimum = MIN_AGREEMENT_INT8 if quantize else MIN_AGREEMENT
+        minimum = (
+            min_agreement if min_agreement is not None else MIN_AGREEMENT_INT8 if quantize else MIN_AGREEMENT
+        )
         report["verification"] = verify_export(module, path, frames, sizes, minimum)
     write_json(path.with_name(path.name + ".verify.json"), report)
     return report

@@ -157,6 +157,7 @@ class VerifyOptions:
 
     images: str = "${paths.shared_dir}/datasets/camvid/val"  # a folder of PNG frames or a glob
     frames: int = 4  # how many (sorted); 0 skips the check
+    min_agreement: Any = None  # argmax agreement required; null: 0.999, for quantize=int8 0.95
 
 
 @dataclass
@@ -285,6 +286,11 @@ def check_export(cfg: Any) -> None:
     """:class:`ConfigError` naming the setting for an unknown format or a negative frame count."""
     _require(cfg.format in ("onnx", "torchscript"), f"format must be onnx or torchscript, got {cfg.format!r}")
     _require(int(cfg.verify.frames) >= 0, f"verify.frames must be >= 0, got {cfg.verify.frames}")
+    floor = cfg.verify.min_agreement
+    _require(
+        floor is None or 0 <= float(floor) <= 1,
+        f"verify.min_agreement must be null or in [0, 1], got {floor}",
+    )
     _require(
         not cfg.quantize or int(cfg.calibration.frames) >= 1,
         f"calibration.frames must be >= 1 with quantize={cfg.quantize}, got {cfg.calibration.frames}",
