@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast lint format train bench clean
+.PHONY: install test test-fast reliability lint format train bench clean
 
 install:  ## a .venv with pinned dependencies and segvn installed editable
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,12 @@ test:  ## the whole suite (real data from ../shared or $$SEGVN_SHARED; skipped c
 
 test-fast:  ## without the slow end-to-end tests
 	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+
+reliability:  ## the reliability probes alone, then their tally (outputs/reliability/summary.json)
+	rm -rf outputs/reliability
+	SEGVN_PROBE_REPORT=outputs/reliability/probes.json WANDB_MODE=offline OMP_NUM_THREADS=1 \
+		$(BIN)/python -m pytest -n 2 --dist loadgroup -m reliability tests/reliability $(PYTEST_ARGS); \
+		status=$$?; $(BIN)/python -m tests.reliability.tally outputs/reliability; exit $$status
 
 lint:  ## ruff (lint + format) and the import-linter layer contracts of pyproject.toml
 	$(BIN)/ruff check .

@@ -1,0 +1,138 @@
+"""Killed at a random point, a run leaves every artefact whole or absent, and a re-run completes the work.
+
+Each probe starts a real command (a tiny training on real CamVid frames, a prediction of a folder of real
+frames), waits until it has set up, kills it with SIGKILL at a random moment within the next seconds (the
+seed is in the test id, so a failure can be replayed), checks every file it left (checkpoints load,
+JSON/YAML/CSV parse, PNGs decode to the end), then runs the command again and checks it finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from ..conftest import REPO_ROOT, SHARED_DIR, run_segvn
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+
+TINY_TRAIN = (
+    "+experiment=resnet18",
+    "data=camvid_streets",
+    "data.image_size=[64,96]",
+    "data.num_workers=0",
+    "trainer.max_epochs=3",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=1",
+    "callbacks.last_checkpoint.every_n_train_steps=1",
+    "test=false",
+    "logger=csv",
+)
+
+
+def _start(verb: str, *args: str, root: Path) -> subprocess.Popen:
+    env = {
+        "OMP_NUM_THREADS": "1",
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "SEGVN_SHARED": str(SHARED_DIR),
+        "SEGVN_ROOT": str(root),
+    }
+    cmd = [sys.executable, "-m", f"segvn.{verb}", *args]
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _kill_after_setup(proc: subprocess.Popen, ready: Path, seed: int, window: float) -> bool:
+    """SIGKILL ``proc`` a random time (within ``window`` s) after ``ready`` appears; True if it was killed."""
+    deadline = time.monotonic() + 300
+    while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random(seed).uniform(0.0, window))
+    if proc.poll() is not None:
+        return False
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    return True
+
+
+def _whole_or_absent(run_dir: Path) -> list[str]:
+    """Every artefact under ``run_dir`` that is not whole (temporary ``.*.tmp`` files are not artefacts)."""
+    from segvn.models.checkpoint import Checkpoint
+
+    broken = []
+    for path in sorted(p for p in run_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        try:
+            if path.suffix == ".ckpt":
+                Checkpoint.read(path)
+            elif path.suffix == ".json":
+                json.loads(path.read_text())
+            elif path.suffix == ".yaml":
+                yaml.safe_load(path.read_text())
+            elif path.suffix == ".csv":
+                rows = list(csv.reader(path.read_text().splitlines()))
+                if rows and any(len(r) != len(rows[0]) for r in rows):
+                    raise ValueError("ragged rows")
+            elif path.suffix == ".png":
+                with Image.open(path) as img:
+                    img.load()
+        except Exception as err:  # any failure to read is what this probe looks for
+            broken.append(f"{path.relative_to(run_dir)}: {type(err).__name__}: {err}")
+    return broken
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_killed_training_is_whole_and_resumes(camvid_root: Path, tmp_path: Path, probe, seed: int) -> None:
+    run_dir = tmp_path / "run"
+    proc = _start("train", *TINY_TRAIN, f"seed={seed}", f"hydra.run.dir={run_dir}", root=tmp_path)
+    assert _kill_after_setup(proc, run_dir / "config.yaml", seed, window=10.0), "ended before the kill"
+    broken = _whole_or_absent(run_dir)
+    if broken:
+        probe.wrong(f"half-written artefacts after a kill: {broken}")
+    done = run_segvn("train", f"resume={run_dir}", root=tmp_path, timeout=600)
+    probe.expect_ok(done)
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["global_step"] == 9, summary
+    assert not _whole_or_absent(run_dir)
+
+
+@pytest.mark.parametrize("seed", [21, 22])
+def test_killed_folder_prediction_is_whole_and_completes(
+    camvid_root: Path, camvid_checkpoint: Path, tmp_path: Path, probe, seed: int
+) -> None:
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for src in sorted((camvid_root / "val").glob("*.png"))[:40]:
+        shutil.copy(src, frames / src.name)
+    run_dir = tmp_path / "pred"
+    args = (f"ckpt_path={camvid_checkpoint}", f"input={frames}", "save_labels=true", "progress=false")
+    proc = _start("predict", *args, f"hydra.run.dir={run_dir}", root=tmp_path)
+    assert _kill_after_setup(proc, run_dir / "config.yaml", seed, window=3.0), "ended before the kill"
+    broken = _whole_or_absent(run_dir)
+    if broken:
+        probe.wrong(f"half-written artefacts after a kill: {broken}")
+    probe.guard(frames)
+    done = run_segvn("predict", *args, f"hydra.run.dir={run_dir}", root=tmp_path)
+    probe.expect_ok(done)
+    names = {p.stem for p in frames.glob("*.png")}
+    assert {p.stem for p in (run_dir / "overlays").glob("*.png")} == names
+    assert {p.stem for p in (run_dir / "labels").glob("*.png")} == names
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "complete"
+    assert not _whole_or_absent(run_dir)
