@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast reliability lint format train bench clean
+.PHONY: install test test-fast reliability lint check-size docs format train bench clean
 
 install:  ## a .venv with pinned dependencies and segvn installed editable
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,16 @@ reliability:  ## the reliability probes alone, then their tally (outputs/reliabi
 		$(BIN)/python -m pytest -n 2 --dist loadgroup -m reliability tests/reliability $(PYTEST_ARGS); \
 		status=$$?; $(BIN)/python -m tests.reliability.tally outputs/reliability; exit $$status
 
-lint:  ## ruff (lint + format) and the import-linter layer contracts of pyproject.toml
+lint: check-size  ## ruff (lint + format), the import-linter layer contracts of pyproject.toml, file sizes
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+
+check-size:  ## no tracked file over 1 MB
+	$(BIN)/python .ci/check_size.py
+
+docs:  ## the documentation site (mkdocs-material) into site/; --strict: a warning or broken link fails
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
 
 format:
 	$(BIN)/ruff format .
@@ -39,4 +45,4 @@ train:  ## the thesis recipe on the embedded (synthetic) data
 	$(BIN)/python -m segvn.train +experiment=resnet18
 
 clean:
-	rm -rf outputs .pytest_cache .ruff_cache
+	rm -rf outputs site .pytest_cache .ruff_cache

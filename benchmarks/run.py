@@ -94,7 +94,7 @@ def machine() -> dict:
 
 
 def headline(name: str, r: dict) -> str:
-    """The one figure of each benchmark that the README table shows."""
+    """The one figure of each benchmark that the results table (results/latest.md) shows."""
     if name == "train_throughput":
         return (
             f"segvn / plain loop = {r['ratio']:.3f} ({r['segvn_img_s']:.2f} vs {r['plain_img_s']:.2f} img/s)"
