@@ -30,12 +30,13 @@ from segvn.errors import DataError
 
 log = logging.getLogger("segvn")
 
-MAX_ARCHIVE_MEMBERS = 50_000
-"""Most members an archive may hold to be unpacked (zip-bomb guard).
+MAX_ARCHIVE_MEMBERS = 20_000
+"""Most members an archive may hold to be unpacked (zip-bomb guard: each member is a file on disk).
 
-Label exports are the archives segvn unpacks; Label Studio writes one PNG per class per frame, so a
-street of 5,000 labelled frames in our 8 classes stays under this (CVAT writes two or three files per
-frame). A larger export can be unpacked by hand and given as a folder.
+Label exports are the archives segvn unpacks. CVAT writes two or three files per frame, so some 6,000
+labelled frames fit; Label Studio writes one PNG per class painted per frame, 2,500 frames even with all
+8 classes in every frame -- more than a street's labels (CamVid has 701 labelled frames in all). A larger
+export can be unpacked by hand and given as a folder.
 """
 
 MAX_ARCHIVE_BYTES = 8 * 1024**3
@@ -107,16 +108,19 @@ def unpack_zip(
     archive: str | Path,
     dest: str | Path,
     setting: str = "src",
-    max_members: int = MAX_ARCHIVE_MEMBERS,
-    max_bytes: int = MAX_ARCHIVE_BYTES,
+    max_members: int | None = None,
+    max_bytes: int | None = None,
 ) -> Path:
     """Unpack a zip into ``dest``, refusing (:class:`DataError` naming ``setting=archive`` and the cap) one
-    with more than ``max_members`` members or more than ``max_bytes`` unpacked.
+    with more than ``max_members`` members or more than ``max_bytes`` unpacked (default:
+    :data:`MAX_ARCHIVE_MEMBERS` and :data:`MAX_ARCHIVE_BYTES`, read at the call).
 
     :mod:`zipfile` drops absolute paths and ``..`` and writes links as plain files, so every file lands
     under ``dest``; the caps keep a zip bomb from filling the disk.
     """
     dest = Path(dest)
+    max_members = MAX_ARCHIVE_MEMBERS if max_members is None else max_members
+    max_bytes = MAX_ARCHIVE_BYTES if max_bytes is None else max_bytes
     with zipfile.ZipFile(archive) as zf:
         members = zf.infolist()
         if len(members) > max_members:
