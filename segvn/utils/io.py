@@ -92,6 +92,14 @@ def replace_link(path: str | Path) -> Path:
     return path
 
 
+class LinkSafeFileHandler(logging.FileHandler):
+    """:class:`logging.FileHandler` (the run's ``<task>.log``) that replaces a link at its file, never appends through it."""
+
+    def __init__(self, filename: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        replace_link(filename)
+        super().__init__(filename, *args, **kwargs)
+
+
 def inside(path: str | Path, root: str | Path) -> bool:
     """Whether ``path``, with every link resolved, lies under ``root`` (resolved too).
 

@@ -178,10 +178,8 @@ def test_labels_export_replaces_linked_outputs(probe, tmp_path: Path) -> None:
 
 def test_extract_replaces_linked_frames_and_manifest(probe, video_path: Path, tmp_path: Path) -> None:
     """``segvn.extract`` over a frame, the manifest and the status file linked outside."""
-    from segvn.data.extract import extract_frames
+    from segvn.data.extract import MANIFEST_COLUMNS, extract_frames
     from segvn.data.video import FrameSelection
-
-    from segvn.data.extract import MANIFEST_COLUMNS
 
     out = outside(tmp_path, "frame.png", "manifest.csv", "status.json")
     # a manifest someone else's street started (a foreign one is refused before anything is written)
@@ -203,7 +201,7 @@ def test_extract_replaces_linked_frames_and_manifest(probe, video_path: Path, tm
 @pytest.mark.slow
 def test_predict_replaces_linked_outputs(probe, camvid_checkpoint, video_path: Path, tmp_path: Path) -> None:
     """``segvn.predict`` on an image and a video, every output planted as a link outside."""
-    names = ("csv", "overlay", "label", "video", "vlabel", "config")
+    names = ("csv", "overlay", "label", "video", "vlabel", "config", "log")
     out = outside(tmp_path, *names)
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -217,6 +215,7 @@ def test_predict_replaces_linked_outputs(probe, camvid_checkpoint, video_path: P
         link(run / "clip_overlay.mp4", out / "video"),
         link(run / "labels" / "clip" / "clip_000000.png", out / "vlabel"),
         link(run / "config.yaml", out / "config"),
+        link(run / "predict.log", out / "log"),
     ]
     probe.guard(out)
     proc = run_segvn(
