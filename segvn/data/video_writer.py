@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from segvn.data.video import EncoderNotFoundError
+from segvn.utils.io import replace_link
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class VideoWriter:
         self.rate = fps if isinstance(fps, Fraction) else Fraction(str(fps)).limit_denominator(100_000)
         self.frames_written = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self.path), mode="w", options={"movflags": "+faststart"})
+        self._container = av.open(str(replace_link(self.path)), mode="w", options={"movflags": "+faststart"})
         options = {}
         if self.encoder == "libx264":
             options["preset"] = preset

@@ -40,6 +40,7 @@ from segvn.inference.scale import model_stride, training_size
 from segvn.metrics import class_indices
 from segvn.models.checkpoint import CONFIG_KEY, Checkpoint
 from segvn.models.factory import crop_to, pad_to_stride
+from segvn.utils.io import replace_link
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def export_network(module: nn.Module, fmt: str, out: Path, meta: dict[str, Any])
     stride = model_stride(module)
     sample = torch.zeros(1, 3, 4 * stride, 6 * stride)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
+    partial = replace_link(out.with_name(out.name + ".partial"))  # a link there would send the write out
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the deprecation notes of the TorchScript-based paths
         if fmt == "onnx":
@@ -113,7 +114,7 @@ def export_network(module: nn.Module, fmt: str, out: Path, meta: dict[str, Any])
         else:
             traced = torch.jit.trace(inner, sample)
             torch.jit.save(traced, str(partial), _extra_files={f"{META_KEY}.json": json.dumps(meta)})
-    partial.replace(out)
+    partial.replace(out)  # a rename: a link at ``out`` is replaced, not written through
     return out
 
 
@@ -334,7 +335,7 @@ def export_checkpoint(
 
         images = [normalised([cv2.resize(f, at_scale(*f.shape[:2])[::-1], interpolation=cv2.INTER_AREA)]).numpy()
                   for f in calibration]  # fmt: skip
-        partial = path.with_name(path.name + ".partial")
+        partial = replace_link(path.with_name(path.name + ".partial"))
         log.info("quantizing to %s, calibrated on %d frames at the training scale", quantize, len(images))
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = export_network(module, fmt, Path(tmp) / "fp32.onnx", meta)

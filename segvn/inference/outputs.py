@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from segvn.utils.io import json_safe
+from segvn.utils.io import json_safe, replace_link
 
 
 @dataclass
@@ -87,7 +87,7 @@ class SharesCSV:
                 rows = list(csv.reader(fh))
             if rows and rows[0] == header:
                 kept = [r for r in rows[1:] if r and r[0] in keep_sources]
-        self._fh = open(self.path, "w", newline="")  # noqa: SIM115 - closed in close()
+        self._fh = open(replace_link(self.path), "w", newline="")  # noqa: SIM115 - closed in close()
         self._writer = csv.writer(self._fh)
         self._writer.writerow(header)
         self._writer.writerows(kept)

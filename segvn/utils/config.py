@@ -13,6 +13,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from segvn.utils.io import write_atomic
 from segvn.utils.schema import register_schemas
 
 CONFIG_MODULE = "segvn.conf"
@@ -132,7 +133,7 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
 def save_resolved_config(cfg: DictConfig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(OmegaConf.to_yaml(OmegaConf.create(to_container(cfg))))
+    write_atomic(path, OmegaConf.to_yaml(OmegaConf.create(to_container(cfg))))
     return path
 
 

@@ -9,11 +9,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from segvn.utils.io import replace_link
+
 
 def save_image(image: np.ndarray, path: str | Path, compression: int = 3) -> Path:
     """Write a uint8 greyscale (H, W) or RGB (H, W, 3) image as PNG/JPEG (by suffix); returns the path.
 
-    ``compression`` is the PNG level (0-9): 1 for per-frame outputs where speed matters.
+    ``compression`` is the PNG level (0-9): 1 for per-frame outputs where speed matters. A symbolic
+    link at ``path`` is replaced by the image, not followed (:func:`segvn.utils.io.replace_link`).
     """
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
@@ -22,7 +25,7 @@ def save_image(image: np.ndarray, path: str | Path, compression: int = 3) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
     params = [cv2.IMWRITE_PNG_COMPRESSION, compression] if path.suffix.lower() == ".png" else []
-    if not cv2.imwrite(str(path), bgr, params):
+    if not cv2.imwrite(str(replace_link(path)), bgr, params):
         raise OSError(f"cannot write {path}")
     return path
 

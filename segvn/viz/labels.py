@@ -11,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from segvn.data.classes import PALETTE
+from segvn.utils.io import replace_link
 from segvn.viz.image import tile
 from segvn.viz.overlay import DEFAULT_ALPHA, add_title, draw_legend, legend_box, overlay
 
@@ -124,5 +125,5 @@ def plot_class_weights(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(out, dpi=120)
+    fig.savefig(replace_link(out), dpi=120)
     return out

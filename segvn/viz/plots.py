@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from segvn.data.classes import CLASS_NAMES, PALETTE
+from segvn.utils.io import replace_link
 
 DPI = 120
 
@@ -25,7 +26,7 @@ def _save(fig: Figure, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(out, dpi=DPI)
+    fig.savefig(replace_link(out), dpi=DPI)
     return out
 
 

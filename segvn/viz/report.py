@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from segvn.utils.io import write_csv, write_json
+from segvn.utils.io import write_atomic, write_csv, write_json
 from segvn.viz.plots import plot_class_metrics, plot_confusion_matrix
 
 DATASET_KEYS = ("global_accuracy", "mean_accuracy", "mean_iou", "weighted_iou", "mean_bf_score")
@@ -122,6 +122,6 @@ def write_evaluation_report(
         out=out / "class_metrics.png",
         title=f"Per-class metrics ({extra.get('split', '')})",
     )
-    (out / "metrics.md").write_text(metrics_markdown(metrics, title))
+    write_atomic(out / "metrics.md", metrics_markdown(metrics, title))
     write_json(out / "metrics.json", metrics)
     return metrics, cm_png

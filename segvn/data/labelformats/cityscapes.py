@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX
-from segvn.data.labelformats.common import ClassMatcher, ImportReport, LabelItem, open_mask, save_png
+from segvn.data.labelformats.common import (
+    ClassMatcher,
+    ImportReport,
+    LabelItem,
+    in_export,
+    open_mask,
+    save_png,
+)
 from segvn.errors import DataError
 
 SUFFIX = "_gtFine_labelIds"
@@ -74,7 +81,10 @@ def read_cityscapes(root: Path, matcher: ClassMatcher, report: ImportReport) -> 
 
         return load
 
-    return [LabelItem(stem=frame_stem(p), source=str(p.relative_to(root)), load=loader(p)) for p in files]
+    return [
+        LabelItem(stem=frame_stem(p), source=str(p.relative_to(root)), load=loader(p))
+        for p in in_export(files, root, report)
+    ]
 
 
 def export_ids() -> np.ndarray:

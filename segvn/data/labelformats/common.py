@@ -12,7 +12,7 @@ import contextlib
 import logging
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from PIL import Image
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX, PALETTE, index_to_rgb, rgb_to_index
 from segvn.data.io import image_size, list_images
 from segvn.errors import DataError, InputNotFoundError
+from segvn.utils.io import inside, replace_link, unpack_zip
 
 log = logging.getLogger("segvn.labels")
 
@@ -149,7 +150,10 @@ class LabelItem:
 
 @contextlib.contextmanager
 def export_dir(src: str | Path) -> Iterator[Path]:
-    """A tool's export as a folder: the folder itself, or a zip unpacked into a temporary folder."""
+    """A tool's export as a folder: the folder itself, or a zip unpacked into a temporary folder.
+
+    A zip is unpacked under the caps of :func:`segvn.utils.io.unpack_zip` (member count, unpacked size).
+    """
     path = Path(src).expanduser()
     if not path.exists():
         raise InputNotFoundError(f"src={src}: no such file or folder; give the tool's export (zip or folder)")
@@ -159,9 +163,26 @@ def export_dir(src: str | Path) -> Iterator[Path]:
     if not zipfile.is_zipfile(path):
         raise DataError(f"src={src}: not a folder and not a zip file; give the tool's export (zip or folder)")
     with tempfile.TemporaryDirectory(prefix="segvn_labels_") as tmp:
-        with zipfile.ZipFile(path) as zf:
-            zf.extractall(tmp)  # zipfile drops absolute paths and '..' components
+        unpack_zip(path, tmp, "src")
         yield Path(tmp)
+
+
+def in_export(files: Iterable[Path], root: Path, report: ImportReport) -> list[Path]:
+    """The ``files`` that really lie in the export ``root``; a link to a file elsewhere is reported and skipped.
+
+    An export comes from someone else: a mask that is a symbolic link out of it would make the import
+    read (and copy into ``labels/``) a file the user never gave.
+    """
+    kept = []
+    for path in files:
+        if inside(path, root):
+            kept.append(path)
+        else:
+            report.skip(
+                str(path.relative_to(root)),
+                f"a link to {path.resolve()}, outside the export {report.src}; not read",
+            )
+    return kept
 
 
 def open_mask(path: Path) -> Image.Image:
@@ -186,9 +207,9 @@ def frame_index(street_dir: Path, frames_dir: str = "frames") -> dict[str, Path]
 
 
 def save_png(path: Path, array: np.ndarray) -> None:
-    """Save a uint8 array (H, W) or (H, W, 3) as PNG, creating the folder."""
+    """Save a uint8 array (H, W) or (H, W, 3) as PNG, creating the folder; a link there is replaced."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(path)
+    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(replace_link(path))
 
 
 def write_mask(path: Path, index: np.ndarray) -> None:

@@ -19,10 +19,12 @@ from segvn.data.labelformats.common import (
     ClassMatcher,
     ImportReport,
     LabelItem,
+    in_export,
     open_mask,
     save_png,
 )
 from segvn.errors import DataError
+from segvn.utils.io import replace_link, write_atomic
 
 LABELMAP = "labelmap.txt"
 MASK_DIR = "SegmentationClass"
@@ -73,6 +75,11 @@ def read_cvat(root: Path, matcher: ClassMatcher, report: ImportReport) -> list[L
     labelmaps = sorted(root.rglob(LABELMAP))
     if not labelmaps:
         raise DataError(f"{report.src}: no {LABELMAP}; export from CVAT as 'Segmentation mask 1.1'")
+    labelmaps = in_export(labelmaps, root, report)
+    if not labelmaps:
+        raise DataError(
+            f"{report.src}: its {LABELMAP} is a link to a file outside the export; give the export itself"
+        )
     base = labelmaps[0].parent
     mask_dir = base / MASK_DIR
     if not mask_dir.is_dir():
@@ -97,7 +104,7 @@ def read_cvat(root: Path, matcher: ClassMatcher, report: ImportReport) -> list[L
 
     return [
         LabelItem(stem=p.stem, source=str(p.relative_to(root)), load=loader(p))
-        for p in sorted(mask_dir.rglob("*.png"))
+        for p in in_export(sorted(mask_dir.rglob("*.png")), root, report)
     ]
 
 
@@ -113,7 +120,7 @@ def write_cvat(masks: dict[str, np.ndarray], out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="segvn_cvat_") as tmp:
         _write_tree(masks, Path(tmp))
-        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zipfile.ZipFile(replace_link(out), "w", zipfile.ZIP_DEFLATED) as zf:
             for path in sorted(Path(tmp).rglob("*")):
                 if path.is_file():
                     zf.write(path, path.relative_to(tmp).as_posix())
@@ -124,9 +131,9 @@ def _write_tree(masks: dict[str, np.ndarray], folder: Path) -> None:
     lines = ["# label:color_rgb:parts:actions", f"background:{','.join(map(str, IGNORE_COLOR))}::"]
     lines += [f"{name}:{','.join(str(int(c)) for c in PALETTE[i])}::" for i, name in enumerate(CLASS_NAMES)]
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / LABELMAP).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_atomic(folder / LABELMAP, "\n".join(lines) + "\n")
     sets = folder / "ImageSets" / "Segmentation"
     sets.mkdir(parents=True, exist_ok=True)
-    (sets / "default.txt").write_text("".join(f"{s}\n" for s in sorted(masks)), encoding="utf-8")
+    write_atomic(sets / "default.txt", "".join(f"{s}\n" for s in sorted(masks)))
     for stem, index in sorted(masks.items()):
         save_png(folder / MASK_DIR / f"{stem}.png", index_to_rgb(index, ignore_color=IGNORE_COLOR))

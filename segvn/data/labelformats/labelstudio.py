@@ -27,8 +27,16 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX
-from segvn.data.labelformats.common import ClassMatcher, ImportReport, LabelItem, open_mask, save_png
+from segvn.data.labelformats.common import (
+    ClassMatcher,
+    ImportReport,
+    LabelItem,
+    in_export,
+    open_mask,
+    save_png,
+)
 from segvn.errors import DataError, InputNotFoundError
+from segvn.utils.io import write_atomic
 
 NAME_RE = re.compile(r"^task-(\d+)-annotation-(\d+)-by-(.+?)-tag-(.+?)(?:-(\d+))?$")
 UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
@@ -152,9 +160,11 @@ def read_labelstudio(
         raise DataError(
             f"{report.src}: no .png files; export the Label Studio project as 'Brush labels to PNG'"
         )
+    files = in_export(files, root, report)
     task_file = Path(tasks).expanduser() if tasks else None
     if task_file is None:
         found = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".json", ".csv") and p.is_file())
+        found = in_export(found, root, report)
         if len(found) > 1:
             raise DataError(
                 f"{report.src}: several task lists ({', '.join(p.name for p in found)}); choose one with tasks=PATH"
@@ -212,5 +222,5 @@ def write_labelstudio(masks: dict[str, np.ndarray], out: Path) -> Path:
                     layer.astype(np.uint8) * 255,
                 )
     out.mkdir(parents=True, exist_ok=True)
-    (out / "tasks.json").write_text(json.dumps(tasks, indent=1), encoding="utf-8")
+    write_atomic(out / "tasks.json", json.dumps(tasks, indent=1))
     return out

@@ -13,18 +13,26 @@ from pathlib import Path
 import numpy as np
 
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX
-from segvn.data.labelformats.common import ClassMatcher, ImportReport, LabelItem, open_mask, save_png
+from segvn.data.labelformats.common import (
+    ClassMatcher,
+    ImportReport,
+    LabelItem,
+    in_export,
+    open_mask,
+    save_png,
+)
 from segvn.errors import DataError
+from segvn.utils.io import write_atomic
 
 CLASSES_FILE = "classes.txt"
 
 
-def class_list(root: Path, classes: Sequence[str] | None) -> list[str]:
-    """The export's class names in value order (value 1 = first)."""
+def class_list(root: Path, classes: Sequence[str] | None, report: ImportReport | None = None) -> list[str]:
+    """The export's class names in value order (value 1 = first); a ``classes.txt`` linking out is skipped."""
     if classes:
         return [str(c) for c in classes]
     listed = root / CLASSES_FILE
-    if listed.is_file():
+    if listed.is_file() and (report is None or in_export([listed], root, report)):
         names = [line.strip() for line in listed.read_text(encoding="utf-8").splitlines() if line.strip()]
         if names:
             return names
@@ -35,7 +43,7 @@ def read_matlab(
     root: Path, matcher: ClassMatcher, report: ImportReport, classes: Sequence[str] | None = None
 ) -> list[LabelItem]:
     """The index PNGs under ``root`` (any depth), decoded lazily with the class list."""
-    names = class_list(root, classes)
+    names = class_list(root, classes, report)
     if len(names) > 254:
         raise DataError(f"classes: {len(names)} names; index PNGs hold at most 254 classes")
     lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
@@ -70,7 +78,10 @@ def read_matlab(
 
         return load
 
-    return [LabelItem(stem=p.stem, source=str(p.relative_to(root)), load=loader(p)) for p in files]
+    return [
+        LabelItem(stem=p.stem, source=str(p.relative_to(root)), load=loader(p))
+        for p in in_export(files, root, report)
+    ]
 
 
 def write_matlab(masks: dict[str, np.ndarray], out: Path) -> Path:
@@ -78,7 +89,7 @@ def write_matlab(masks: dict[str, np.ndarray], out: Path) -> Path:
     lut = np.zeros(256, dtype=np.uint8)
     lut[: len(CLASS_NAMES)] = np.arange(1, len(CLASS_NAMES) + 1)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CLASSES_FILE).write_text("".join(f"{n}\n" for n in CLASS_NAMES), encoding="utf-8")
+    write_atomic(out / CLASSES_FILE, "".join(f"{n}\n" for n in CLASS_NAMES))
     for stem, index in sorted(masks.items()):
         save_png(out / f"{stem}.png", lut[index])
     return out
