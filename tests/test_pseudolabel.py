@@ -134,3 +134,99 @@ def test_command_as_a_user_runs_it(camvid_root, camvid_checkpoint, tmp_path) -> 
     )  # fmt: skip
     assert empty.returncode == 1 and "pool: no frames matching 'nothing*'" in empty.stderr + empty.stdout
     assert "Traceback" not in empty.stderr
+
+
+# -- the student ------------------------------------------------------------------------------------
+def test_frame_weighted_loss_is_cross_entropy_with_frames_counted_by_weight() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from segvn.models.losses import sample_weighted_cross_entropy
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 6, 5)
+    target = torch.randint(0, 4, (2, 6, 5))
+    target[0, 0] = 255
+    cw = torch.tensor([1.0, 2.0, 0.5, 1.5])
+    plain = F.cross_entropy(logits, target, weight=cw, ignore_index=255)
+    assert torch.allclose(sample_weighted_cross_entropy(logits, target, torch.ones(2), cw), plain)
+    only_first = F.cross_entropy(logits[:1], target[:1], weight=cw, ignore_index=255)
+    assert torch.allclose(
+        sample_weighted_cross_entropy(logits, target, torch.tensor([1.0, 0.0]), cw), only_first
+    )
+    doubled = torch.cat([logits, logits[1:]]), torch.cat([target, target[1:]])
+    assert torch.allclose(
+        sample_weighted_cross_entropy(logits, target, torch.tensor([1.0, 2.0]), cw),
+        F.cross_entropy(*doubled, weight=cw, ignore_index=255),
+    )
+
+
+@pytest.fixture(scope="module")
+def train_street_pseudo(camvid_root, teacher, tmp_path_factory) -> Path:
+    """Pseudo-labels of 4 frames of a training street (0001TP): no frame of the validation street."""
+    out = tmp_path_factory.mktemp("pseudo") / "p"
+    frames = pool_frames([camvid_root / "train"], "0001TP_*", max_frames=4)
+    pseudolabel(teacher, frames, out, PseudoLabelSettings(scales=(1.0,), flip=False), device="cpu")
+    return out
+
+
+def _datamodule(compose_cfg, pseudo: dict):
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg(
+        ["data=camvid_streets", "data.image_size=[64,96]", "data.num_workers=0", "data.check.level=off"]
+    )
+    return instantiate(cfg.data, pseudo=pseudo)
+
+
+@pytest.mark.slow
+def test_leak_guard_other_classes_and_half_written_folders(
+    camvid_root, teacher, train_street_pseudo, compose_cfg, tmp_path
+) -> None:
+    dm = _datamodule(compose_cfg, {"dir": str(train_street_pseudo), "weight": 0.5})
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert len(dm.train_dataset()) == len(dm.dataset("train")) + 4 and "weight" in batch
+    items = [dm.train_dataset()[i] for i in range(len(dm.train_dataset()) - 4, len(dm.train_dataset()))]
+    assert {it["street"] for it in items} == {"pseudo"} and {it["weight"] for it in items} == {0.5}
+
+    evaluated = pool_frames([camvid_root / "val"], "0016E5_*", max_frames=3)
+    leak = tmp_path / "leak"
+    pseudolabel(teacher, evaluated, leak, PseudoLabelSettings(scales=(1.0,), flip=False), device="cpu")
+    with pytest.raises(DataError, match=r"3 pseudo-labelled frame\(s\) are also validation/test frames"):
+        _datamodule(compose_cfg, {"dir": str(leak)}).setup("fit")
+    _datamodule(compose_cfg, {"dir": str(leak), "transductive": True}).setup("fit")  # asked for: allowed
+
+    record = json.loads((leak / RECORD_NAME).read_text())
+    record["class_names"] = ["road", "not_road"]
+    (leak / RECORD_NAME).write_text(json.dumps(record))
+    with pytest.raises(DataError, match="teacher of other classes"):
+        _datamodule(compose_cfg, {"dir": str(leak), "transductive": True}).setup("fit")
+    (leak / RECORD_NAME).rename(leak / STARTED_NAME)
+    with pytest.raises(DataError, match="half-written pseudo-label run"):
+        _datamodule(compose_cfg, {"dir": str(leak), "transductive": True}).setup("fit")
+    from hydra.errors import InstantiationException  # what run_task unwraps to the ConfigError's one line
+
+    with pytest.raises(InstantiationException, match="data.pseudo.weight must be a number"):
+        _datamodule(compose_cfg, {"dir": str(leak), "weight": "abc"})
+
+
+def test_selftrain_recipes_compose(compose_cfg, tmp_path) -> None:
+    for recipe in ("mobilenetv2_selftrain", "resnet18_selftrain"):
+        cfg = compose_cfg([f"+experiment={recipe}", f"pseudo={tmp_path}"])
+        assert cfg.data.pseudo.dir == str(tmp_path) and cfg.data.pseudo.strong is True
+        assert "selftrain" in cfg.tags
+
+
+@pytest.mark.slow
+def test_student_trains_on_labelled_and_pseudo_labelled_frames(train_street_pseudo, tmp_path) -> None:
+    run = tmp_path / "student"
+    proc = run_segvn(
+        "train", "+experiment=resnet18", "data=camvid_streets", "data.image_size=[64,96]", "data.num_workers=0",
+        "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false",
+        "logger=csv", f"+data.pseudo.dir={train_street_pseudo}", f"hydra.run.dir={run}", root=tmp_path,
+    )  # fmt: skip
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 0, said[-3000:]
+    assert "pseudo-labels: 4 frame(s)" in said
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 2

@@ -8,12 +8,18 @@ as machine-made, so it can never be taken for human labels.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import albumentations as A
 import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
 
-from segvn.data.io import list_images
+from segvn.data.io import list_images, read_image
 from segvn.errors import DataError
 
 RECORD_NAME = "pseudolabel.json"
@@ -57,4 +63,104 @@ def pool_frames(
     return frames
 
 
-__all__ = ["RECORD_NAME", "STARTED_NAME", "is_pseudolabel_folder", "pool_frames"]
+def read_record(folder: str | Path) -> dict:
+    """The record of a finished pseudo-label folder; :class:`DataError` naming it when there is none."""
+    path = Path(folder).expanduser()
+    record = path / RECORD_NAME
+    if not record.is_file():
+        if (path / STARTED_NAME).is_file():
+            raise DataError(
+                f"data.pseudo.dir={folder}: a half-written pseudo-label run (killed?); run the same "
+                "segvn.pseudolabel command again to finish it"
+            )
+        raise DataError(
+            f"data.pseudo.dir={folder}: no {RECORD_NAME}; give a folder written by segvn.pseudolabel"
+        )
+    return json.loads(record.read_text())
+
+
+def frame_hash(path: Path) -> str:
+    """A hash of a frame's pixels: the same frame saved twice (or under another name) hashes the same."""
+    rgb = read_image(path)
+    return hashlib.blake2b(rgb.tobytes() + str(rgb.shape).encode(), digest_size=16).hexdigest()
+
+
+def shared_frames(pool: Sequence[Path], evaluated: Sequence[Path]) -> list[str]:
+    """The pool frames that are also evaluation frames, by path or by pixels."""
+    resolved = {p.resolve() for p in evaluated}
+    same_path = [p for p in pool if p.resolve() in resolved]
+    rest = [p for p in pool if p.resolve() not in resolved]
+    if not rest or not evaluated:
+        return sorted(p.name for p in same_path)
+    hashes = {frame_hash(p) for p in evaluated}
+    return sorted(p.name for p in same_path + [p for p in rest if frame_hash(p) in hashes])
+
+
+class PseudoLabelDataset(Dataset):
+    """The frames of a pseudo-label folder with their pseudo-labels (255 = ignored), as training items.
+
+    Items are those of :class:`~segvn.data.dataset.SegmentationDataset` plus ``weight``, the loss weight
+    of their pixels; ``street`` is ``"pseudo"``.
+    """
+
+    def __init__(self, folder: str | Path, transform: A.Compose, weight: float = 1.0) -> None:
+        self.folder = Path(folder).expanduser()
+        self.record = read_record(self.folder)
+        self.frames = [
+            (Path(path), self.folder / "pseudolabels" / f"{stem}.png")
+            for stem, path in self.record["frames"].items()
+        ]
+        missing = [str(label) for image, label in self.frames if not label.is_file() or not image.is_file()]
+        if missing:
+            raise DataError(
+                f"data.pseudo.dir={folder}: {len(missing)} frame(s) or pseudo-labels missing, e.g. {missing[0]}"
+            )
+        self.transform = transform
+        self.weight = float(weight)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.record["class_names"])
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> dict:
+        image_path, label_path = self.frames[index]
+        image = read_image(image_path)
+        with Image.open(label_path) as img:
+            label = np.asarray(img)
+        out = self.transform(image=image, mask=label)
+        return {
+            "image": out["image"],
+            "mask": torch.as_tensor(out["mask"], dtype=torch.long),
+            "path": str(image_path),
+            "street": "pseudo",
+            "weight": self.weight,
+        }
+
+
+class Weighted(Dataset):
+    """A dataset whose items carry a loss ``weight`` (1.0 for human labels beside pseudo-labels)."""
+
+    def __init__(self, dataset: Dataset, weight: float = 1.0) -> None:
+        self.dataset = dataset
+        self.weight = float(weight)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.dataset[index], "weight": self.weight}
+
+
+__all__ = [
+    "RECORD_NAME",
+    "STARTED_NAME",
+    "PseudoLabelDataset",
+    "Weighted",
+    "is_pseudolabel_folder",
+    "pool_frames",
+    "read_record",
+    "shared_frames",
+]
