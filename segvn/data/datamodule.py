@@ -10,11 +10,12 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from segvn.data.check import LABELLED_SPLITS, check_dataset, validate_options
 from segvn.data.classes import CLASS_NAMES
 from segvn.data.dataset import SegmentationDataset
+from segvn.data.pseudo import PseudoLabelDataset, Weighted, shared_frames
 from segvn.data.sampling import build_train_sampler, sampler_settings
 from segvn.data.sources import SPLITS, StreetSource
 from segvn.data.stats import LabelStats, class_weights, scan_labels
@@ -46,6 +47,10 @@ class SegDataModule(L.LightningDataModule):
     dataset check :meth:`setup` runs before fitting; see :mod:`segvn.data.check`.
     ``sampler`` (``name``: uniform/rare_class, ``temperature``, ``min_share``) chooses how training
     frames are drawn; see :mod:`segvn.data.sampling`.
+    ``pseudo`` (``dir``: a folder written by ``segvn.pseudolabel``, ``weight``: the loss weight of its
+    pixels, ``strong``: strong augmentation on its frames, ``transductive``: allow pool frames that are
+    also validation/test frames) adds pseudo-labelled frames to the training set; see
+    :mod:`segvn.data.pseudo`.
     """
 
     def __init__(
@@ -63,6 +68,7 @@ class SegDataModule(L.LightningDataModule):
         class_names: Sequence[str] = CLASS_NAMES,
         check: dict | None = None,
         sampler: dict | None = None,
+        pseudo: dict | None = None,
     ) -> None:
         super().__init__()
         _check_settings(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
@@ -96,6 +102,13 @@ class SegDataModule(L.LightningDataModule):
         }
         validate_options(self.check["level"], self.check["warn_only"])
         self.sampler = sampler_settings(sampler)
+        self.pseudo = _pseudo_settings(pseudo)
+        if self.pseudo and self.sampler["name"] != "uniform":
+            raise ConfigError(
+                f"data.sampler.name={self.sampler['name']} with data.pseudo: pseudo-labelled frames are drawn "
+                "uniformly; set data.sampler.name=uniform"
+            )
+        self._pseudo: PseudoLabelDataset | None = None
 
     @property
     def num_classes(self) -> int:
@@ -136,6 +149,7 @@ class SegDataModule(L.LightningDataModule):
             self.require("val")
             stats = self.label_stats("train")  # reads every training label once: sizes, colours, counts
             self.check_data(stats)
+            self.pseudo_dataset()
         elif stage in ("validate", "test"):
             self.require("val" if stage == "validate" else "test")
         elif stage == "predict":
@@ -180,8 +194,43 @@ class SegDataModule(L.LightningDataModule):
         )
         return torch.from_numpy(np.asarray(weights))
 
+    def pseudo_dataset(self) -> PseudoLabelDataset | None:
+        """The pseudo-labelled frames of ``data.pseudo``, checked: same classes, none evaluated (unless
+        ``transductive``); ``None`` without ``data.pseudo``."""
+        if not self.pseudo or self._pseudo is not None:
+            return self._pseudo
+        transform = build_transforms(
+            True, self.image_size, **self.augment, strong=bool(self.pseudo["strong"])
+        )
+        pseudo = PseudoLabelDataset(self.pseudo["dir"], transform, float(self.pseudo["weight"]))
+        if pseudo.class_names != self.class_names:
+            raise DataError(
+                f"data.pseudo.dir={self.pseudo['dir']}: pseudo-labels of a teacher of other classes "
+                f"({', '.join(pseudo.class_names)}) than the data's ({', '.join(self.class_names)})"
+            )
+        if not self.pseudo["transductive"]:
+            evaluated = [s.image for split in ("val", "test") for s in self.dataset(split).samples]
+            shared = shared_frames([image for image, _ in pseudo.frames], evaluated)
+            if shared:
+                raise DataError(
+                    f"data.pseudo.dir={self.pseudo['dir']}: {len(shared)} pseudo-labelled frame(s) are also "
+                    f"validation/test frames ({', '.join(shared[:3])}); pseudo-label other frames, or set "
+                    "data.pseudo.transductive=true to learn from the evaluated street's frames on purpose"
+                )
+        log.info(
+            "pseudo-labels: %d frame(s) from %s, loss weight %g", len(pseudo), pseudo.folder, pseudo.weight
+        )
+        self._pseudo = pseudo
+        return pseudo
+
+    def train_dataset(self) -> Dataset:
+        """The training frames, with the pseudo-labelled ones after them when ``data.pseudo`` is set."""
+        labelled = self.require("train")
+        pseudo = self.pseudo_dataset()
+        return labelled if pseudo is None else ConcatDataset([Weighted(labelled, 1.0), pseudo])
+
     def _loader(self, split: str, train: bool, batch_size: int | None = None) -> DataLoader:
-        dataset = self.require(split)
+        dataset = self.train_dataset() if train else self.require(split)
         sampler = None
         if not train and torch.distributed.is_available() and torch.distributed.is_initialized():
             # every frame exactly once across processes: Lightning's default DistributedSampler pads the
@@ -240,4 +289,27 @@ class SegDataModule(L.LightningDataModule):
                 if split != "predict":
                     raise
                 parts.append(f"predict=absent ({', '.join(self.source.streets['predict'])} not found)")
+        if self.pseudo:
+            parts.append(f"pseudo={self.pseudo['dir']}")
         return ", ".join(parts)
+
+
+PSEUDO_DEFAULTS = {"dir": None, "weight": 1.0, "strong": True, "transductive": False}
+
+
+def _pseudo_settings(pseudo: dict | None) -> dict | None:
+    """``data.pseudo`` with its defaults, or ``None`` when off (no ``dir``)."""
+    settings = {**PSEUDO_DEFAULTS, **dict(pseudo or {})}
+    unknown = sorted(set(settings) - set(PSEUDO_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"data.pseudo: unknown setting(s) {unknown}; use {', '.join(PSEUDO_DEFAULTS)}")
+    if not settings["dir"]:
+        return None
+    try:
+        weight = float(settings["weight"])
+    except (TypeError, ValueError):
+        weight = -1.0
+    if weight < 0:
+        raise ConfigError(f"data.pseudo.weight must be a number >= 0, got {settings['weight']!r}")
+    settings["weight"] = weight
+    return settings

@@ -24,6 +24,7 @@ def build_transforms(
     scale: Sequence[float] | None = None,
     color_jitter: float = 0.0,
     crop: Sequence[int] | None = None,
+    strong: bool = False,
 ) -> A.Compose:
     """Resize (optional), then for training random flip/translation/scale/crop/colour, then normalise.
 
@@ -31,6 +32,8 @@ def build_transforms(
     ``imtranslate`` with ``OutputView='same'`` leaving undefined pixels. ``crop`` ([h, w]) trains on
     random windows of the (scaled) frame, as mmsegmentation and torchvision's references do: more
     steps per minute and more varied framing, while validation and prediction see whole frames.
+    ``strong`` adds the photometric "strong" augmentation of FixMatch/UniMatch (heavy colour jitter,
+    greyscale, blur) for pseudo-labelled frames, whose labels a change of colour cannot invalidate.
     """
     steps: list[A.BasicTransform] = []
     if image_size is not None:
@@ -68,6 +71,12 @@ def build_transforms(
                     brightness=color_jitter, contrast=color_jitter, saturation=color_jitter, hue=0, p=0.8
                 )
             )
+    if train and strong:
+        steps += [
+            A.ColorJitter(brightness=0.5, contrast=0.5, saturation=0.5, hue=0.25, p=0.8),
+            A.ToGray(p=0.2),
+            A.GaussianBlur(sigma_limit=(0.1, 2.0), p=0.5),
+        ]
     steps += [A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD), ToTensorV2()]
     return A.Compose(steps)
 

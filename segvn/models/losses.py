@@ -53,6 +53,27 @@ def ohem_cross_entropy(
     return (ce * kept).sum() / w.sum().clamp(min=torch.finfo(w.dtype).tiny)
 
 
+def sample_weighted_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    sample_weight: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = 255,
+) -> torch.Tensor:
+    """``F.cross_entropy``'s class-weighted mean with each frame's pixels also weighted by ``sample_weight``.
+
+    For pseudo-labelled frames beside labelled ones: their pixels count ``sample_weight`` times. With
+    every weight 1 it equals ``F.cross_entropy``.
+    """
+    ce = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction="none")
+    valid = target != ignore_index
+    safe = torch.where(valid, target, 0)
+    w = weight[safe] if weight is not None else torch.ones_like(ce)
+    per_frame = sample_weight.to(ce.dtype).view(-1, *([1] * (ce.dim() - 1)))
+    w = torch.where(valid, w, 0.0) * per_frame
+    return (ce * per_frame).sum() / w.sum().clamp(min=torch.finfo(w.dtype).tiny)
+
+
 def build_region_loss(name: str, ignore_index: int = 255) -> nn.Module:
     """The multiclass region-based loss ``name`` (one of ``REGION_LOSSES``), called on fp32 logits.
 

@@ -16,7 +16,7 @@ from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX
 from segvn.errors import ConfigError
 from segvn.metrics import SegmentationMetrics, class_indices
 from segvn.models.factory import encoder_stages
-from segvn.models.losses import build_region_loss, ohem_cross_entropy
+from segvn.models.losses import build_region_loss, ohem_cross_entropy, sample_weighted_cross_entropy
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,16 @@ class SegModule(L.LightningModule):
     def _step(self, batch: dict, train: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = self(batch["image"])
         target = batch["mask"]
-        if train and self.ohem is not None:  # hard pixels only; validation keeps the plain loss
+        frame_weights = batch.get("weight") if train else None  # pseudo-labelled frames (data.pseudo)
+        if frame_weights is not None:
+            if self.ohem is not None:
+                raise ConfigError(
+                    "model.ohem with data.pseudo: OHEM does not weigh pseudo-labels; set model.ohem=null"
+                )
+            loss = sample_weighted_cross_entropy(
+                logits, target, frame_weights, self.class_weights, self.ignore_index
+            )
+        elif train and self.ohem is not None:  # hard pixels only; validation keeps the plain loss
             loss = ohem_cross_entropy(logits, target, self.class_weights, self.ignore_index, **self.ohem)
         else:
             loss = F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_index)

@@ -136,3 +136,30 @@ def test_killed_folder_prediction_is_whole_and_completes(
     assert {p.stem for p in (run_dir / "labels").glob("*.png")} == names
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "complete"
     assert not _whole_or_absent(run_dir)
+
+
+@pytest.mark.parametrize("seed", [31, 32])
+def test_killed_pseudolabelling_is_whole_and_continues(
+    camvid_root: Path, camvid_checkpoint: Path, tmp_path: Path, probe, seed: int
+) -> None:
+    out = tmp_path / "pseudo"
+    args = (
+        f"ckpt_path={camvid_checkpoint}",
+        f"pool.folders=[{camvid_root / 'val'}]",
+        "pool.max_frames=24",
+        f"out={out}",
+    )
+    proc = _start("pseudolabel", *args, f"hydra.run.dir={tmp_path / 'run'}", root=tmp_path)
+    assert _kill_after_setup(proc, tmp_path / "run" / "config.yaml", seed, window=3.0), (
+        "ended before the kill"
+    )
+    broken = _whole_or_absent(out)
+    if broken:
+        probe.wrong(f"half-written artefacts after a kill: {broken}")
+    probe.guard(camvid_root)
+    done = run_segvn("pseudolabel", *args, f"hydra.run.dir={tmp_path / 'run2'}", root=tmp_path)
+    probe.expect_ok(done)
+    record = json.loads((out / "pseudolabel.json").read_text())
+    assert len(record["frames"]) == 24
+    assert {p.stem for p in (out / "pseudolabels").glob("*.png")} == set(record["frames"])
+    assert not _whole_or_absent(out)

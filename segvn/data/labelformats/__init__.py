@@ -30,6 +30,7 @@ from segvn.data.labelformats.common import (
 from segvn.data.labelformats.cvat import read_cvat, write_cvat
 from segvn.data.labelformats.labelstudio import read_labelstudio, write_labelstudio
 from segvn.data.labelformats.matlab import read_matlab, write_matlab
+from segvn.data.pseudo import is_pseudolabel_folder
 from segvn.errors import ConfigError, DataError
 from segvn.utils.io import write_json
 
@@ -143,4 +144,9 @@ def export_labels(fmt: str, street_dir: str | Path, out: str | Path, labels_dir:
     street = Path(street_dir).expanduser()
     if not street.is_dir():
         raise DataError(f"street={street_dir}: no such street folder; give DATA_ROOT/<street>")
+    if is_pseudolabel_folder(street) or is_pseudolabel_folder(street / labels_dir):
+        raise DataError(
+            f"street={street_dir}: holds pseudo-labels written by segvn.pseudolabel, not human labels; "
+            "they are never exported as labels"
+        )
     return writers[fmt](read_street_labels(street, labels_dir), Path(out).expanduser())

@@ -1,0 +1,232 @@
+"""``segvn.pseudolabel``: class-balanced thresholds, a round on real CamVid frames, continuing, refusals."""
+
+from __future__ import annotations
+
+import doctest
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import segvn.inference.pseudolabel as pl
+from segvn.data.labelformats import export_labels
+from segvn.data.pseudo import RECORD_NAME, STARTED_NAME, pool_frames
+from segvn.errors import ConfigError, DataError
+from segvn.inference.pseudolabel import HIST_BINS, PseudoLabelSettings, class_thresholds, pseudolabel
+from segvn.models.checkpoint import Checkpoint
+
+from .conftest import run_segvn
+
+
+def test_docstring_examples_run() -> None:
+    assert doctest.testmod(pl).failed == 0
+
+
+def test_thresholds_keep_the_most_confident_share_of_every_class() -> None:
+    rng = np.random.default_rng(0)
+    hist = np.zeros((3, HIST_BINS), dtype=np.int64)
+    common = rng.uniform(0.6, 1.0, 100_000)  # a sure, frequent class
+    rare = rng.uniform(0.3, 0.7, 500)  # a hesitant, rare class: a global 0.9 would drop all of it
+    for c, conf in ((0, common), (1, rare)):
+        np.add.at(hist[c], np.round(conf * (HIST_BINS - 1)).astype(int), 1)
+    thr = class_thresholds(hist, keep=0.5, max_threshold=0.9)
+    assert abs(thr[1] - np.median(rare)) < 0.01  # half of the rare class kept
+    assert abs(thr[0] - np.median(common)) < 0.01 and thr[2] == 0.9  # never predicted: the cap
+    assert class_thresholds(hist, keep=1.0, max_threshold=0.9)[1] <= rare.min() + 0.005
+    assert class_thresholds(hist, keep=0.1, max_threshold=0.5)[0] == 0.5  # capped
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "setting"),
+    [({"keep": 0.0}, "keep="), ({"scales": ()}, "scales="), ({"max_threshold": 2}, "max_threshold=")],
+)
+def test_bad_settings_name_the_setting(kwargs, setting) -> None:
+    with pytest.raises(ConfigError, match=setting):
+        PseudoLabelSettings(**kwargs)
+
+
+def test_pool_spreads_max_frames_and_refuses_empty(camvid_root: Path, tmp_path: Path) -> None:
+    frames = pool_frames([camvid_root / "val"], "0016E5_*", max_frames=5)
+    everything = pool_frames([camvid_root / "val"], "0016E5_*")
+    assert len(frames) == 5 and frames[0] == everything[0] and frames[-1] == everything[-1]
+    with pytest.raises(DataError, match="pool: no frames matching"):
+        pool_frames([camvid_root / "val"], "Seq05VD_*")
+    with pytest.raises(DataError, match="pool.folders"):
+        pool_frames([tmp_path / "absent"])
+
+
+@pytest.fixture(scope="module")
+def teacher(camvid_checkpoint: Path) -> Checkpoint:
+    return Checkpoint.read(camvid_checkpoint)
+
+
+def _frames(camvid_root: Path, n: int = 4) -> list[Path]:
+    return pool_frames([camvid_root / "val"], max_frames=n)
+
+
+def test_round_writes_balanced_pseudolabels_and_its_record(camvid_root, teacher, tmp_path) -> None:
+    frames = _frames(camvid_root)
+    settings = PseudoLabelSettings(scales=(0.75, 1.0), keep=0.3)
+    record = pseudolabel(teacher, frames, tmp_path / "p", settings, device="cpu")
+    assert record["teacher_sha256"] == hashlib.sha256(teacher.path.read_bytes()).hexdigest()
+    assert record["settings"]["keep"] == 0.3 and record["settings"]["scales"] == [0.75, 1.0]
+    assert set(record["frames"]) == {p.stem for p in frames}
+    thresholds = np.array(list(record["thresholds"].values()))
+    for path in frames:
+        pseudo = np.asarray(Image.open(tmp_path / "p" / "pseudolabels" / f"{path.stem}.png"))
+        raw = np.asarray(Image.open(tmp_path / "p" / "raw" / f"{path.stem}.png"))
+        conf = np.asarray(Image.open(tmp_path / "p" / "confidence" / f"{path.stem}.png")) / 255
+        assert pseudo.shape == raw.shape == Image.open(path).size[::-1]
+        kept = pseudo != 255
+        assert np.array_equal(pseudo[kept], raw[kept])  # a kept pixel is the teacher's class
+        assert (conf[kept] >= thresholds[raw[kept]] - 1 / 255).all()
+        assert (conf[~kept] < thresholds[raw[~kept]] + 1 / 255).all()
+    for name, share in record["kept_share"].items():  # every predicted class keeps pixels
+        assert share is None or share > 0, name
+    assert not (tmp_path / "p" / STARTED_NAME).exists()
+    with pytest.raises(DataError, match="pseudo-labels written by segvn.pseudolabel"):
+        export_labels("cvat", tmp_path / "p", tmp_path / "export", labels_dir="pseudolabels")
+
+
+def test_an_interrupted_round_continues_and_a_foreign_one_is_refused(camvid_root, teacher, tmp_path) -> None:
+    frames = _frames(camvid_root, 5)
+    settings = PseudoLabelSettings(scales=(1.0,), flip=False)
+
+    def stop_after_two(done: int, total: int) -> None:
+        if done == 2:
+            raise KeyboardInterrupt  # as a kill would, part-way through the teacher pass
+
+    with pytest.raises(KeyboardInterrupt):
+        pseudolabel(teacher, frames, tmp_path / "p", settings, device="cpu", progress=stop_after_two)
+    assert (tmp_path / "p" / STARTED_NAME).is_file() and not (tmp_path / "p" / RECORD_NAME).exists()
+    with pytest.raises(DataError, match="half-written pseudo-label run of another teacher or settings"):
+        pseudolabel(teacher, frames, tmp_path / "p", PseudoLabelSettings(scales=(1.0,)), device="cpu")
+    calls: list[int] = []
+    record = pseudolabel(teacher, frames, tmp_path / "p", settings, "cpu", lambda d, t: calls.append(t))
+    assert calls and calls[0] == 3  # the two frames done before were not predicted again
+    assert len(list((tmp_path / "p" / "pseudolabels").glob("*.png"))) == 5
+    fresh = pseudolabel(teacher, frames, tmp_path / "q", settings, device="cpu")
+    assert fresh["thresholds"] == record["thresholds"]  # continuing gave what one run gives
+    with pytest.raises(DataError, match="another teacher or settings"):
+        pseudolabel(teacher, frames, tmp_path / "p", PseudoLabelSettings(scales=(1.0,), keep=0.2), "cpu")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "mine.txt").write_text("x")
+    with pytest.raises(DataError, match="not empty and not a pseudo-label folder"):
+        pseudolabel(teacher, frames, tmp_path / "other", settings, device="cpu")
+
+
+@pytest.mark.slow
+def test_command_as_a_user_runs_it(camvid_root, camvid_checkpoint, tmp_path) -> None:
+    run = tmp_path / "run"
+    proc = run_segvn(
+        "pseudolabel", f"ckpt_path={camvid_checkpoint}", f"pool.folders=[{camvid_root / 'val'}]",
+        "pool.pattern=0016E5_08*", "pool.max_frames=3", f"hydra.run.dir={run}", root=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((run / "pseudo" / RECORD_NAME).read_text())
+    assert len(record["frames"]) == 3 and all(s.startswith("0016E5_08") for s in record["frames"])
+    empty = run_segvn(
+        "pseudolabel", f"ckpt_path={camvid_checkpoint}", f"pool.folders=[{camvid_root / 'val'}]",
+        "pool.pattern=nothing*", f"hydra.run.dir={tmp_path / 'run2'}", root=tmp_path,
+    )  # fmt: skip
+    assert empty.returncode == 1 and "pool: no frames matching 'nothing*'" in empty.stderr + empty.stdout
+    assert "Traceback" not in empty.stderr
+
+
+# -- the student ------------------------------------------------------------------------------------
+def test_frame_weighted_loss_is_cross_entropy_with_frames_counted_by_weight() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from segvn.models.losses import sample_weighted_cross_entropy
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 6, 5)
+    target = torch.randint(0, 4, (2, 6, 5))
+    target[0, 0] = 255
+    cw = torch.tensor([1.0, 2.0, 0.5, 1.5])
+    plain = F.cross_entropy(logits, target, weight=cw, ignore_index=255)
+    assert torch.allclose(sample_weighted_cross_entropy(logits, target, torch.ones(2), cw), plain)
+    only_first = F.cross_entropy(logits[:1], target[:1], weight=cw, ignore_index=255)
+    assert torch.allclose(
+        sample_weighted_cross_entropy(logits, target, torch.tensor([1.0, 0.0]), cw), only_first
+    )
+    doubled = torch.cat([logits, logits[1:]]), torch.cat([target, target[1:]])
+    assert torch.allclose(
+        sample_weighted_cross_entropy(logits, target, torch.tensor([1.0, 2.0]), cw),
+        F.cross_entropy(*doubled, weight=cw, ignore_index=255),
+    )
+
+
+@pytest.fixture(scope="module")
+def train_street_pseudo(camvid_root, teacher, tmp_path_factory) -> Path:
+    """Pseudo-labels of 4 frames of a training street (0001TP): no frame of the validation street."""
+    out = tmp_path_factory.mktemp("pseudo") / "p"
+    frames = pool_frames([camvid_root / "train"], "0001TP_*", max_frames=4)
+    pseudolabel(teacher, frames, out, PseudoLabelSettings(scales=(1.0,), flip=False), device="cpu")
+    return out
+
+
+def _datamodule(compose_cfg, pseudo: dict):
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg(
+        ["data=camvid_streets", "data.image_size=[64,96]", "data.num_workers=0", "data.check.level=off"]
+    )
+    return instantiate(cfg.data, pseudo=pseudo)
+
+
+@pytest.mark.slow
+def test_leak_guard_other_classes_and_half_written_folders(
+    camvid_root, teacher, train_street_pseudo, compose_cfg, tmp_path
+) -> None:
+    dm = _datamodule(compose_cfg, {"dir": str(train_street_pseudo), "weight": 0.5})
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert len(dm.train_dataset()) == len(dm.dataset("train")) + 4 and "weight" in batch
+    items = [dm.train_dataset()[i] for i in range(len(dm.train_dataset()) - 4, len(dm.train_dataset()))]
+    assert {it["street"] for it in items} == {"pseudo"} and {it["weight"] for it in items} == {0.5}
+
+    evaluated = pool_frames([camvid_root / "val"], "0016E5_*", max_frames=3)
+    leak = tmp_path / "leak"
+    pseudolabel(teacher, evaluated, leak, PseudoLabelSettings(scales=(1.0,), flip=False), device="cpu")
+    with pytest.raises(DataError, match=r"3 pseudo-labelled frame\(s\) are also validation/test frames"):
+        _datamodule(compose_cfg, {"dir": str(leak)}).setup("fit")
+    _datamodule(compose_cfg, {"dir": str(leak), "transductive": True}).setup("fit")  # asked for: allowed
+
+    record = json.loads((leak / RECORD_NAME).read_text())
+    record["class_names"] = ["road", "not_road"]
+    (leak / RECORD_NAME).write_text(json.dumps(record))
+    with pytest.raises(DataError, match="teacher of other classes"):
+        _datamodule(compose_cfg, {"dir": str(leak), "transductive": True}).setup("fit")
+    (leak / RECORD_NAME).rename(leak / STARTED_NAME)
+    with pytest.raises(DataError, match="half-written pseudo-label run"):
+        _datamodule(compose_cfg, {"dir": str(leak), "transductive": True}).setup("fit")
+    from hydra.errors import InstantiationException  # what run_task unwraps to the ConfigError's one line
+
+    with pytest.raises(InstantiationException, match="data.pseudo.weight must be a number"):
+        _datamodule(compose_cfg, {"dir": str(leak), "weight": "abc"})
+
+
+def test_selftrain_recipes_compose(compose_cfg, tmp_path) -> None:
+    for recipe in ("mobilenetv2_selftrain", "resnet18_selftrain"):
+        cfg = compose_cfg([f"+experiment={recipe}", f"pseudo={tmp_path}"])
+        assert cfg.data.pseudo.dir == str(tmp_path) and cfg.data.pseudo.strong is True
+        assert "selftrain" in cfg.tags
+
+
+@pytest.mark.slow
+def test_student_trains_on_labelled_and_pseudo_labelled_frames(train_street_pseudo, tmp_path) -> None:
+    run = tmp_path / "student"
+    proc = run_segvn(
+        "train", "+experiment=resnet18", "data=camvid_streets", "data.image_size=[64,96]", "data.num_workers=0",
+        "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false",
+        "logger=csv", f"+data.pseudo.dir={train_street_pseudo}", f"hydra.run.dir={run}", root=tmp_path,
+    )  # fmt: skip
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 0, said[-3000:]
+    assert "pseudo-labels: 4 frame(s)" in said
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 2
