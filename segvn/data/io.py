@@ -7,6 +7,7 @@ label values outside the known table are counted apart from deliberately unlabel
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image
 
 from segvn.data.classes import IGNORE_INDEX, PALETTE, _rgb_key, rgb_to_index
 from segvn.errors import DataError
-from segvn.utils.io import replace_link
+from segvn.utils.io import write_atomic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
@@ -219,13 +220,14 @@ def write_label_png(labels: np.ndarray, path: str | Path, palette: np.ndarray = 
     """A label map as a palette PNG: pixel values are class indices (255 = ignore, black), colours the palette.
 
     Image viewers show the class colours; ``PIL.Image.open(p)`` gives the indices back, and segvn's
-    data sources read it as an RGB colour mask. A symbolic link at ``path`` is replaced, not followed.
+    data sources read it as an RGB colour mask. Written atomically: a killed run leaves the whole file or
+    none, and a symbolic link at ``path`` is replaced, not followed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8), mode="P")
     lut = np.zeros((256, 3), dtype=np.uint8)
     lut[: len(palette)] = palette
     img.putpalette(lut.flatten().tolist())
-    img.save(replace_link(path), compress_level=1)
-    return path
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return write_atomic(path, buf.getvalue())

@@ -9,25 +9,26 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from segvn.utils.io import replace_link
+from segvn.utils.io import write_atomic
 
 
 def save_image(image: np.ndarray, path: str | Path, compression: int = 3) -> Path:
     """Write a uint8 greyscale (H, W) or RGB (H, W, 3) image as PNG/JPEG (by suffix); returns the path.
 
-    ``compression`` is the PNG level (0-9): 1 for per-frame outputs where speed matters. A symbolic
-    link at ``path`` is replaced by the image, not followed (:func:`segvn.utils.io.replace_link`).
+    ``compression`` is the PNG level (0-9): 1 for per-frame outputs where speed matters. Written
+    atomically (:func:`segvn.utils.io.write_atomic`): a killed run leaves the whole image or none, and a
+    symbolic link at ``path`` is replaced by the image, not followed.
     """
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
         raise ValueError(f"expected a uint8 (H, W) or (H, W, 3) image, got {image.dtype} {image.shape}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
     params = [cv2.IMWRITE_PNG_COMPRESSION, compression] if path.suffix.lower() == ".png" else []
-    if not cv2.imwrite(str(replace_link(path)), bgr, params):
+    ok, encoded = cv2.imencode(path.suffix or ".png", bgr, params)
+    if not ok:
         raise OSError(f"cannot write {path}")
-    return path
+    return write_atomic(path, encoded.tobytes())
 
 
 def tile(images: Sequence[np.ndarray], ncols: int | None = None, pad: int = 1, fill: int = 255) -> np.ndarray:
