@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
 from segvn.callbacks import ConfigInCheckpoint, LastCheckpoint, trim_csv_log
-from segvn.cli import Checkpoint, command
+from segvn.cli import command, resumable_checkpoint
 from segvn.errors import ConfigError
 from segvn.utils import instantiate_dict, save_resolved_config, to_container
 from segvn.utils.io import write_json
@@ -46,12 +46,11 @@ def _prepare_loggers(cfg: DictConfig) -> None:
             cfg.logger.wandb.id = "".join(secrets.choice(alphabet) for _ in range(8))
 
 
-def _resume_point(cfg: DictConfig) -> int | None:
-    """The global step of ``ckpt_path`` (validated: one clear error for a bad file), or ``None``."""
+def _resume_point(cfg: DictConfig, model: L.LightningModule) -> int | None:
+    """The global step of ``ckpt_path``, checked to fit ``model`` (one clear error, nothing written), or ``None``."""
     if not cfg.get("ckpt_path"):
         return None
-    ckpt = Checkpoint.read(cfg.ckpt_path)
-    ckpt.require_resumable(cfg.model)
+    ckpt = resumable_checkpoint(cfg.ckpt_path, cfg.model, model)
     return int(ckpt.raw.get("global_step", 0))
 
 
@@ -76,16 +75,16 @@ def train(cfg: DictConfig) -> dict:
     """Fit (and test) as the config says; returns the final metrics."""
     start = time.time()
     out_dir = Path(cfg.paths.output_dir)
-    resume_step = _resume_point(cfg)
     _prepare_loggers(cfg)
     resolved = to_container(cfg)
-    rank_zero_only(save_resolved_config)(cfg, out_dir / "config.yaml")
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
     log.info("data: %s", datamodule.describe())
     model = instantiate(cfg.model)
     _check_classes(model, datamodule)
+    resume_step = _resume_point(cfg, model)  # before config.yaml, the CSV log or a plot is written
+    rank_zero_only(save_resolved_config)(cfg, out_dir / "config.yaml")
     callbacks = instantiate_dict(cfg.get("callbacks"))
     for cb in callbacks:
         if isinstance(cb, ConfigInCheckpoint):
