@@ -64,6 +64,15 @@ class RunModelCheckpoint(ModelCheckpoint):
     the current one first, so ``resume=`` of a copied run keeps ranking its checkpoints in the copy.
     """
 
+    def _generate_state_key(self, **kwargs: Any) -> str:
+        """Lightning's ``ModelCheckpoint`` key, so runs saved with it resume with their best-checkpoint ranking."""
+        key = super()._generate_state_key(**kwargs)
+        return (
+            "ModelCheckpoint" + key.removeprefix(type(self).__qualname__)
+            if type(self) is RunModelCheckpoint
+            else key
+        )
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath
         if old and new and old != new:

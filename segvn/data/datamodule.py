@@ -157,8 +157,9 @@ class SegDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
-            self.require_batches()
+            self.require("train")
             self.require("val")
+            self.require_batches()
             stats = self.label_stats("train")  # reads every training label once: sizes, colours, counts
             self.check_data(stats)
         elif stage in ("validate", "test"):

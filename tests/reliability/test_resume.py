@@ -86,3 +86,26 @@ def test_a_checkpoint_that_does_not_fit_is_refused_before_anything_is_written(
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert _summary(trained_run)["resumed_from_step"] == step
+
+
+def test_the_best_checkpoint_state_follows_a_copied_run(
+    trained_run: Path, tmp_path: Path, probe: Probe
+) -> None:
+    """The best-checkpoint state saved in last.ckpt names the original's files: loaded in a copy, the copy's."""
+    from segvn.callbacks import RunModelCheckpoint
+    from segvn.models.checkpoint import Checkpoint
+
+    copy = _copy(trained_run, tmp_path)
+    raw = Checkpoint.read(copy / "checkpoints" / "last.ckpt").raw
+    callback = RunModelCheckpoint(
+        dirpath=copy / "checkpoints", filename="epoch_{epoch:03d}", monitor="val/miou", mode="max"
+    )
+    state = raw["callbacks"][callback.state_key]  # Lightning's ModelCheckpoint key: older runs resume too
+    assert callback.state_key.startswith("ModelCheckpoint{")
+    assert Path(state["best_model_path"]).parent == trained_run / "checkpoints"
+    probe.guard(trained_run)
+    callback.load_state_dict(state)
+    probe.ran()
+    assert Path(callback.best_model_path) == copy / "checkpoints" / Path(state["best_model_path"]).name
+    assert callback.best_model_score == state["best_model_score"], "the ranking is kept, not dropped"
+    assert [Path(p).parent for p in callback.best_k_models] == [copy / "checkpoints"]
