@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from segvn.errors import CheckpointError, SegvnError
 from segvn.inference.export import is_exported_file, read_model_source
 from segvn.models.checkpoint import Checkpoint
-from segvn.utils.config import CONFIG_PATH
+from segvn.utils.config import CONFIG_MODULE, CONFIG_PATH
 from segvn.utils.run import run_task
 
 log = logging.getLogger("segvn")
@@ -91,8 +91,79 @@ def _read_checkpoint(verb: str, argv: list[str], exports: bool = False) -> Check
 
 
 RESUME_CONFIG = "segvn_resume"
-MODEL_KEYS = ("model.", "data.image_size", "data.class_names")
-"""Overrides that change the network a resumed checkpoint must fit: a resume warns about them."""
+
+_CHECKED: dict[str, tuple[Any, Checkpoint]] = {}
+
+
+def resumable_checkpoint(path: str | Path, model_cfg: DictConfig, module: Any = None) -> Checkpoint:
+    """``path`` read and checked to go on training the model of ``model_cfg``: :class:`CheckpointError` if not.
+
+    Checks the optimizer groups (:meth:`Checkpoint.require_resumable`) and that the weights fit the
+    network (:meth:`Checkpoint.require_fits`, against ``module`` when given). ``resume=`` checks before
+    Hydra starts, so a refused resume writes nothing; the training task then takes that checked file
+    (once) instead of reading and checking it again.
+    """
+    wanted = OmegaConf.to_container(model_cfg, resolve=True)
+    hit = _CHECKED.pop(str(path), None)
+    if hit is not None and hit[0] == wanted:
+        return hit[1]
+    ckpt = Checkpoint.read(path)
+    ckpt.require_resumable(model_cfg)
+    ckpt.require_fits(model_cfg, module)
+    _CHECKED[str(path)] = (wanted, ckpt)
+    return ckpt
+
+
+def _repoint(node: Any, old: list[str], new: str) -> Any:
+    """Every string of a plain config equal to or under a path of ``old`` moved to ``new``."""
+    if isinstance(node, dict):
+        return {k: _repoint(v, old, new) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_repoint(v, old, new) for v in node]
+    if isinstance(node, str):
+        for prefix in old:
+            if node == prefix or node.startswith(prefix.rstrip("/") + "/"):
+                return new + node[len(prefix.rstrip("/")) :]
+    return node
+
+
+def _stored_run_config(run_dir: Path, stored: Path) -> dict[str, Any]:
+    """The run's config.yaml with every path under its recorded run directory moved to ``run_dir``.
+
+    config.yaml holds resolved absolute paths (``paths.output_dir``, the loggers' save dirs, the
+    checkpoint and plot paths); a moved or copied run must write where it now is, never back
+    into the directory it was copied from.
+    """
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(stored))
+    except Exception as err:  # noqa: BLE001 - any YAML problem: one line naming the file
+        _fail(f"resume={run_dir}: cannot read {stored} ({type(err).__name__}: {str(err).splitlines()[0]})")
+    if not isinstance(cfg, dict):
+        _fail(f"resume={run_dir}: {stored} is not a segvn.train config")
+    recorded = (cfg.get("paths") or {}).get("output_dir")
+    if isinstance(recorded, str) and recorded:
+        old = {recorded, str(Path(recorded).expanduser().resolve())}
+        cfg = _repoint(cfg, sorted(old, key=len, reverse=True), str(run_dir))
+    ckpt = cfg.get("ckpt_path")
+    if isinstance(ckpt, str) and Path(ckpt).is_relative_to(run_dir) and not Path(ckpt).is_file():
+        cfg["ckpt_path"] = None  # an earlier resume's last.ckpt, gone: resume picks it again below
+    cfg["resume"] = str(run_dir)
+    return cfg
+
+
+def _check_resume(argv: list[str], ckpt_path: str) -> None:
+    """Compose the resumed config as Hydra will and refuse (exit 1, nothing written) a checkpoint that cannot go on."""
+    from hydra import compose, initialize_config_module
+
+    overrides = [a for a in argv[1:] if not a.startswith("-")]
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            model_cfg = compose(config_name=RESUME_CONFIG, overrides=overrides).model
+        resumable_checkpoint(ckpt_path, model_cfg)
+    except SegvnError as err:
+        _fail(str(err))
+    except Exception:  # noqa: BLE001 - a bad override or model setting: Hydra and the task report it
+        return
 
 
 def prepare_resume(argv: list[str]) -> str | None:
@@ -100,7 +171,9 @@ def prepare_resume(argv: list[str]) -> str | None:
 
     Rewrites ``argv`` in place (``hydra.run.dir=RUN_DIR``, ``ckpt_path=RUN_DIR/checkpoints/last.ckpt``
     when it exists) and returns the config name to compose, or ``None`` without ``resume=``.
-    Command-line overrides still win over the stored values.
+    Command-line overrides still win over the stored values. Every stored path under the run's
+    recorded directory follows RUN_DIR, so a moved or copied run resumes where it now is. The
+    checkpoint is checked against the model (overrides applied) before anything is written.
     """
     value = _arg(argv[1:], "resume")
     if value in (None, "", "null", "None"):
@@ -109,9 +182,8 @@ def prepare_resume(argv: list[str]) -> str | None:
     stored = run_dir / "config.yaml"
     if not stored.is_file():
         _fail(f"resume={value}: {stored} not found; give the directory of a segvn.train run")
-    cfg = OmegaConf.load(stored)
-    cfg.resume = str(run_dir)
-    node = OmegaConf.create({"defaults": [{"hydra": "default"}, "_self_"], **OmegaConf.to_container(cfg)})
+    cfg = _stored_run_config(run_dir, stored)
+    node = OmegaConf.create({"defaults": [{"hydra": "default"}, "_self_"], **cfg})
     ConfigStore.instance().store(name=RESUME_CONFIG, node=node)
     argv.append(f"hydra.run.dir={run_dir}")
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -120,9 +192,9 @@ def prepare_resume(argv: list[str]) -> str | None:
             argv.append(f"ckpt_path={last}")
         else:
             _warn(f"resume: {run_dir} has no checkpoints/last.ckpt yet: the run starts again from epoch 0")
-    for a in argv[1:]:
-        if a.split("=", 1)[0].lstrip("+~").startswith(MODEL_KEYS):
-            _warn(f"resume: {a} changes the model of the run; the checkpoint's weights must still fit it")
+    ckpt_path = _arg(argv[1:], "ckpt_path") or cfg.get("ckpt_path")
+    if ckpt_path not in (None, "", "null", "None"):
+        _check_resume(argv, str(ckpt_path))
     return RESUME_CONFIG
 
 
@@ -165,4 +237,4 @@ def command(
     return wrap
 
 
-__all__ = ["Checkpoint", "command", "register_checkpoint_configs"]
+__all__ = ["Checkpoint", "command", "register_checkpoint_configs", "resumable_checkpoint"]

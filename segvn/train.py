@@ -21,8 +21,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
 from segvn.callbacks import ConfigInCheckpoint, LastCheckpoint, trim_csv_log
-from segvn.cli import Checkpoint, command
+from segvn.cli import command, resumable_checkpoint
 from segvn.errors import ConfigError
+from segvn.models.factory import pooled_norms
 from segvn.utils import instantiate_dict, save_resolved_config, to_container
 from segvn.utils.io import write_json
 
@@ -46,12 +47,11 @@ def _prepare_loggers(cfg: DictConfig) -> None:
             cfg.logger.wandb.id = "".join(secrets.choice(alphabet) for _ in range(8))
 
 
-def _resume_point(cfg: DictConfig) -> int | None:
-    """The global step of ``ckpt_path`` (validated: one clear error for a bad file), or ``None``."""
+def _resume_point(cfg: DictConfig, model: L.LightningModule) -> int | None:
+    """The global step of ``ckpt_path``, checked to fit ``model`` (one clear error, nothing written), or ``None``."""
     if not cfg.get("ckpt_path"):
         return None
-    ckpt = Checkpoint.read(cfg.ckpt_path)
-    ckpt.require_resumable(cfg.model)
+    ckpt = resumable_checkpoint(cfg.ckpt_path, cfg.model, model)
     return int(ckpt.raw.get("global_step", 0))
 
 
@@ -72,20 +72,35 @@ def _check_classes(model: L.LightningModule, datamodule) -> None:
         )
 
 
+def _check_batch_of_one(cfg: DictConfig, model: L.LightningModule) -> None:
+    """One clear error, before anything is written, for ``data.batch_size=1`` with a network that cannot train on it."""
+    one = int(cfg.data.get("batch_size", 0) or 0) == 1
+    if not one or not cfg.get("train", True) or cfg.trainer.get("sync_batchnorm"):
+        return  # synchronised BatchNorm normalises over the batches of all processes
+    norms = pooled_norms(getattr(model, "net", model))
+    if norms:
+        raise ConfigError(
+            f"data.batch_size=1 cannot train this network: its BatchNorm after global pooling ({norms[0]}) "
+            "needs at least 2 frames per batch; set data.batch_size=2 or more (with "
+            "trainer.accumulate_grad_batches=N for a larger effective batch)"
+        )
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit (and test) as the config says; returns the final metrics."""
     start = time.time()
     out_dir = Path(cfg.paths.output_dir)
-    resume_step = _resume_point(cfg)
     _prepare_loggers(cfg)
     resolved = to_container(cfg)
-    rank_zero_only(save_resolved_config)(cfg, out_dir / "config.yaml")
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
     log.info("data: %s", datamodule.describe())
     model = instantiate(cfg.model)
     _check_classes(model, datamodule)
+    _check_batch_of_one(cfg, model)
+    resume_step = _resume_point(cfg, model)  # before config.yaml, the CSV log or a plot is written
+    rank_zero_only(save_resolved_config)(cfg, out_dir / "config.yaml")
     callbacks = instantiate_dict(cfg.get("callbacks"))
     for cb in callbacks:
         if isinstance(cb, ConfigInCheckpoint):

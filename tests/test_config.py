@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from segvn.data.datamodule import SegDataModule
 from segvn.models.module import SegModule
@@ -73,7 +74,7 @@ def test_logger_configs_instantiate(compose_cfg, logger):
 def test_trainer_configs_instantiate(compose_cfg, trainer):
     cfg = compose_cfg([f"trainer={trainer}"])
     callbacks = instantiate_dict(cfg.callbacks)
-    assert any(type(cb).__name__ == "ModelCheckpoint" for cb in callbacks)
+    assert any(isinstance(cb, ModelCheckpoint) and cb.monitor for cb in callbacks)
     assert isinstance(instantiate(cfg.trainer, callbacks=callbacks, logger=False), L.Trainer)
 
 

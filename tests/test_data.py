@@ -362,3 +362,31 @@ def test_datamodule_rare_class_sampler_on_real_frames(camvid_root, tmp_path):
     assert batch["image"].shape == (4, 3, 48, 64)
     # validation is never resampled
     assert not isinstance(dm.val_dataloader().sampler, WeightedRandomSampler)
+
+
+def test_train_loader_drops_an_incomplete_last_batch_also_under_ddp(camvid_root, vietnam_root, tmp_path):
+    """A last training batch of one would fail in DeepLabV3+'s pooled BatchNorm: only full batches train."""
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import DistributedSampler
+
+    src = CamVid(camvid_root, group_by="sequence", train=["0001TP"], val=["0016E5"])
+    dm = SegDataModule(src, batch_size=4, image_size=(48, 64), cache_dir=tmp_path)
+    assert len(dm.dataset("train")) == 62  # 15 full batches and 2 frames left over
+    train, val = dm.train_dataloader(), dm.val_dataloader()
+    assert train.drop_last and len(train) == 15 and dm.require_batches() == 15
+    assert not val.drop_last and len(val) == -(-len(dm.dataset("val")) // 4), "validation sees every frame"
+    # Lightning rebuilds the loader around a DistributedSampler: 31 frames per process, 7 full batches
+    ddp = _update_dataloader(train, DistributedSampler(train.dataset, num_replicas=2, rank=1, shuffle=True))
+    assert ddp.drop_last and len(ddp) == 7 == dm.require_batches(processes=2)
+    assert {b["image"].shape[0] for b in ddp} == {4}
+
+    three = StreetFolders(vietnam_root, train=["nguyen_van_luong"], val=["ha_huy_giap"])  # 3 real frames
+    assert SegDataModule(three, batch_size=2).require_batches() == 1
+    with pytest.raises(
+        DataError, match=r"3 frames, fewer than data\.batch_size=4: .*data\.batch_size=3 or less"
+    ):
+        SegDataModule(three, batch_size=4).setup("fit")
+    with pytest.raises(
+        DataError, match=r"3 frames over 4 processes \(1 each\), fewer than data\.batch_size=2"
+    ):
+        SegDataModule(three, batch_size=2).require_batches(processes=4)

@@ -1,7 +1,12 @@
 """Lightning callbacks of segvn, one module each (see ``conf/callbacks/default.yaml``)."""
 
 from segvn.callbacks.budget import TimeBudgetSchedule
-from segvn.callbacks.checkpoints import AtomicCheckpointIO, LastCheckpoint, NonFiniteWeightsError
+from segvn.callbacks.checkpoints import (
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    NonFiniteWeightsError,
+    RunModelCheckpoint,
+)
 from segvn.callbacks.config import ConfigInCheckpoint
 from segvn.callbacks.csv_log import ResumableCSVLogger, trim_csv_log
 from segvn.callbacks.ema import EMA
@@ -17,6 +22,7 @@ __all__ = [
     "NonFiniteGuard",
     "NonFiniteWeightsError",
     "ResumableCSVLogger",
+    "RunModelCheckpoint",
     "TimeBudgetSchedule",
     "TrainingDivergedError",
     "ConfigInCheckpoint",

@@ -48,7 +48,46 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
 
 
-class LastCheckpoint(ModelCheckpoint):
+def _moved(path: Any, old: str, new: str) -> Any:
+    if isinstance(path, str) and path.startswith(old.rstrip(os.sep) + os.sep):
+        return new.rstrip(os.sep) + path[len(old.rstrip(os.sep)) :]
+    return path
+
+
+class RunModelCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint``, whose saved state follows a run directory that was moved or copied.
+
+    Its state in a checkpoint names absolute files (the best, the k-th best, the last) under the
+    directory it wrote to. Lightning drops that state when ``dirpath`` changed, except the best path,
+    which then still names a file of the run the directory was copied from (and is what
+    ``segvn.train`` tests and reports). Here every path under the saved ``dirpath`` is moved under
+    the current one first, so ``resume=`` of a copied run keeps ranking its checkpoints in the copy.
+    """
+
+    def _generate_state_key(self, **kwargs: Any) -> str:
+        """Lightning's ``ModelCheckpoint`` key, so runs saved with it resume with their best-checkpoint ranking."""
+        key = super()._generate_state_key(**kwargs)
+        return (
+            "ModelCheckpoint" + key.removeprefix(type(self).__qualname__)
+            if type(self) is RunModelCheckpoint
+            else key
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and old != new:
+            state_dict = dict(state_dict, dirpath=new)
+            for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+                if key in state_dict:
+                    state_dict[key] = _moved(state_dict[key], old, new)
+            if isinstance(state_dict.get("best_k_models"), dict):
+                state_dict["best_k_models"] = {
+                    _moved(k, old, new): v for k, v in state_dict["best_k_models"].items()
+                }
+        super().load_state_dict(state_dict)
+
+
+class LastCheckpoint(RunModelCheckpoint):
     """``<dirpath>/last.ckpt``: the state at the end of every training epoch (and every N steps).
 
     ``every_n_train_steps`` (0 = off) adds mid-epoch saves, for long epochs on preemptible machines.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -136,6 +137,30 @@ class SegDataModule(L.LightningDataModule):
             )
         return ds
 
+    def require_batches(self, processes: int | None = None) -> int:
+        """Full training batches per epoch and process, or a clear error when there are none.
+
+        The training loader drops an incomplete last batch (a batch of one fails in the
+        BatchNorm after DeepLabV3+'s global pooling), so a training split with fewer frames per
+        process than ``data.batch_size`` would train zero steps. ``processes`` defaults to the
+        attached trainer's world size.
+        """
+        frames = len(self.require("train"))
+        if processes is None:
+            processes = int(getattr(self.trainer, "world_size", 1) or 1) if self.trainer is not None else 1
+        per_process = math.ceil(frames / processes)
+        batches = per_process // self.batch_size
+        if batches == 0:
+            over = f" over {processes} processes ({per_process} each)" if processes > 1 else ""
+            fix = f"set data.batch_size={per_process} or less, or " if per_process > 1 else ""
+            raise DataError(
+                f"the training split has {frames} frame{'s' if frames != 1 else ''}{over}, fewer than "
+                f"data.batch_size={self.batch_size}: "
+                f"an incomplete last batch is dropped, so no training step would run; {fix}train on more "
+                f"frames (data.source.train={self.source.streets.get('train')} under {self.source.root})"
+            )
+        return batches
+
     def has_split(self, split: str) -> bool:
         return len(self.dataset(split)) > 0
 
@@ -147,6 +172,7 @@ class SegDataModule(L.LightningDataModule):
         if stage in (None, "fit"):
             self.require("train")
             self.require("val")
+            self.require_batches()
             stats = self.label_stats("train")  # reads every training label once: sizes, colours, counts
             self.check_data(stats)
             self.pseudo_dataset()
@@ -259,7 +285,9 @@ class SegDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            drop_last=False,
+            # an incomplete last training batch is dropped: one frame would fail in BatchNorm after global
+            # pooling (DeepLabV3+'s image-pooling branch), and a small one makes a noisy step
+            drop_last=train,
             persistent_workers=self.num_workers > 0,
         )
 

@@ -164,9 +164,59 @@ class Checkpoint:
                 self.path, saved, wanted,
             )  # fmt: skip
 
+    def require_fits(self, model_cfg: DictConfig, module: torch.nn.Module | None = None) -> None:
+        """:class:`CheckpointError` (one line) when the weights do not fit the network of ``model_cfg``.
+
+        Compares names and shapes with ``module`` (default: built from ``model_cfg`` without pretrained
+        weights) and names the model settings that differ from the stored ones, so a resume with a
+        model-changing override is refused before it writes anything.
+        """
+        if module is None:
+            cfg = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True))
+            if "net" in cfg:
+                cfg.net.encoder_weights = None
+            module = instantiate(cfg)
+        own = module.state_dict()
+        saved = self.raw["state_dict"]
+        missing = [k for k in own if k not in saved]
+        extra = [k for k in saved if k not in own]
+        shaped = [k for k in own if k in saved and tuple(own[k].shape) != tuple(saved[k].shape)]
+        if not (missing or extra or shaped):
+            return
+        stored = _flat((self.config.get("model") or {}), "model")
+        wanted = _flat(model_cfg, "model")
+        changed = [
+            f"{k}={wanted.get(k)} (trained with {stored.get(k)})"
+            for k in sorted(stored.keys() | wanted.keys())
+            if stored.get(k) != wanted.get(k) and not k.endswith("encoder_weights")
+        ]
+        counts = ", ".join(
+            f"{len(keys)} {what}"
+            for keys, what in ((shaped, "of another shape"), (missing, "missing"), (extra, "unexpected"))
+            if keys
+        )
+        raise CheckpointError(
+            f"{self.path}: its weights do not fit the model to train"
+            f"{': ' + ', '.join(changed[:4]) if changed else ''} (tensors: {counts}; first: "
+            f"{(shaped or missing or extra)[0]}); train on with the model settings it was trained with, "
+            "or start a new run"
+        )
+
     def model(self, model_cfg: DictConfig | None = None):
         """The LightningModule with the trained weights, in eval mode (see :func:`model_from_checkpoint`)."""
         return model_from_checkpoint(self.raw, model_cfg, self.path)
+
+
+def _flat(node: Any, prefix: str) -> dict[str, Any]:
+    """A nested config as ``{"model.net.encoder_name": value, ...}`` (resolved plain values)."""
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_flat(value, f"{prefix}.{key}"))
+    return out
 
 
 def _default_names() -> list[str]:

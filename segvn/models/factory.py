@@ -84,6 +84,28 @@ def build_network(
     return SegmentationNetwork(model)
 
 
+def pooled_norms(net: nn.Module) -> list[str]:
+    """Names of the BatchNorm layers that follow a global (1x1) pooling, e.g. DeepLabV3+'s image-pooling branch.
+
+    Such a layer sees one value per channel and sample, so in training it needs at least two
+    samples per batch: a batch of one fails in PyTorch ("Expected more than 1 value per channel").
+    """
+    names = []
+    for name, module in net.named_modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        pooled = False
+        for child_name, child in module.named_children():
+            if isinstance(child, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d) and child.output_size in (
+                1,
+                (1, 1),
+            ):
+                pooled = True
+            elif pooled and isinstance(child, nn.modules.batchnorm._BatchNorm):
+                names.append(f"{name}.{child_name}" if name else child_name)
+    return names
+
+
 def encoder_stages(encoder: nn.Module) -> list[nn.Module]:
     """The encoder's stages from the input on, one per output stride (2, 4, 8, 16, 32): the layers
     that produce each feature map the decoder receives. For freezing the early stages of a pretrained
