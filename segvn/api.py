@@ -307,7 +307,12 @@ class SegvnModel:
             )
         out_dir = Path(out).expanduser()
         meta = prediction_meta(cfg, self._ckpt, self._loaded, str(video))
-        summary = run_prediction(self.predictor, out_dir, self.class_names, cfg, [video], meta=meta)
+        predictor = self.predictor
+        seen, predictor.sizes_used = predictor.sizes_used, {}  # the summary's image sizes: this video's
+        try:
+            summary = run_prediction(predictor, out_dir, self.class_names, cfg, [video], meta=meta)
+        finally:
+            predictor.sizes_used = {**seen, **predictor.sizes_used}
         if summary["errors"]:
             raise PartialResultError(
                 "; ".join(summary["errors"])
