@@ -108,7 +108,7 @@ from PIL import Image
 from segvn.data.classes import palette_for
 from segvn.data.io import read_image, to_rgb
 from segvn.data.video import VIDEO_EXTENSIONS
-from segvn.errors import ConfigError, DataError, InputNotFoundError, PartialResultError
+from segvn.errors import CheckpointError, ConfigError, DataError, InputNotFoundError, PartialResultError
 from segvn.inference.export import read_model_source
 from segvn.inference.options import PredictConfig, batch_size_for, check_predict
 from segvn.inference.session import load_predictor, prediction_meta
@@ -119,10 +119,12 @@ from segvn.viz.overlay import overlay as blend
 ImageInput = np.ndarray | Image.Image | str | os.PathLike
 """A frame: RGB ``uint8`` ``(H, W, 3)`` (or greyscale ``(H, W)``) array, PIL image, or image file path."""
 
-NOT_OPTIONS = ("ckpt_path", "input", "device", "runtime", "data", "model", "paths", "task_name", "tags")
-"""Fields of ``PredictConfig`` that are not keywords of :func:`load_model` (given otherwise, or meaningless)."""
+COMMAND_ONLY = ("ckpt_path", "input", "data", "model", "paths", "task_name", "tags", "on_error", "progress")
+"""Fields of ``PredictConfig`` that only the command has (inputs, run directory, one video vs many)."""
+NOT_OPTIONS = (*COMMAND_ONLY, "device", "runtime")
+"""Fields that are not keywords of ``load_model``: ``device`` and ``runtime`` are its arguments."""
 MODEL_OPTIONS = ("image_size", "precision", "channels_last", "model_file", "tta_flip", "model_workers")
-"""Options that shape the loaded model: :func:`load_model` takes them, ``predict_video`` does not."""
+"""Options that shape the loaded model: ``load_model`` takes them, ``predict_video`` does not."""
 OPTIONS = tuple(k for k in PredictConfig.__dataclass_fields__ if k not in NOT_OPTIONS)
 
 
@@ -162,6 +164,10 @@ def load_model(
         {"ckpt_path": str(path), "device": str(device), "runtime": str(runtime), **options},
         "load_model",
     )
+    if Path(path).expanduser().is_dir():
+        raise CheckpointError(
+            f"{path}: a folder; give a checkpoint file (<run>/checkpoints/last.ckpt) or an export (.onnx, .pt)"
+        )
     ckpt = read_model_source(path)
     workdir = tempfile.TemporaryDirectory(prefix="segvn-model-")  # an export for runtime=onnx, if made
     loaded = load_predictor(cfg, ckpt, Path(workdir.name))
@@ -169,7 +175,7 @@ def load_model(
 
 
 def _frame(image: Any, what: str = "image") -> np.ndarray:
-    """An RGB ``uint8`` ``(H, W, 3)`` array of an :data:`ImageInput`; :class:`DataError` naming it otherwise."""
+    """An RGB ``uint8`` ``(H, W, 3)`` array of an ``ImageInput``; ``DataError`` naming it otherwise."""
     if isinstance(image, str | os.PathLike):
         path = Path(image).expanduser()
         if path.suffix.lower() in VIDEO_EXTENSIONS:
@@ -203,8 +209,8 @@ def _frames(images: Any) -> tuple[list[np.ndarray], str]:
 
 
 class SegvnModel:
-    """A model loaded by :func:`load_model`: ``class_names``, ``palette``, :meth:`predict`,
-    :meth:`predict_video` and :meth:`overlay`.
+    """A model loaded by ``load_model``: ``class_names``, ``palette``, ``predict``,
+    ``predict_video`` and ``overlay``.
 
     Attributes: ``path`` (the file), ``class_names`` (output channel order), ``palette`` (``(C, 3)``
     RGB ``uint8``), ``device``, ``runtime`` (torch | onnx | torchscript), ``precision`` (fp32 | bf16 |
@@ -285,7 +291,7 @@ class SegvnModel:
         returns the summary (``summary["inputs"][0]`` is the video's entry, ``output`` its overlay video).
         ``options``: ``max_frames``, ``save_labels``, ``alpha``, ``legend``, ``legend_corner``,
         ``batch_size``, ``temporal={"tc": False}``, ``output={"crf": 23}``... (not the settings of the
-        model: give those to :func:`load_model`). As with the command, a second call into the same
+        model: give those to ``load_model``). As with the command, a second call into the same
         ``out`` with the same settings keeps the finished video. A video that breaks off part-way
         raises ``PartialResultError`` after writing every frame before the damage.
         """
@@ -306,6 +312,10 @@ class SegvnModel:
                 "label images with model.predict"
             )
         out_dir = Path(out).expanduser()
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ConfigError(
+                f"out={out_dir}: a file; predict_video writes into a folder (give a new or a folder path)"
+            )
         meta = prediction_meta(cfg, self._ckpt, self._loaded, str(video))
         predictor = self.predictor
         seen, predictor.sizes_used = predictor.sizes_used, {}  # the summary's image sizes: this video's
@@ -323,7 +333,7 @@ class SegvnModel:
     def overlay(
         self, image: ImageInput, labels: np.ndarray, alpha: float = DEFAULT_ALPHA, legend: bool = True
     ) -> np.ndarray:
-        """:func:`overlay` with this model's classes."""
+        """``overlay`` with this model's classes."""
         return overlay(image, labels, self.class_names, alpha=alpha, legend=legend)
 
 

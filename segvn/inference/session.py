@@ -2,7 +2,8 @@
 
 The option mapping of ``segvn.predict``: which files to read (``input``, or the data config's
 ``predict`` split grouped by street), at which size the model sees them, the smoothing, and the
-metadata that ``summary.json`` records.
+metadata that ``summary.json`` records. :func:`load_predictor` (the model half) is also how
+``segvn.load_model`` builds its model, so the Python API labels a frame as the command does.
 """
 
 from __future__ import annotations
