@@ -79,20 +79,27 @@ def test_labels_are_those_of_the_predict_command(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     expected = np.asarray(Image.open(tmp_path / "cli" / "labels" / f"{path.stem}.png"))
+    summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    # runtime=auto on a CPU with native bf16 times onnx against torch bf16 in each process: only the
+    # same runtime promises the same pixels (bf16 moves a few boundary ones)
+    same_runtime = (summary["runtime"], summary["precision"]) == (model.runtime, model.precision)
 
     rgb = np.asarray(Image.open(path).convert("RGB"))
     for given in (path, str(path), Image.open(path), rgb):
         labels = model.predict(given)
         assert labels.shape == rgb.shape[:2] == expected.shape and labels.dtype == np.uint8
         assert labels.max() < len(model.class_names)
-        np.testing.assert_array_equal(labels, expected)
-    assert model.class_names == json.loads((tmp_path / "cli" / "summary.json").read_text())["class_names"]
+        if same_runtime:
+            np.testing.assert_array_equal(labels, expected)
+        else:
+            assert (labels == expected).mean() > 0.99
+    assert model.class_names == summary["class_names"] and summary["image_size"] == [64, 80]
     assert model.palette.shape == (len(model.class_names), 3) and model.palette.dtype == np.uint8
     # the training scale (trained at 64x96): 360x480 -> short side 64, width 85.3 rounded to 16 -> 80
     assert model.training_image_size == (64, 96) and model.input_size(360, 480) == (64, 80)
 
     labels, probs = model.predict(rgb, probabilities=True)
-    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_array_equal(labels, model.predict(rgb))
     assert probs.shape == (len(model.class_names), *rgb.shape[:2]) and probs.dtype == np.float32
     assert (probs >= 0).all()
     np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-4)

@@ -11,7 +11,7 @@ per frame. It keeps count
 of the frames and seconds it spent, which is the *model-only* speed that ``segvn.predict`` reports.
 
 No drawing and no I/O here (that is :mod:`segvn.inference.video`), so it is as fast on a GPU as on a
-CPU and usable from a notebook::
+CPU and usable from a notebook (``segvn.load_model`` builds one as ``segvn.predict`` does)::
 
     predictor = Predictor(model_from_checkpoint(load_checkpoint(path)), "auto", image_size=(270, 480))
     result = predictor([rgb0, rgb1, rgb2, rgb3])   # result.labels (4, H, W) uint8, result.shares (4, C)
