@@ -11,7 +11,7 @@ per frame. It keeps count
 of the frames and seconds it spent, which is the *model-only* speed that ``segvn.predict`` reports.
 
 No drawing and no I/O here (that is :mod:`segvn.inference.video`), so it is as fast on a GPU as on a
-CPU and usable from a notebook::
+CPU and usable from a notebook (``segvn.load_model`` builds one as ``segvn.predict`` does)::
 
     predictor = Predictor(model_from_checkpoint(load_checkpoint(path)), "auto", image_size=(270, 480))
     result = predictor([rgb0, rgb1, rgb2, rgb3])   # result.labels (4, H, W) uint8, result.shares (4, C)
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from segvn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -65,6 +66,9 @@ class BatchPrediction:
     margin: np.ndarray | None = None
     """Per frame, the mean over pixels of top-1 minus top-2 class probability (``uncertainty=True`` only):
     low where the model hesitates between two classes; pre-labelling ranks frames by it."""
+    probabilities: np.ndarray | None = None
+    """``(B, C, H, W)`` float32 class probabilities at the frames' size (``probabilities=True`` only): the
+    softmax of the bilinearly resized scores, so their argmax is ``labels``."""
 
 
 class Predictor:
@@ -160,9 +164,10 @@ class Predictor:
         ])  # fmt: skip
 
     @torch.inference_mode()
-    def __call__(self, frames: Sequence[Image]) -> BatchPrediction:
+    def __call__(self, frames: Sequence[Image], probabilities: bool = False) -> BatchPrediction:
         """Labels and class shares of a batch of frames of one size, in order: RGB uint8 ``(H, W, 3)``
-        arrays or :class:`~segvn.data.yuv.I420Frame` s (as ``open_video(..., i420=True)`` decodes them)."""
+        arrays or :class:`~segvn.data.yuv.I420Frame` s (as ``open_video(..., i420=True)`` decodes them);
+        with ``probabilities`` their class probabilities too."""
         if len(frames) == 0:
             raise ValueError("empty batch")
         size = image_size(frames[0])
@@ -173,13 +178,13 @@ class Predictor:
         self._start()
         done = 0
         try:
-            out = self._predict(frames)
+            out = self._predict(frames, probabilities)
             done = len(frames)
             return out
         finally:
             self._stop(done)
 
-    def _predict(self, frames: Sequence[Image]) -> BatchPrediction:
+    def _predict(self, frames: Sequence[Image], probabilities: bool = False) -> BatchPrediction:
         height, width = image_size(frames[0])
         small = self._model_frames(frames)
         x = torch.from_numpy(small).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
@@ -194,8 +199,12 @@ class Predictor:
             top2 = probs.topk(2, dim=1).values
             margin = (top2[:, 0] - top2[:, 1]).mean(dim=(1, 2)).cpu().numpy()
         labels = upsampled_labels(scores, (height, width))  # argmax of the bilinear resize, exactly
+        probs = None
+        if probabilities:  # smoothed scores are probabilities already
+            full = F.interpolate(scores.float(), size=(height, width), mode="bilinear", align_corners=False)
+            probs = (full if self.smoother is not None else full.softmax(dim=1)).cpu().numpy()
         num_classes = self.num_classes or scores.shape[1]
         # per frame on uint8: 14x faster on the CPU than one bincount of int64 labels offset per frame
         counts = torch.stack([torch.bincount(frame.flatten(), minlength=num_classes) for frame in labels])
         shares = counts.double() / (height * width)
-        return BatchPrediction(labels.cpu().numpy(), shares.cpu().numpy(), margin)
+        return BatchPrediction(labels.cpu().numpy(), shares.cpu().numpy(), margin, probs)

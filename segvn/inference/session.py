@@ -2,7 +2,8 @@
 
 The option mapping of ``segvn.predict``: which files to read (``input``, or the data config's
 ``predict`` split grouped by street), at which size the model sees them, the smoothing, and the
-metadata that ``summary.json`` records.
+metadata that ``summary.json`` records. :func:`load_predictor` (the model half) is also how
+``segvn.load_model`` builds its model, so the Python API labels a frame as the command does.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
+from torch import nn
 
 from segvn.inference.export import RuntimeModel
 from segvn.inference.options import batch_size_for, model_threads_for, model_workers_for, preset_for
-from segvn.inference.precision import inference_model
+from segvn.inference.precision import InferencePrecision, inference_model
 from segvn.inference.predictor import Predictor
 from segvn.inference.scale import ImageSizeChoice, model_stride, parse_size, resolve_image_size, training_size
 from segvn.inference.smoothing import TemporalEMA
@@ -70,27 +72,52 @@ def predict_image_size(
     return resolve_image_size(setting, trained, stride)
 
 
-def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
-    """Build the predictor and list the inputs of a :class:`~segvn.inference.options.PredictConfig`."""
+@dataclass
+class LoadedPredictor:
+    """A checkpoint's (or export's) model ready to label frames: what ``segvn.predict`` and
+    :func:`segvn.load_model` both build, through :func:`load_predictor`."""
+
+    predictor: Predictor
+    class_names: list[str]
+    choice: ImageSizeChoice
+    trained: tuple[int, int] | None
+    runtime: str
+    precision: InferencePrecision
+    model: nn.Module
+    smoother: TemporalEMA
+
+
+def load_predictor(cfg: Any, ckpt: Checkpoint, out_dir: Path, data_size: Any = None) -> LoadedPredictor:
+    """The model of ``ckpt`` with a :class:`~segvn.inference.options.PredictConfig`'s settings (``model``,
+    ``device``, ``runtime``, ``model_file``, ``precision``, ``channels_last``, ``image_size``, ``temporal``,
+    ``tta_flip``, ``model_workers``) as a :class:`Predictor`. ``out_dir`` receives the export that
+    ``runtime=onnx|torchscript`` makes of a ``.ckpt`` without ``model_file``; ``data_size`` is the frame
+    size of a resizing data config (``input=null``, :func:`predict_image_size`)."""
     module = ckpt.model(cfg.model)
     class_names = list(module.class_names)
-    videos, groups, data_size, described = _inputs(cfg, ckpt)
     trained = training_size(ckpt.config)
     choice = predict_image_size(cfg.image_size, trained, model_stride(module), data_size)
     temporal = cfg.temporal
     smoother = TemporalEMA(float(temporal.ema), bool(temporal.flow_aligned))
-    model, runtime, precision, _ = inference_model(cfg, ckpt, module, Path(cfg.paths.output_dir))
+    model, runtime, precision, _ = inference_model(cfg, ckpt, module, Path(out_dir))
     predictor = Predictor(
         model, cfg.device, choice.size, smoother, len(class_names), tta_flip=bool(cfg.tta_flip)
     )
     predictor.workers = model_workers_for(cfg.model_workers, predictor.device, runtime, smoother.ema)
     if predictor.workers > 1 and isinstance(model, RuntimeModel):  # the cores shared out between them
         model.set_threads(model_threads_for(predictor.workers))
-    meta = {
+    return LoadedPredictor(predictor, class_names, choice, trained, runtime, precision, model, smoother)
+
+
+def prediction_meta(cfg: Any, ckpt: Checkpoint, loaded: LoadedPredictor, described: str) -> dict[str, Any]:
+    """What ``summary.json`` records of the model and settings of a run on ``described`` inputs."""
+    predictor, choice, trained, precision = loaded.predictor, loaded.choice, loaded.trained, loaded.precision
+    smoother, temporal, model = loaded.smoother, cfg.temporal, loaded.model
+    return {
         "checkpoint": str(ckpt.path.resolve()),
         "input": described,
         "device": str(predictor.device),
-        "runtime": runtime,
+        "runtime": loaded.runtime,
         "precision": precision.name,
         "channels_last": precision.channels_last,
         "model_file": str(getattr(model, "path", "")) or None,
@@ -108,15 +135,23 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
             "tc_scale": temporal.tc_scale,
             "tc_flow": str(temporal.tc_flow),
         },
-        "class_names": class_names,
+        "class_names": loaded.class_names,
         "tta_flip": bool(cfg.tta_flip),
     }
+
+
+def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
+    """Build the predictor and list the inputs of a :class:`~segvn.inference.options.PredictConfig`."""
+    videos, groups, data_size, described = _inputs(cfg, ckpt)
+    loaded = load_predictor(cfg, ckpt, Path(cfg.paths.output_dir), data_size)
+    meta = prediction_meta(cfg, ckpt, loaded, described)
+    predictor, smoother = loaded.predictor, loaded.smoother
     log.info(
         "predicting %s on %s (%s %s, batch %d, %d model worker(s), model input %s, ema %s%s)",
-        described, predictor.device, runtime, precision.describe(), meta["batch_size"], predictor.workers,
-        choice.describe(), smoother.ema,
+        described, predictor.device, loaded.runtime, loaded.precision.describe(), meta["batch_size"],
+        predictor.workers, loaded.choice.describe(), smoother.ema,
         ", flow-aligned" if smoother.flow_aligned and smoother.ema else "",
     )  # fmt: skip
     if smoother.ema and groups:
         log.info("temporal smoothing applies to videos only; images are predicted one by one")
-    return PredictionSession(predictor, class_names, videos, groups, meta)
+    return PredictionSession(predictor, loaded.class_names, videos, groups, meta)
