@@ -16,6 +16,7 @@ from typing import Any
 from hydra.utils import instantiate
 
 from segvn.inference.export import RuntimeModel
+from segvn.inference.fleet import take_shard
 from segvn.inference.options import batch_size_for, model_threads_for, model_workers_for, preset_for
 from segvn.inference.precision import inference_model
 from segvn.inference.predictor import Predictor
@@ -75,6 +76,14 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
     module = ckpt.model(cfg.model)
     class_names = list(module.class_names)
     videos, groups, data_size, described = _inputs(cfg, ckpt)
+    shard, num_shards = int(cfg.get("shard", 0)), int(cfg.get("num_shards", 1))
+    if num_shards > 1:
+        videos = take_shard(videos, shard, num_shards)
+        groups = [
+            (label, take_shard(items, shard, num_shards, key=lambda i: i[0].name)) for label, items in groups
+        ]
+        groups = [(label, items) for label, items in groups if items]
+        described += f" (shard {shard} of {num_shards}: {len(videos)} video(s), {sum(len(i) for _, i in groups)} image(s))"
     trained = training_size(ckpt.config)
     choice = predict_image_size(cfg.image_size, trained, model_stride(module), data_size)
     temporal = cfg.temporal
@@ -110,6 +119,8 @@ def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
         },
         "class_names": class_names,
         "tta_flip": bool(cfg.tta_flip),
+        "shard": shard,
+        "num_shards": num_shards,
     }
     log.info(
         "predicting %s on %s (%s %s, batch %d, %d model worker(s), model input %s, ema %s%s)",
