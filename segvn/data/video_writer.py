@@ -85,7 +85,11 @@ class VideoWriter:
         self.rate = fps if isinstance(fps, Fraction) else Fraction(str(fps)).limit_denominator(100_000)
         self.frames_written = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(replace_link(self.path)), mode="w", options={"movflags": "+faststart"})
+        # written under a hidden name and renamed when finalised: a killed run leaves no unplayable file
+        self._partial = self.path.with_name(f".{self.path.stem}.{os.getpid()}.partial{self.path.suffix}")
+        self._container = av.open(
+            str(replace_link(self._partial)), mode="w", options={"movflags": "+faststart"}
+        )
         options = {}
         if self.encoder == "libx264":
             options["preset"] = preset
@@ -139,6 +143,7 @@ class VideoWriter:
         finally:
             self._container.close()
             self._container = None
+            os.replace(self._partial, self.path)  # replaces a link at path too, never writes through it
 
     def __enter__(self) -> VideoWriter:
         return self

@@ -62,8 +62,13 @@ class PredictConfig:
     """``conf/predict.yaml``: segment videos and images with a checkpoint."""
 
     ckpt_path: str = MISSING
-    # a video, an image, or a folder of videos and/or images (not recursive); null = the data's predict split
+    # a video, an image, a folder of videos and/or images (not recursive), or a .txt list of them (one path a
+    # line, relative to the list's folder); null = the data's predict split
     input: Any = None
+    # this machine's share of the inputs: the inputs whose file name hashes to `shard` of `num_shards`
+    # (segvn/inference/fleet.py); a multirun over shard=0,1,...,n-1 merges the shards' summaries at the end
+    shard: int = 0
+    num_shards: int = 1
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # frames per model call; null = 2 on the CPU, 8 on a GPU (see batch_size_for)
     batch_size: int | None = None
@@ -274,6 +279,11 @@ def check_predict(cfg: Any) -> None:
         "cannot follow; set model_workers=1 (or null) or temporal.ema=0",
     )
     _require(cfg.on_error in ("skip", "stop"), f"on_error must be skip or stop, got {cfg.on_error!r}")
+    _require(int(cfg.num_shards) >= 1, f"num_shards must be >= 1, got {cfg.num_shards}")
+    _require(
+        0 <= int(cfg.shard) < int(cfg.num_shards),
+        f"shard={cfg.shard}: give 0 .. num_shards-1 (num_shards={cfg.num_shards})",
+    )
     check_runtime(cfg)
 
 

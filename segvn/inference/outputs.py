@@ -8,6 +8,7 @@ flushed after every batch so an interrupted run keeps its rows.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,7 +73,10 @@ class InputResult:
 
 
 class SharesCSV:
-    """``class_shares.csv``: one row per predicted frame, flushed after every batch (kept on errors)."""
+    """``class_shares.csv``: one row per predicted frame, flushed after every batch (kept on errors).
+
+    Rows wait in memory until :meth:`flush` writes them in one call, so a killed run leaves whole rows.
+    """
 
     def __init__(
         self, path: str | Path, class_names: Sequence[str], keep_sources: set[str] = frozenset()
@@ -88,9 +92,11 @@ class SharesCSV:
             if rows and rows[0] == header:
                 kept = [r for r in rows[1:] if r and r[0] in keep_sources]
         self._fh = open(replace_link(self.path), "w", newline="")  # noqa: SIM115 - closed in close()
-        self._writer = csv.writer(self._fh)
+        self._pending = io.StringIO()
+        self._writer = csv.writer(self._pending)
         self._writer.writerow(header)
         self._writer.writerows(kept)
+        self.flush()
         self.rows = len(kept)
 
     def write(self, source: str, index: int, timestamp: float | None, shares: np.ndarray) -> None:
@@ -99,10 +105,16 @@ class SharesCSV:
         self.rows += 1
 
     def flush(self) -> None:
+        if self._fh.closed:
+            return
+        self._fh.write(self._pending.getvalue())
         self._fh.flush()
+        self._pending.seek(0)
+        self._pending.truncate()
 
     def close(self) -> None:
         if not self._fh.closed:
+            self.flush()
             self._fh.close()
 
     def __enter__(self) -> SharesCSV:

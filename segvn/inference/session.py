@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from segvn.inference.export import RuntimeModel
+from segvn.inference.fleet import take_shard
 from segvn.inference.options import batch_size_for, model_threads_for, model_workers_for, preset_for
 from segvn.inference.precision import InferencePrecision, inference_model
 from segvn.inference.predictor import Predictor
@@ -137,12 +138,23 @@ def prediction_meta(cfg: Any, ckpt: Checkpoint, loaded: LoadedPredictor, describ
         },
         "class_names": loaded.class_names,
         "tta_flip": bool(cfg.tta_flip),
+        "shard": int(cfg.get("shard", 0)),
+        "num_shards": int(cfg.get("num_shards", 1)),
     }
 
 
 def setup_prediction(cfg: Any, ckpt: Checkpoint) -> PredictionSession:
     """Build the predictor and list the inputs of a :class:`~segvn.inference.options.PredictConfig`."""
     videos, groups, data_size, described = _inputs(cfg, ckpt)
+    shard, num_shards = int(cfg.get("shard", 0)), int(cfg.get("num_shards", 1))
+    if num_shards > 1:
+        videos = take_shard(videos, shard, num_shards)
+        groups = [
+            (label, take_shard(items, shard, num_shards, key=lambda i: i[0].name)) for label, items in groups
+        ]
+        groups = [(label, items) for label, items in groups if items]
+        images = sum(len(items) for _, items in groups)
+        described += f" (shard {shard} of {num_shards}: {len(videos)} video(s), {images} image(s))"
     loaded = load_predictor(cfg, ckpt, Path(cfg.paths.output_dir), data_size)
     meta = prediction_meta(cfg, ckpt, loaded, described)
     predictor, smoother = loaded.predictor, loaded.smoother

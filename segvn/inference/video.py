@@ -45,6 +45,9 @@ from segvn.viz.overlay import OverlayDrawer
 
 log = logging.getLogger(__name__)
 
+LIST_SUFFIX = ".txt"
+"""``input=FILE.txt``: a list of videos/images, one path a line."""
+
 ProgressFactory = Callable[[str, int | None], Callable[[int], None]]
 """``progress(label, total)`` returns ``advance(n)``, called after each batch (main thread)."""
 
@@ -56,17 +59,41 @@ def output_names(paths: Sequence[Path]) -> list[str]:
     return [f"{p.stem}_{p.suffix.lstrip('.')}" if p.stem in dup else p.stem for p in paths]
 
 
+def _listed(path: Path) -> list[Path]:
+    """The files named in a list file, one a line (``#`` comments and blank lines skipped), relative to it."""
+    files = []
+    for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        file = (path.parent / line).expanduser()
+        if not file.is_file():
+            raise InputNotFoundError(f"input={path}:{n}: {line} is not a file")
+        files.append(file)
+    return files
+
+
 def collect_inputs(path: str | Path) -> tuple[list[Path], list[Path]]:
-    """``(videos, images)`` of a video file, an image file, or a folder (its files, sorted, not recursive)."""
+    """``(videos, images)`` of a video file, an image file, a folder (its files, sorted, not recursive) or a
+    ``.txt`` list of files (one a line)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise InputNotFoundError(f"input not found: {path} (give a video, an image or a folder of them)")
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+    elif path.suffix.lower() == LIST_SUFFIX:
+        files = _listed(path)
+    else:
+        files = [path]
     videos = [p for p in files if p.suffix.lower() in VIDEO_EXTENSIONS]
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     if not videos and not images:
         kinds = ", ".join(sorted(VIDEO_EXTENSIONS | set(IMAGE_SUFFIXES)))
-        what = "has no videos or images" if path.is_dir() else "is neither a video nor an image"
+        what = (
+            "has no videos or images"
+            if path.is_dir() or path.suffix.lower() == LIST_SUFFIX
+            else "is neither a video nor an image"
+        )
         raise DataError(f"input {path} {what} (known suffixes: {kinds})")
     return videos, images
 
@@ -318,15 +345,34 @@ def run_prediction(
     keep = {str(v) for v in videos if str(v) in done}
     keep |= {str(p) for label, images in image_groups if label in done for p, _ in images}
 
+    def summarise(running: bool = False) -> dict[str, Any]:
+        """Write ``summary.json`` (``status: running`` until the end: a killed run keeps its finished inputs)."""
+        info = dict(meta or {})
+        if predictor.sizes_used:  # the model input size actually used, per frame size
+            sizes = {f"{h}x{w}": list(hw) for (h, w), hw in predictor.sizes_used.items()}
+            info["image_size"] = next(iter(sizes.values()))
+            info["image_sizes"] = sizes
+        summary = build_summary(
+            results, time.perf_counter() - start, predictor.seconds - model_before,
+            predictor.frames - frames_before, class_names, out_dir, info,
+        )  # fmt: skip
+        if running:
+            summary["status"] = "running"
+        write_json(out_dir / "summary.json", summary)
+        return summary
+
     def finish(res: InputResult) -> None:
         results.append(res)
+        shares.flush()
+        summarise(running=True)
         if res.error:
             log.error("%s", res.error)
             if stop:
                 raise _Stop
 
+    shares = SharesCSV(out_dir / "class_shares.csv", class_names, keep)
     try:
-        with SharesCSV(out_dir / "class_shares.csv", class_names, keep) as shares:
+        with shares:
             for video in videos:
                 if str(video) in done:
                     results.append(done[str(video)])
@@ -343,14 +389,5 @@ def run_prediction(
     except _Stop:
         log.error("on_error=stop: the remaining inputs were not predicted")
     finally:  # summary.json is written whatever happens, so finished inputs keep their figures
-        meta = dict(meta or {})
-        if predictor.sizes_used:  # the model input size actually used, per frame size
-            sizes = {f"{h}x{w}": list(hw) for (h, w), hw in predictor.sizes_used.items()}
-            meta["image_size"] = next(iter(sizes.values()))
-            meta["image_sizes"] = sizes
-        summary = build_summary(
-            results, time.perf_counter() - start, predictor.seconds - model_before,
-            predictor.frames - frames_before, class_names, out_dir, meta,
-        )  # fmt: skip
-        write_json(out_dir / "summary.json", summary)
+        summary = summarise()
     return summary
