@@ -154,6 +154,7 @@ def test_resize_keeps_label_consistent_away_from_edges(seed, size):
 
 
 # -- the manifest reader --------------------------------------------------------------------------
+@pytest.mark.slow
 @FAST
 @given(
     st.one_of(
@@ -267,6 +268,7 @@ def _mangled_videos(video: Path, folder: Path) -> list[Path]:
     return paths
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_video_reader_on_mangled_files(video_path, tmp_path):
     paths = _mangled_videos(video_path, tmp_path)

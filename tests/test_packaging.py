@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, run_python
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,15 +28,25 @@ def wheel(tmp_path_factory) -> Path:
         shutil.copytree(REPO_ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO_ROOT / name, src / name)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), "."],
-        cwd=src, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = run_python(
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        str(out),
+        ".",
+        cwd=src,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (path,) = out.glob("segvn-*.whl")
     return path
 
 
+@pytest.mark.slow
 def test_wheel_holds_every_package_and_config(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     source = {str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "segvn").rglob("*.py")}
@@ -48,12 +58,12 @@ def test_wheel_holds_every_package_and_config(wheel: Path) -> None:
     assert configs and configs <= names, sorted(configs - names)
 
 
+@pytest.mark.slow
 def test_installed_wheel_composes_its_configs_outside_the_repo(wheel: Path, tmp_path: Path) -> None:
     target = tmp_path / "site"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = run_python(
+        "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel), timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     script = (
         "import segvn, pathlib; from hydra import compose, initialize_config_module\n"
