@@ -67,10 +67,15 @@ def run_python(
     cwd: Path | None = None,
     timeout: float = 600,
     env: dict[str, str] | None = None,
+    clean_env: bool = False,
 ) -> subprocess.CompletedProcess:
     """Run ``python ARGS`` (a module with ``-m``, a script, ``-c``) from the repo (or ``cwd``) in
     :func:`segvn_env`, its output captured as text. Every test that starts a command goes through it,
-    and must be marked ``slow`` (``make test-fast`` leaves such tests out)."""
+    and must be marked ``slow`` (``make test-fast`` leaves such tests out).
+
+    ``clean_env``: the command sees ``env`` alone, nothing inherited (a check that must not depend on
+    the caller's environment, such as an installed wheel away from the checkout).
+    """
     item = _RUNNING.get("item")
     if item is not None and item.get_closest_marker("slow") is None:
         raise AssertionError(f"{item.nodeid} starts a command: mark it @pytest.mark.slow")
@@ -78,7 +83,7 @@ def run_python(
     return subprocess.run(
         cmd,
         cwd=cwd or REPO_ROOT,
-        env=segvn_env(root, **(env or {})),
+        env=dict(env or {}) if clean_env else segvn_env(root, **(env or {})),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -8,8 +8,6 @@ a temporary folder, and composes the configs from a working directory outside th
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -29,18 +27,8 @@ def wheel(tmp_path_factory) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO_ROOT / name, src / name)
     proc = run_python(
-        "-m",
-        "pip",
-        "wheel",
-        "--no-deps",
-        "--no-build-isolation",
-        "-q",
-        "-w",
-        str(out),
-        ".",
-        cwd=src,
-        timeout=300,
-    )
+        "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), ".", cwd=src, timeout=300
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     (path,) = out.glob("segvn-*.whl")
     return path
@@ -79,6 +67,6 @@ def test_installed_wheel_composes_its_configs_outside_the_repo(wheel: Path, tmp_
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-c", script], cwd=work, env=env, capture_output=True, text=True)
+    proc = run_python("-c", script, cwd=work, env=env, clean_env=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["resnet18", "sequence"]
