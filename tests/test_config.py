@@ -83,8 +83,8 @@ def test_every_data_option_has_its_expected_config() -> None:
 
 @pytest.mark.parametrize("data", sorted(EXPECTED_DATA))
 def test_data_options_compose_to_the_settings_they_always_had(compose_cfg, data):
-    """Each data option (extending conf/data/base.yaml) composes to the same settings, key by key,
-    as before it did: checkpoints store this config, and their stored settings must keep their meaning."""
+    """Each data option (extending conf/data/base.yaml) composes to the settings it had before, key by
+    key: checkpoints store this config, and what they store must keep its meaning."""
     got = OmegaConf.to_container(compose_cfg([f"data={data}"]).data, resolve=False)
     assert _flat(got) == _flat(EXPECTED_DATA[data])
 
