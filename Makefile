@@ -14,8 +14,8 @@ install:  ## a .venv with pinned dependencies and segvn installed editable
 test:  ## the whole suite (real data from ../shared or $$SEGVN_SHARED; skipped clearly without it)
 	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
-test-fast:  ## without the slow end-to-end tests
-	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+test-fast:  ## without the tests marked slow (every test that trains or starts a command)
+	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow" $(PYTEST_ARGS)
 
 reliability:  ## the reliability probes alone, then their tally (outputs/reliability/summary.json)
 	rm -rf outputs/reliability

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,22 +17,82 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
 
 
-def run_segvn(verb: str, *args: str, root: Path | None = None, timeout: int = 600, **env: str):
-    """Run ``python -m segvn.<verb> ARGS`` as a user would (offline W&B, the shared data)."""
-    import subprocess
-    import sys
+SLOW_FIXTURES = frozenset({"camvid_checkpoint", "trained_run"})
+"""Fixtures that train in a subprocess on first use: a test using one is slow."""
+_RUNNING: dict[str, pytest.Item] = {}
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a test that trains (through :data:`SLOW_FIXTURES`) without the ``slow`` mark."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            f"these tests train (a fixture of {sorted(SLOW_FIXTURES)}): mark them slow: {unmarked}"
+        )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Remember the running test, so :func:`run_python` can check its marks."""
+    _RUNNING["item"] = item
+    try:
+        return (yield)
+    finally:
+        _RUNNING.pop("item", None)
+
+
+def segvn_env(root: Path | None = None, **env: str) -> dict[str, str]:
+    """The environment of a segvn command in a test: one torch thread, offline W&B, the shared data.
+
+    ``root`` becomes ``SEGVN_ROOT`` (outputs and caches under the test's folder); ``env`` wins over all.
+    """
     full_env = {
-        "OMP_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",  # one thread per process: -n 2 on 2 cores would oversubscribe
         **os.environ,
         "WANDB_MODE": "offline",
         "SEGVN_SHARED": str(SHARED_DIR),
-        **env,
     }
     if root is not None:
         full_env["SEGVN_ROOT"] = str(root)
-    cmd = [sys.executable, "-m", f"segvn.{verb}", *args]
-    return subprocess.run(cmd, cwd=REPO_ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return {**full_env, **env}
+
+
+def run_python(
+    *args: str,
+    root: Path | None = None,
+    cwd: Path | None = None,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+    clean_env: bool = False,
+) -> subprocess.CompletedProcess:
+    """Run ``python ARGS`` (a module with ``-m``, a script, ``-c``) from the repo (or ``cwd``) in
+    :func:`segvn_env`, its output captured as text. Every test that starts a command goes through it,
+    and must be marked ``slow`` (``make test-fast`` leaves such tests out).
+
+    ``clean_env``: the command sees ``env`` alone, nothing inherited (a check that must not depend on
+    the caller's environment, such as an installed wheel away from the checkout).
+    """
+    item = _RUNNING.get("item")
+    if item is not None and item.get_closest_marker("slow") is None:
+        raise AssertionError(f"{item.nodeid} starts a command: mark it @pytest.mark.slow")
+    cmd = [sys.executable, *args]
+    return subprocess.run(
+        cmd,
+        cwd=cwd or REPO_ROOT,
+        env=dict(env or {}) if clean_env else segvn_env(root, **(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def run_segvn(verb: str, *args: str, root: Path | None = None, timeout: float = 600, **env: str):
+    """Run ``python -m segvn.<verb> ARGS`` as a user would (offline W&B, the shared data)."""
+    return run_python("-m", f"segvn.{verb}", *args, root=root, timeout=timeout, env=env)
 
 
 def _need(path: Path) -> Path:

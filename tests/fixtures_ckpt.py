@@ -16,15 +16,12 @@ workers share it through a file lock. A test module wraps it in a session fixtur
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
 
-from .conftest import REPO_ROOT, SHARED_DIR
+from .conftest import run_segvn
 
 IMAGE_SIZE = (64, 96)
 VAL_STREET = "0016E5"
@@ -46,17 +43,15 @@ TRAIN_ARGS = [
 
 
 def _train(run_dir: Path, root: Path) -> None:
-    env = {
-        "OMP_NUM_THREADS": "1",  # one thread per process: -n 2 on 2 cores would oversubscribe
-        **os.environ,
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "SEGVN_ROOT": str(root),  # outputs (and the label-statistics cache) under the test's folder
-        "SEGVN_SHARED": str(SHARED_DIR),
-        "WANDB_DATA_DIR": str(root / "wandb_data"),  # W&B's artifact staging, not in the home folder
-    }
-    cmd = [sys.executable, "-m", "segvn.train", *TRAIN_ARGS, f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    proc = run_segvn(
+        "train",
+        *TRAIN_ARGS,
+        f"hydra.run.dir={run_dir}",
+        root=root,  # outputs (and the label-statistics cache) under the test's folder
+        timeout=900,
+        WANDB_SILENT="true",
+        WANDB_DATA_DIR=str(root / "wandb_data"),  # W&B's artifact staging, not in the home folder
+    )
     if proc.returncode != 0:
         raise RuntimeError(
             f"training for the test checkpoint failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +16,7 @@ from segvn.data.classes import CLASS_NAMES, camvid_lut
 from segvn.data.report import CLASS_FIELDS
 from segvn.viz.labels import evenly_spaced, label_grid
 
-from .conftest import REPO_ROOT, SHARED_DIR
+from .conftest import run_segvn
 
 # a small real case: 2 frames of 0001TP and 1 of 0006R0 with labels; 2 frames of 0016E5 without
 TRAIN = {"0001TP": ["0001TP_006690", "0001TP_008250"], "0006R0": ["0006R0_f02220"]}
@@ -74,27 +71,20 @@ def hand_weights(counts: np.ndarray, pixels: np.ndarray) -> dict[str, np.ndarray
     return {"median_frequency": median, "inverse_frequency": inverse}
 
 
+@pytest.mark.slow
 def test_analyze_command_on_a_small_real_case_matches_a_hand_computation(small_camvid, tmp_path):
     out = tmp_path / "run"
-    env = {
-        "OMP_NUM_THREADS": "1",  # one thread per process: -n 2 on 2 cores would oversubscribe
-        **os.environ,
-        "WANDB_MODE": "offline",
-        "SEGVN_ROOT": str(tmp_path),
-        "SEGVN_SHARED": str(SHARED_DIR),
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "segvn.analyze",
+    proc = run_segvn(
+        "analyze",
         *STREET_ARGS,
         f"data.root={small_camvid}",
         "data.image_size=[90,120]",
         "grid.frames=2",
         "grid.ncols=2",
         f"hydra.run.dir={out}",
-    ]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+        root=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     assert "val: skipped (the val split has 2 frames but none has a label map)" in log
@@ -154,6 +144,7 @@ def test_analyze_command_on_a_small_real_case_matches_a_hand_computation(small_c
     assert not (out / "frames_val.png").exists() and not (out / "class_frequency_test.png").exists()
 
 
+@pytest.mark.slow
 def test_class_weights_in_the_report_are_what_training_uses(small_camvid, compose_cfg):
     cfg = compose_cfg([*STREET_ARGS, f"data.root={small_camvid}", "grid.frames=0"], config_name="analyze")
     report = analyze(cfg)
@@ -189,6 +180,7 @@ def test_label_grid_tiles_frames_with_a_legend():
     )
 
 
+@pytest.mark.slow
 def test_analyze_the_whole_camvid_folder(camvid_root, compose_cfg):
     cfg = compose_cfg(
         ["data=camvid", f"data.root={camvid_root}", "data.image_size=[45,60]", "grid.frames=4"],

@@ -151,6 +151,7 @@ def test_ema_keeps_the_average_outside_fitting() -> None:
     assert torch.equal(module.layer.weight, torch.ones(2, 2)), "resuming continues from the raw weights"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("experiment", "size"), [("resnet18_fast", (176, 240)), ("mobilenetv2_fast", (352, 480))]
 )

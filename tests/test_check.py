@@ -163,6 +163,7 @@ def test_setup_check_raises_and_warn_only_demotes(bad_camvid, tmp_path):
         dm(level="fast")
 
 
+@pytest.mark.slow
 def test_check_cli_exit_codes(bad_camvid, clean_camvid, tmp_path):
     root, bad = bad_camvid
     run = tmp_path / "run_bad"

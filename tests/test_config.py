@@ -6,8 +6,10 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import yaml
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import OmegaConf
 
 from segvn.data.datamodule import SegDataModule
 from segvn.models.module import SegModule
@@ -17,7 +19,8 @@ CONF = Path(CONF_DIR)
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """The options of a config group (``base``: what a group's options extend, not one itself)."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if p.stem != "base")
 
 
 def test_default_config_composes(compose_cfg):
@@ -61,6 +64,30 @@ def test_data_configs_instantiate(compose_cfg, data):
     assert dm.sampler["name"] == "uniform", "the default draws training frames uniformly"
     rare = instantiate(compose_cfg([f"data={data}", "data.sampler.name=rare_class"]).data)
     assert rare.sampler == {**dm.sampler, "name": "rare_class"}
+
+
+EXPECTED_DATA = yaml.safe_load((Path(__file__).parent / "expected_data_configs.yaml").read_text())
+
+
+def _flat(node: object, prefix: str = "") -> dict[str, object]:
+    """``{"source.train": [...], ...}``: a nested config as dotted keys, so a difference names its key."""
+    if not isinstance(node, dict) or not node:
+        return {prefix: node}
+    return {
+        k: v for key, sub in node.items() for k, v in _flat(sub, f"{prefix}.{key}" if prefix else key).items()
+    }
+
+
+def test_every_data_option_has_its_expected_config() -> None:
+    assert _options("data") == sorted(EXPECTED_DATA)
+
+
+@pytest.mark.parametrize("data", sorted(EXPECTED_DATA))
+def test_data_options_compose_to_the_settings_they_always_had(compose_cfg, data):
+    """Each data option (extending conf/data/base.yaml) composes to the settings it had before, key by
+    key: checkpoints store this config, and what they store must keep its meaning."""
+    got = OmegaConf.to_container(compose_cfg([f"data={data}"]).data, resolve=False)
+    assert _flat(got) == _flat(EXPECTED_DATA[data])
 
 
 @pytest.mark.parametrize("logger", _options("logger"))

@@ -22,10 +22,6 @@ def trained_run(camvid_root, tmp_path_factory, request) -> Path:
     return make_trained_run(tmp_path_factory, request.config)
 
 
-def _run(*args: str):
-    return run_segvn("curves", *args, timeout=300)
-
-
 def _png(path):
     with Image.open(path) as im:
         assert im.format == "PNG"
@@ -37,7 +33,7 @@ def _png(path):
 def test_progress_command_draws_the_figure_of_a_real_run(trained_run, tmp_path):
     out = tmp_path / "progress.png"
     before = sorted(REPO_ROOT.iterdir()), sorted((REPO_ROOT / "outputs").glob("curves/runs/*"))
-    proc = _run(f"run_dir={trained_run}", f"out={out}")
+    proc = run_segvn("curves", f"run_dir={trained_run}", f"out={out}", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     size, picture = _png(out)
     # the same figure the training run drew at its end (same CSV, same defaults but the title)
@@ -90,11 +86,12 @@ def test_progress_falls_back_to_epoch_metrics_csv(tmp_path):
     assert size[0] > 500 and size[1] > 500
 
 
+@pytest.mark.slow
 def test_progress_without_a_csv_log_is_one_clear_error(tmp_path):
     empty = tmp_path / "not_a_run"
     empty.mkdir()
     (empty / "config.yaml").write_text("a: 1\n")
-    proc = _run(f"run_dir={empty}")
+    proc = run_segvn("curves", f"run_dir={empty}", timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert "has no CSV log" in out and "csv/metrics.csv" in out and "Traceback" not in out

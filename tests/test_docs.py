@@ -9,13 +9,12 @@ import importlib.util
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, run_python
 
 README = REPO_ROOT / "README.md"
 MAX_README_LINES = 260
@@ -81,6 +80,7 @@ def test_configs_carry_no_measured_figures() -> None:
     assert not found, "measured figures in config comments (move them to docs/notes/): " + "; ".join(found)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_check_size_fails_on_a_tracked_file_over_1mb(tmp_path: Path) -> None:
     (tmp_path / ".ci").mkdir()
@@ -91,8 +91,7 @@ def test_check_size_fails_on_a_tracked_file_over_1mb(tmp_path: Path) -> None:
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
 
     def check() -> subprocess.CompletedProcess:
-        cmd = [sys.executable, ".ci/check_size.py"]
-        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        return run_python(".ci/check_size.py", cwd=tmp_path, timeout=60)
 
     git("init", "-q")
     git("add", ".")

@@ -108,6 +108,7 @@ def test_other_data_and_absent_classes(camvid_checkpoint, camvid_root, tmp_path)
     )  # the command line beat the stored data
 
 
+@pytest.mark.slow
 def test_split_without_labels_is_refused(camvid_checkpoint, tmp_path):
     proc = _evaluate(f"ckpt_path={camvid_checkpoint}", "split=test", f"hydra.run.dir={tmp_path / 'e'}")
     assert proc.returncode == 1
@@ -115,6 +116,7 @@ def test_split_without_labels_is_refused(camvid_checkpoint, tmp_path):
     assert not (tmp_path / "e" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_class_mismatch_is_refused(camvid_checkpoint, tmp_path):
     proc = _evaluate(
         f"ckpt_path={camvid_checkpoint}",
@@ -131,6 +133,7 @@ class _Evil:
         return (os.system, (f"touch {os.environ['SEGVN_EVIL_MARK']}",))
 
 
+@pytest.mark.slow
 def test_malicious_checkpoint_is_refused(tmp_path, monkeypatch):
     mark = tmp_path / "pwned"
     monkeypatch.setenv("SEGVN_EVIL_MARK", str(mark))
@@ -143,6 +146,7 @@ def test_malicious_checkpoint_is_refused(tmp_path, monkeypatch):
     assert not mark.exists(), "the pickled payload must never run"
 
 
+@pytest.mark.slow
 def test_missing_truncated_and_foreign_checkpoints(camvid_checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "none.ckpt")

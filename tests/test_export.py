@@ -49,6 +49,7 @@ def exported(camvid_checkpoint, tmp_path_factory) -> dict[str, tuple[Path, dict]
     return files
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_writes_metadata_and_verification(exported, camvid_checkpoint, fmt) -> None:
     path, report = exported[fmt]
@@ -65,6 +66,7 @@ def test_export_writes_metadata_and_verification(exported, camvid_checkpoint, fm
         assert json.loads(props["segvn"])["class_names"] == ckpt.class_names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_round_trip_at_two_frame_sizes(exported, camvid_checkpoint, frames, fmt) -> None:
     module = Checkpoint.read(camvid_checkpoint).model()
@@ -77,6 +79,7 @@ def test_round_trip_at_two_frame_sizes(exported, camvid_checkpoint, frames, fmt)
         assert result["argmax_agreement"] >= 0.999, (fmt, h, w, result)
 
 
+@pytest.mark.slow
 def test_onnx_fixes_the_first_shapes_then_runs_dynamic(
     exported, camvid_checkpoint, frames, monkeypatch
 ) -> None:
@@ -96,6 +99,7 @@ def test_onnx_fixes_the_first_shapes_then_runs_dynamic(
     assert runtime._sessions == {}
 
 
+@pytest.mark.slow
 def test_every_runtime_gives_the_same_labels(exported, camvid_checkpoint, frames) -> None:
     module = Checkpoint.read(camvid_checkpoint).model()
     labels = {
@@ -111,6 +115,7 @@ def test_every_runtime_gives_the_same_labels(exported, camvid_checkpoint, frames
         assert (labels[name] == labels["torch"]).mean() >= 0.999, name
 
 
+@pytest.mark.slow
 def test_predict_takes_a_runtime(exported, camvid_checkpoint, compose_ckpt, tmp_path) -> None:
     from segvn.predict import predict
 
@@ -149,6 +154,7 @@ def test_not_an_export_is_one_clear_error(tmp_path) -> None:
         read_metadata(bad)
 
 
+@pytest.mark.slow
 def test_an_exported_file_stands_in_for_its_checkpoint(
     exported, camvid_checkpoint, compose_cfg, tmp_path
 ) -> None:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -18,7 +15,8 @@ from segvn.data.video import BACKENDS, FrameSelection, VideoDecodeError, VideoNo
 from segvn.data.video_writer import VideoWriter
 from tests.test_video import truncate_copy
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from .conftest import run_segvn
+
 FPS = 25
 
 
@@ -168,17 +166,18 @@ def test_folder_of_videos_goes_to_one_street(tmp_path: Path) -> None:
         extract_frames(empty, "st", tmp_path / "out", FrameSelection(every_n=2))
 
 
+@pytest.mark.slow
 def test_cli(video_path: Path, tmp_path: Path) -> None:
     """``python -m segvn.extract`` end to end: frames, manifest, summary line; then a bad input."""
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    common = [sys.executable, "-m", "segvn.extract", "street=cli", f"out={tmp_path / 'data'}"]
-    done = subprocess.run(
-        [*common, f"input={video_path}", "num_frames=5", f"hydra.run.dir={tmp_path / 'hydra'}"],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
+    common = ["street=cli", f"out={tmp_path / 'data'}"]
+    done = run_segvn(
+        "extract",
+        *common,
+        f"input={video_path}",
+        "num_frames=5",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
         timeout=120,
+        HYDRA_FULL_ERROR="0",
     )
     assert done.returncode == 0, done.stdout + done.stderr
     street = tmp_path / "data" / "cli"
@@ -188,13 +187,14 @@ def test_cli(video_path: Path, tmp_path: Path) -> None:
     assert (tmp_path / "hydra" / ".hydra" / "config.yaml").exists()
     assert not list((tmp_path / "data").glob("**/.hydra"))
 
-    bad = subprocess.run(
-        [*common, f"input={tmp_path / 'nope.mp4'}", "every_n=5", f"hydra.run.dir={tmp_path / 'hydra2'}"],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        env=env,
+    bad = run_segvn(
+        "extract",
+        *common,
+        f"input={tmp_path / 'nope.mp4'}",
+        "every_n=5",
+        f"hydra.run.dir={tmp_path / 'hydra2'}",
         timeout=120,
+        HYDRA_FULL_ERROR="0",
     )
     assert bad.returncode == 1
     assert "input not found" in bad.stdout and "nope.mp4" in bad.stdout

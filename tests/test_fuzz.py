@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import tempfile
 import textwrap
 from pathlib import Path
@@ -26,7 +24,7 @@ from segvn.data.extract import MANIFEST_COLUMNS, ExtractError, read_manifest
 from segvn.data.io import read_image, read_label
 from segvn.data.transforms import build_transforms, denormalize
 from segvn.errors import DataError, SegvnError
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_python
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NUM = len(PALETTE)
@@ -154,6 +152,7 @@ def test_resize_keeps_label_consistent_away_from_edges(seed, size):
 
 
 # -- the manifest reader --------------------------------------------------------------------------
+@pytest.mark.slow
 @FAST
 @given(
     st.one_of(
@@ -267,17 +266,18 @@ def _mangled_videos(video: Path, folder: Path) -> list[Path]:
     return paths
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_video_reader_on_mangled_files(video_path, tmp_path):
     paths = _mangled_videos(video_path, tmp_path)
     cases = [(str(p), backend) for p in paths for backend in ("pyav", "decord")]
-    proc = subprocess.run(
-        [sys.executable, "-c", VIDEO_WORKER, json.dumps(cases)],
-        capture_output=True,
-        text=True,
+    proc = run_python(
+        "-c",
+        VIDEO_WORKER,
+        json.dumps(cases),
         timeout=110,
-        cwd=REPO_ROOT,
         env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
+        clean_env=True,
     )
     last = [line for line in proc.stdout.splitlines() if line.startswith("CASE")][-1:]
     assert proc.returncode == 0, f"reader crashed (status {proc.returncode}) on {last}: {proc.stderr[-2000:]}"

@@ -241,6 +241,7 @@ def test_mapping_sends_unknown_names_to_a_class_and_rejects_bad_targets(camvid, 
         import_labels("png", src, street)
 
 
+@pytest.mark.slow
 def test_cli_import_and_bad_setting(camvid, tmp_path):
     root = tmp_path / "data"
     make_street(root, camvid, "hcmc")

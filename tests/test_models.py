@@ -79,6 +79,7 @@ def test_resnet_state_dict_file_round_trip(tmp_path):
     assert torch.equal(net.model.encoder.conv1.weight, src.conv1.weight)
 
 
+@pytest.mark.slow
 def test_training_steps_on_real_camvid_reduce_the_loss(camvid_root, tmp_path):
     """A few real optimisation steps on downscaled CamVid frames: the loss falls."""
     torch.manual_seed(0)
@@ -319,6 +320,7 @@ def test_region_loss_names_the_setting_when_unknown() -> None:
         build_region_loss("focal")
 
 
+@pytest.mark.slow
 def test_channels_last_eval_trains_nchw_and_validates_nhwc() -> None:
     """model.channels_last=eval: NCHW weights for every training step, NHWC for every validation batch,
     the same parameters (the optimizer's) throughout, and validation logits equal to NCHW's."""

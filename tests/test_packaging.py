@@ -8,14 +8,12 @@ a temporary folder, and composes the configs from a working directory outside th
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, run_python
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,15 +26,15 @@ def wheel(tmp_path_factory) -> Path:
         shutil.copytree(REPO_ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO_ROOT / name, src / name)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), "."],
-        cwd=src, capture_output=True, text=True, timeout=300,
+    proc = run_python(
+        "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), ".", cwd=src, timeout=300
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     (path,) = out.glob("segvn-*.whl")
     return path
 
 
+@pytest.mark.slow
 def test_wheel_holds_every_package_and_config(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     source = {str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "segvn").rglob("*.py")}
@@ -48,12 +46,12 @@ def test_wheel_holds_every_package_and_config(wheel: Path) -> None:
     assert configs and configs <= names, sorted(configs - names)
 
 
+@pytest.mark.slow
 def test_installed_wheel_composes_its_configs_outside_the_repo(wheel: Path, tmp_path: Path) -> None:
     target = tmp_path / "site"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = run_python(
+        "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel), timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     script = (
         "import segvn, pathlib; from hydra import compose, initialize_config_module\n"
@@ -69,6 +67,6 @@ def test_installed_wheel_composes_its_configs_outside_the_repo(wheel: Path, tmp_
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-c", script], cwd=work, env=env, capture_output=True, text=True)
+    proc = run_python("-c", script, cwd=work, env=env, clean_env=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["resnet18", "sequence"]

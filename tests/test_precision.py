@@ -106,6 +106,7 @@ def frame(camvid_root: Path) -> np.ndarray:
     return np.asarray(Image.open(sorted((camvid_root / "val").glob("*.png"))[0]).convert("RGB"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", [InferencePrecision(False, True), InferencePrecision(True, True)])
 def test_labels_match_fp32_on_a_real_frame(camvid_checkpoint, frame, precision) -> None:
     reference = Predictor(Checkpoint.read(camvid_checkpoint).model(), "cpu", (96, 128), num_classes=8)
@@ -118,6 +119,7 @@ def test_labels_match_fp32_on_a_real_frame(camvid_checkpoint, frame, precision) 
     assert (got == want).mean() >= (0.999 if not precision.bf16 else 0.98), precision
 
 
+@pytest.mark.slow
 def test_predict_records_the_precision(camvid_checkpoint, compose_ckpt, tmp_path) -> None:
     from segvn.predict import predict
 
@@ -142,6 +144,7 @@ def test_predict_records_the_precision(camvid_checkpoint, compose_ckpt, tmp_path
     assert (auto["runtime"], auto["precision"]) == ("torch", "bf16")
 
 
+@pytest.mark.slow
 def test_evaluate_records_the_precision(camvid_checkpoint, compose_cfg, tmp_path) -> None:
     from segvn.cli import checkpoint_reader, register_checkpoint_configs
     from segvn.evaluate import evaluate

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -46,18 +43,12 @@ from segvn.inference.video import collect_inputs, predict_video, run_prediction
 from segvn.models.checkpoint import load_checkpoint, model_from_checkpoint
 from segvn.viz.overlay import overlay
 
-from .conftest import REPO_ROOT, SHARED_DIR
+from .conftest import run_segvn
 
 SMALL = (64, 96)  # model input size for the tests (the checkpoint was trained at 64x96)
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _predict_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SEGVN_SHARED": str(SHARED_DIR), "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "-m", "segvn.predict", *args]
-    return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
 def _compose(compose_ckpt, ckpt: Path, *overrides: str):
     """``(cfg, checkpoint)`` as ``python -m segvn.predict ckpt_path=CKPT OVERRIDES`` would run them."""
     return compose_ckpt(ckpt, overrides, config_name="predict")
@@ -111,6 +102,7 @@ def module(camvid_checkpoint):
 
 
 # --------------------------------------------------------------------------------------- the video
+@pytest.mark.slow
 def test_video_outputs(module, video_path: Path, tmp_path: Path) -> None:
     options = PredictConfig(batch_size=4, max_frames=30, save_labels=True, legend=False)
     predictor = Predictor(module, "cpu", SMALL)
@@ -157,7 +149,8 @@ def test_video_outputs(module, video_path: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_cli_whole_video(camvid_checkpoint, video_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = _predict_cli(
+    proc = run_segvn(
+        "predict",
         f"ckpt_path={camvid_checkpoint}", f"input={video_path}", f"image_size=[{SMALL[0]},{SMALL[1]}]",
         "batch_size=8", f"hydra.run.dir={out}",
     )  # fmt: skip
@@ -183,10 +176,12 @@ def test_cli_whole_video(camvid_checkpoint, video_path: Path, tmp_path: Path) ->
     assert (out / "config.yaml").exists()
 
 
+@pytest.mark.slow
 def test_truncated_video_keeps_partial_outputs(camvid_checkpoint, video_path: Path, tmp_path: Path) -> None:
     broken = _truncate(video_path, tmp_path / "cut.mp4", 0.2)
     out = tmp_path / "run"
-    proc = _predict_cli(
+    proc = run_segvn(
+        "predict",
         f"ckpt_path={camvid_checkpoint}", f"input={broken}", f"image_size=[{SMALL[0]},{SMALL[1]}]",
         "legend=false", f"hydra.run.dir={out}",
     )  # fmt: skip
@@ -219,6 +214,7 @@ def _write_clip(frames: list[np.ndarray], path: Path, size=(160, 96)) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_image_and_folder_inputs(camvid_checkpoint, compose_ckpt, video_path: Path, tmp_path: Path) -> None:
     from segvn.predict import predict
 
@@ -279,6 +275,7 @@ def test_collect_inputs_errors(tmp_path: Path) -> None:
         collect_inputs(tmp_path)
 
 
+@pytest.mark.slow
 def test_prediction_set_of_the_data_module(
     camvid_checkpoint, compose_ckpt, video_path: Path, tmp_path: Path
 ) -> None:
@@ -314,6 +311,7 @@ def test_prediction_set_of_the_data_module(
 
 
 # ------------------------------------------------------------------------------------- smoothing
+@pytest.mark.slow
 def test_ema_zero_equals_no_smoothing(module, video_path: Path, tmp_path: Path) -> None:
     frames = _first_frames(video_path, 8)
     plain = Predictor(module, "cpu", SMALL)
@@ -334,6 +332,7 @@ def test_ema_zero_equals_no_smoothing(module, video_path: Path, tmp_path: Path) 
     assert _shares(tmp_path / "plain" / "class_shares.csv") == _shares(tmp_path / "zero" / "class_shares.csv")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flow_aligned", [False, True])
 def test_smoothing_in_the_pipeline(module, video_path: Path, tmp_path: Path, flow_aligned: bool) -> None:
     options = PredictConfig(max_frames=10, batch_size=3)
@@ -456,6 +455,7 @@ def test_parallel_model_workers_keep_the_order(workers: int) -> None:
     assert closed == [1]
 
 
+@pytest.mark.slow
 def test_model_workers_give_the_labels_of_one(module, video_path: Path, tmp_path: Path) -> None:
     """Two threads on one predictor: the same label maps and shares; the model seconds are wall time."""
     options = PredictConfig(max_frames=12, batch_size=2, legend=False, save_labels=True)
@@ -502,6 +502,7 @@ def test_model_error_still_finalises_the_video(video_path: Path, tmp_path: Path)
     assert len(_shares(tmp_path / "class_shares.csv")) == 8
 
 
+@pytest.mark.slow
 def test_bad_settings(module, compose_ckpt, camvid_checkpoint, video_path: Path) -> None:
     from segvn.predict import predict
 
@@ -525,6 +526,7 @@ def test_bad_settings(module, compose_ckpt, camvid_checkpoint, video_path: Path)
     assert pick_device("auto").type in ("cpu", "cuda")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["truncated", "garbage"])
 def test_bad_checkpoint_is_a_clear_error(
     camvid_checkpoint, video_path: Path, tmp_path: Path, kind: str
@@ -535,8 +537,8 @@ def test_bad_checkpoint_is_a_clear_error(
         bad.write_bytes(data[: len(data) // 2])
     else:
         bad.write_bytes(b"this is not a checkpoint" * 10)
-    proc = _predict_cli(
-        f"ckpt_path={bad}", f"input={video_path}", f"hydra.run.dir={tmp_path / 'run'}", timeout=300
+    proc = run_segvn(
+        "predict", f"ckpt_path={bad}", f"input={video_path}", f"hydra.run.dir={tmp_path / 'run'}", timeout=300
     )
     said = proc.stdout + proc.stderr
     assert proc.returncode == 1, said[-3000:]
@@ -544,6 +546,7 @@ def test_bad_checkpoint_is_a_clear_error(
     assert str(bad) in said and "truncated or corrupt" in said
 
 
+@pytest.mark.slow
 def test_a_folder_with_bad_inputs_predicts_every_good_one(
     camvid_checkpoint, video_path: Path, tmp_path: Path
 ):
@@ -557,7 +560,8 @@ def test_a_folder_with_bad_inputs_predicts_every_good_one(
     Image.fromarray(cv2.resize(frames[0], (96, 64))).save(folder / "e.png")
     (folder / "f_broken.png").write_bytes((folder / "e.png").read_bytes()[:60])
     out = tmp_path / "run"
-    proc = _predict_cli(
+    proc = run_segvn(
+        "predict",
         f"ckpt_path={camvid_checkpoint}", f"input={folder}", f"image_size=[{SMALL[0]},{SMALL[1]}]",
         f"hydra.run.dir={out}", timeout=300,
     )  # fmt: skip
@@ -575,7 +579,8 @@ def test_a_folder_with_bad_inputs_predicts_every_good_one(
     assert "a_empty.mp4" in last and "b_garbage.mp4" in last and "f_broken.png" in last
 
     stop = tmp_path / "stop"
-    proc = _predict_cli(
+    proc = run_segvn(
+        "predict",
         f"ckpt_path={camvid_checkpoint}", f"input={folder}", f"image_size=[{SMALL[0]},{SMALL[1]}]",
         "on_error=stop", f"hydra.run.dir={stop}", timeout=300,
     )  # fmt: skip
@@ -586,6 +591,7 @@ def test_a_folder_with_bad_inputs_predicts_every_good_one(
     )
 
 
+@pytest.mark.slow
 def test_a_rerun_into_the_same_folder_continues(camvid_checkpoint, video_path: Path, tmp_path: Path) -> None:
     frames = _first_frames(video_path, 6)
     folder = tmp_path / "in"
@@ -595,12 +601,12 @@ def test_a_rerun_into_the_same_folder_continues(camvid_checkpoint, video_path: P
     out = tmp_path / "run"
     args = (f"ckpt_path={camvid_checkpoint}", f"input={folder}", f"image_size=[{SMALL[0]},{SMALL[1]}]",
             f"hydra.run.dir={out}")  # fmt: skip
-    assert _predict_cli(*args, timeout=300).returncode == 1
+    assert run_segvn("predict", *args, timeout=300).returncode == 1
     first = json.loads((out / "summary.json").read_text())
     assert first["status"] == "partial" and first["frames"] == 6
     stamp = (out / "a_overlay.mp4").stat().st_mtime_ns
     _write_clip(frames[:3], folder / "b.mp4")  # the copy is complete now
-    proc = _predict_cli(*args, timeout=300)
+    proc = run_segvn("predict", *args, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "1 input(s) done by an earlier run are kept" in proc.stdout + proc.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -671,6 +677,7 @@ def test_upsampled_labels_are_the_argmax_of_the_bilinear_resize(low, size) -> No
         assert torch.equal(labels, _reference_labels(scores, size))
 
 
+@pytest.mark.slow
 def test_i420_frames_give_the_labels_of_rgb_frames(module, video_path: Path) -> None:
     """segvn.predict's video path (decoder planes resized, then converted) labels frames as RGB input does."""
     rgb = _first_frames(video_path, 2)
@@ -685,6 +692,7 @@ def test_i420_frames_give_the_labels_of_rgb_frames(module, video_path: Path) -> 
         predictor([yuv[0], I420Frame.from_rgb(rgb[0][:100, :100])])
 
 
+@pytest.mark.slow
 def test_upsampled_labels_of_a_real_model_on_a_real_frame(module, video_path: Path) -> None:
     frame = _first_frames(video_path, 1)[0]
     predictor = Predictor(module, "cpu", SMALL)

@@ -15,6 +15,7 @@ from segvn.inference.export import read_metadata
 from segvn.models.checkpoint import Checkpoint
 
 
+@pytest.mark.slow
 def test_int8_export_is_quantized_verified_and_runs(camvid_checkpoint, compose_ckpt, tmp_path) -> None:
     """``quantize=int8`` as a user runs it: a quarter-size file of int8 weights with the head in fp32,
     verified on real frames, that ``predict`` runs and reports as int8."""
@@ -61,6 +62,7 @@ def test_int8_export_is_quantized_verified_and_runs(camvid_checkpoint, compose_c
     assert summary["runtime"] == "onnx" and summary["precision"] == "int8"
 
 
+@pytest.mark.slow
 def test_int8_needs_onnx_and_calibration_frames(camvid_checkpoint, compose_ckpt, tmp_path) -> None:
     from segvn.export import calibration_frames
     from segvn.inference.export import export_checkpoint

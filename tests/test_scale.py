@@ -88,6 +88,7 @@ def big_frame(camvid_root: Path, tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_predict_defaults_to_the_training_scale(camvid_checkpoint, compose_ckpt, big_frame, tmp_path) -> None:
     from segvn.predict import predict
 
@@ -110,6 +111,7 @@ def test_predict_defaults_to_the_training_scale(camvid_checkpoint, compose_ckpt,
     assert explicit["image_size"] == [96, 144] and explicit["image_size_rule"] == "explicit"
 
 
+@pytest.mark.slow
 def test_predict_video_keeps_the_aspect(camvid_checkpoint, compose_ckpt, video_path, tmp_path) -> None:
     from segvn.predict import predict
 
@@ -125,6 +127,7 @@ def test_predict_video_keeps_the_aspect(camvid_checkpoint, compose_ckpt, video_p
     assert model_stride(ckpt.model()) == 16
 
 
+@pytest.mark.slow
 def test_visualize_defaults_to_the_training_scale(camvid_checkpoint, compose_ckpt, big_frame) -> None:
     from segvn.visualize import visualize
 
@@ -149,6 +152,7 @@ def tiny_camvid(camvid_root: Path, tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_evaluate_applies_the_rule_only_to_other_data_sizes(
     camvid_checkpoint, compose_ckpt, tiny_camvid, tmp_path
 ) -> None:

@@ -222,6 +222,7 @@ def test_wandb_sweep_file_parameters_compose(compose_cfg):
 # ---- real multiruns ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_failed_job_does_not_stop_the_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     # job 0 fails at once (no vietnam data under SEGVN_ROOT); job 1 must still run

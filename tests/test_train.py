@@ -51,6 +51,7 @@ def test_train_command_writes_a_complete_run_directory(tmp_path):
     assert (tmp_path / "outputs" / "cache" / "synthetic" / "synthetic.json").exists()
 
 
+@pytest.mark.slow
 def test_bad_data_root_is_one_clear_error(tmp_path):
     proc = run_segvn(
         "train",

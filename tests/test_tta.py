@@ -30,7 +30,10 @@ def test_flip_back_undoes_the_flip() -> None:
     assert torch.allclose(flip_tta(conv, x), manual, atol=1e-6)
     pointwise = nn.Conv2d(3, 5, kernel_size=1)  # mirror-equivariant: TTA must change nothing
     assert torch.allclose(predict_logits(pointwise, x, flip=True), pointwise(x), atol=1e-6)
-    assert predict_logits(conv, x, flip=False) is not None
+    with torch.no_grad():
+        plain = predict_logits(conv, x, flip=False)
+        assert torch.equal(plain, conv(x)), "flip=False: the model's own logits, untouched"
+        assert not torch.allclose(plain, manual, atol=1e-3), "and not the TTA average (the test can tell)"
 
 
 def test_tta_labels_of_a_symmetric_frame_are_symmetric() -> None:

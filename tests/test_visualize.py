@@ -37,15 +37,11 @@ def _size(path: Path) -> tuple[int, int]:
         return im.size
 
 
-def _run(*args: str):
-    return run_segvn("visualize", *args, timeout=600)
-
-
 @pytest.mark.slow
 @pytest.mark.xdist_group("trained_run")
 def test_visualize_command_writes_every_figure(checkpoint, frame, tmp_path):
     out = tmp_path / "vis"
-    proc = _run(f"ckpt_path={checkpoint}", f"image={frame}", *FAST, f"hydra.run.dir={out}")
+    proc = run_segvn("visualize", f"ckpt_path={checkpoint}", f"image={frame}", *FAST, f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "visualize.json").read_text())
     # the training scale: short side as in training (64 of 64x96), the frame's 4:3 aspect kept, sides
@@ -106,8 +102,12 @@ def test_visualize_one_layer_in_process_and_clear_errors(checkpoint, frame, tmp_
 @pytest.mark.slow
 @pytest.mark.xdist_group("trained_run")
 def test_visualize_unknown_layer_is_one_clear_error(checkpoint, frame, tmp_path):
-    proc = _run(
-        f"ckpt_path={checkpoint}", f"image={frame}", "layer=decoder.nope", f"hydra.run.dir={tmp_path}"
+    proc = run_segvn(
+        "visualize",
+        f"ckpt_path={checkpoint}",
+        f"image={frame}",
+        "layer=decoder.nope",
+        f"hydra.run.dir={tmp_path}",
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out

@@ -318,6 +318,7 @@ def _run_toy_training(log_dir: Path) -> Path:
     return Path(trainer.logger.log_dir) / "metrics.csv"
 
 
+@pytest.mark.slow
 def test_plot_training_progress_from_real_csvlogger(tmp_path):
     csv = _run_toy_training(tmp_path / "logs")
     columns = set(pd.read_csv(csv).columns)

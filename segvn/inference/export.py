@@ -102,7 +102,17 @@ def export_network(module: nn.Module, fmt: str, out: Path, meta: dict[str, Any])
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = replace_link(out.with_name(out.name + ".partial"))  # a link there would send the write out
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the deprecation notes of the TorchScript-based paths
+        # torch deprecates the TorchScript-based exporters used here on purpose (ONNX with dynamo=False,
+        # torch.jit.trace/save); they still export these networks exactly, and export verifies the file
+        warnings.filterwarnings(
+            "ignore", r"You are using the legacy TorchScript-based ONNX", DeprecationWarning
+        )
+        warnings.filterwarnings(
+            "ignore", r"The feature will be removed", DeprecationWarning, r"torch\.onnx\."
+        )
+        warnings.filterwarnings(
+            "ignore", r"`torch\.jit\.(trace|trace_method|save)` is deprecated", FutureWarning
+        )
         if fmt == "onnx":
             torch.onnx.export(
                 inner, (sample,), str(partial), dynamo=False, opset_version=OPSET,

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 
@@ -168,9 +169,12 @@ class SegModule(L.LightningModule):
                 frozen,
             )
         if self.encoder_norm_eval or self.encoder_frozen_stages:
-            # Lightning warns about modules in eval mode at the start of training: here they are meant to be
+            # Lightning's fit loop warns about modules in eval mode at the start of training (a
+            # PossibleUserWarning): here the frozen or norm-eval encoder layers are meant to be
             warnings.filterwarnings(
-                "ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training"
+                "ignore",
+                message=r"Found \d+ module\(s\) in eval mode at the start of training",
+                category=PossibleUserWarning,
             )
 
     def _eval_memory_format(self, evaluating: bool) -> None:

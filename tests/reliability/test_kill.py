@@ -23,7 +23,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from ..conftest import REPO_ROOT, SHARED_DIR, run_segvn
+from ..conftest import REPO_ROOT, run_segvn, segvn_env
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -42,18 +42,11 @@ TINY_TRAIN = (
 
 
 def _start(verb: str, *args: str, root: Path) -> subprocess.Popen:
-    env = {
-        "OMP_NUM_THREADS": "1",
-        **os.environ,
-        "WANDB_MODE": "offline",
-        "SEGVN_SHARED": str(SHARED_DIR),
-        "SEGVN_ROOT": str(root),
-    }
     cmd = [sys.executable, "-m", f"segvn.{verb}", *args]
     return subprocess.Popen(
         cmd,
         cwd=REPO_ROOT,
-        env=env,
+        env=segvn_env(root),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
