@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import doctest
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import av
@@ -19,7 +17,7 @@ from PIL import Image
 import segvn
 from segvn.errors import CheckpointError, ConfigError, DataError, InputNotFoundError, SegvnError
 
-from .conftest import REPO_ROOT, run_segvn
+from .conftest import run_python, run_segvn
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +51,7 @@ def test_import_segvn_is_cheap_and_lazy() -> None:
         "assert 'torch' in sys.modules\n"
         "try:\n    segvn.no_such_name\nexcept AttributeError as err:\n    print(err)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
+    proc = run_python("-c", code)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "no_such_name" in proc.stdout
 

@@ -20,7 +20,7 @@ from segvn.errors import InputNotFoundError
 from segvn.inference.fleet import shard_of, take_shard
 from segvn.inference.video import collect_inputs
 
-from .conftest import REPO_ROOT, SHARED_DIR, run_segvn
+from .conftest import REPO_ROOT, run_segvn, segvn_env
 
 
 def test_shards_are_stable_disjoint_and_even() -> None:
@@ -130,9 +130,8 @@ def test_a_killed_shard_reruns_without_redoing_finished_videos(
         "shard=0",
         f"hydra.run.dir={job}",
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "SEGVN_SHARED": str(SHARED_DIR)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "segvn.predict", *args], cwd=REPO_ROOT, env=env,
+        [sys.executable, "-m", "segvn.predict", *args], cwd=REPO_ROOT, env=segvn_env(tmp_path),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 300

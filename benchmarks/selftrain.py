@@ -1,0 +1,247 @@
+"""Self-training against the supervised recipe at equal CPU time, on a street training never saw.
+
+    python benchmarks/selftrain.py --recipe mobilenetv2_fast --size 352 480 --minutes 45 --seeds 42 43
+
+On ``data=camvid_streets`` (train 0001TP + 0006R0; 0016E5 is the new street), per seed:
+
+- **supervised**: the recipe for ``--minutes``, scored on all of 0016E5 and on its second half;
+- **teacher**: the same recipe for ``--teacher-share`` of the minutes;
+- per protocol, ``segvn.pseudolabel`` with the teacher (its wall time counted) and the student
+  (``<encoder>_selftrain``) for the minutes left, so both arms spend the same total:
+  - ``transductive``: the pool is every 0016E5 frame (its labels never read), scored on 0016E5;
+  - ``inductive``: the pool is the first half of 0016E5 by frame number, scored on the second half
+    only (a data root of links to the shared CamVid without those frames).
+
+Writes ``OUT/selftrain.json`` (every run: minutes, steps, mIoU, per-class IoU, BF) and ``OUT/selftrain.md``
+(the table: student against supervised, relative gain, the worst class change against the teacher),
+and ``OUT/frames.png``: the same 0016E5 frames labelled by the supervised model and the students.
+Run it alone on the machine: the arms are compared by wall-clock minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SEGVN_SHARED", REPO.parent / "shared"))
+STREET = "0016E5"
+
+
+def segvn(verb: str, *args: str, log: Path) -> float:
+    """Run ``python -m segvn.<verb> ARGS``; returns its wall-clock seconds; raises with the log's tail."""
+    start = time.perf_counter()
+    env = {**os.environ, "WANDB_MODE": "offline", "SEGVN_SHARED": str(SHARED)}
+    with log.open("w") as fh:
+        proc = subprocess.run(
+            [sys.executable, "-m", f"segvn.{verb}", *args], cwd=REPO, env=env, stdout=fh, stderr=fh
+        )
+    if proc.returncode != 0:
+        raise SystemExit(f"segvn.{verb} failed (see {log}):\n" + log.read_text()[-3000:])
+    return time.perf_counter() - start
+
+
+def street_frames(camvid: Path) -> list[tuple[str, str]]:
+    """``(folder, file name)`` of every frame of the new street, in frame order."""
+    found = [(f, p.name) for f in ("train", "val", "test") for p in (camvid / f).glob(f"{STREET}_*.png")]
+    return sorted(found, key=lambda fp: fp[1])
+
+
+def inductive_root(camvid: Path, work: Path) -> tuple[Path, Path]:
+    """A CamVid root without the first half of the new street (links), and a folder of that half (the pool)."""
+    frames = street_frames(camvid)
+    held = {name for _, name in frames[: len(frames) // 2]}
+    root, pool = work / "camvid_inductive", work / "pool_inductive"
+    for folder in ("train", "val", "test"):
+        for suffix in ("", "annot"):
+            src = camvid / f"{folder}{suffix}"
+            if not src.is_dir():
+                continue
+            (root / f"{folder}{suffix}").mkdir(parents=True, exist_ok=True)
+            for p in src.glob("*.png"):
+                link = (pool if p.name in held and not suffix else root / f"{folder}{suffix}") / p.name
+                if p.name in held and suffix:
+                    continue
+                link.parent.mkdir(parents=True, exist_ok=True)
+                if not link.exists():
+                    link.symlink_to(p)
+    return root, pool
+
+
+TRAIN_EXTRA: list[str] = []
+"""``--train``: settings added to every training (smoke tests: fewer validation batches)."""
+
+
+def train(name: str, recipe: str, size, minutes: float, seed: int, work: Path, extra=()) -> dict:
+    run = work / name
+    if not (run / "metrics.json").is_file():
+        segvn(
+            "train", f"+experiment={recipe}", "data=camvid_streets", f"data.image_size=[{size[0]},{size[1]}]",
+            f"budget.minutes={minutes:.3f}", f"seed={seed}", "logger=csv", *TRAIN_EXTRA, *extra, f"hydra.run.dir={run}",
+            log=work / f"{name}.log",
+        )  # fmt: skip
+    summary = json.loads((run / "metrics.json").read_text())
+    return {
+        "run": str(run),
+        "checkpoint": summary["best_model_path"] or summary["last_model_path"],
+        "minutes": summary["seconds"] / 60,
+        "steps": summary["global_step"],
+        "epochs": summary["epochs"],
+    }
+
+
+def evaluate(ckpt: str, root: Path | None, out: Path, max_images: int | None) -> dict:
+    if not (out / "metrics.json").is_file():
+        extra = [f"data.root={root}"] if root is not None else []
+        if max_images:
+            extra.append(f"max_images={max_images}")
+        segvn(
+            "evaluate",
+            f"ckpt_path={ckpt}",
+            "split=val",
+            *extra,
+            f"hydra.run.dir={out}",
+            log=out.with_suffix(".log"),
+        )
+    ev = json.loads((out / "metrics.json").read_text())
+    return {
+        "miou": ev["mean_iou"],
+        "global_acc": ev["global_accuracy"],
+        "mean_bf": ev["mean_bf_score"],
+        "images": ev["images"],
+        "class_iou": {n: row["iou"] for n, row in ev["classes"].items()},
+    }
+
+
+def side_by_side(checkpoints: dict[str, str], frames: list[Path], out: Path) -> None:
+    """The same frames labelled by each checkpoint, one column per model (overlays)."""
+    import segvn
+    from segvn.data.io import read_image
+    from segvn.viz.image import save_image, tile
+
+    columns = {
+        name: segvn.load_model(path, device="cpu", runtime="torch") for name, path in checkpoints.items()
+    }
+    cells = []
+    for frame in frames:
+        image = read_image(frame)
+        cells += [segvn.overlay(image, model.predict(image)) for model in columns.values()]
+    save_image(tile(cells, ncols=len(columns)), out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", default="mobilenetv2_fast", choices=["mobilenetv2_fast", "resnet18_fast"])
+    parser.add_argument("--size", type=int, nargs=2, default=[352, 480])
+    parser.add_argument("--minutes", type=float, default=45.0, help="the total budget of each arm")
+    parser.add_argument("--teacher-share", type=float, default=0.5)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43])
+    parser.add_argument("--protocols", nargs="+", default=["transductive", "inductive"])
+    parser.add_argument("--pool-max-frames", type=int, default=None, help="fewer pool frames (smoke tests)")
+    parser.add_argument("--max-images", type=int, default=None, help="fewer evaluation frames (smoke tests)")
+    parser.add_argument(
+        "--pseudo", nargs="*", default=[], help="extra segvn.pseudolabel settings, e.g. keep=0.3"
+    )
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "selftrain" / "latest")
+    args = parser.parse_args()
+    TRAIN_EXTRA.extend(args.train)
+    camvid = SHARED / "datasets" / "camvid"
+    work = args.out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    ind_root, ind_pool = inductive_root(camvid, work)
+    scored_on = {"transductive": None, "inductive": ind_root}
+    selftrain = args.recipe.split("_")[0] + "_selftrain"
+    rows, pictures = [], {}
+    for seed in args.seeds:
+        sup = train(f"s{seed}_supervised", args.recipe, args.size, args.minutes, seed, work)
+        teacher = train(
+            f"s{seed}_teacher", args.recipe, args.size, args.minutes * args.teacher_share, seed, work
+        )
+        for protocol in args.protocols:
+            root = scored_on[protocol]
+            tag = f"s{seed}_{protocol}"
+            sup_ev = evaluate(sup["checkpoint"], root, work / f"{tag}_eval_supervised", args.max_images)
+            teacher_ev = evaluate(teacher["checkpoint"], root, work / f"{tag}_eval_teacher", args.max_images)
+            pool = (
+                [f"pool.folders=[{camvid / 'train'},{camvid / 'val'}]", f"pool.pattern={STREET}_*"]
+                if protocol == "transductive"
+                else [f"pool.folders=[{ind_pool}]"]
+            )
+            if args.pool_max_frames:
+                pool.append(f"pool.max_frames={args.pool_max_frames}")
+            pseudo_dir = work / f"{tag}_pseudo"
+            pl_seconds = segvn(
+                "pseudolabel", f"ckpt_path={teacher['checkpoint']}", *pool, *args.pseudo, f"out={pseudo_dir}",
+                f"hydra.run.dir={work / (tag + '_pseudolabel_run')}", log=work / f"{tag}_pseudolabel.log",
+            )  # fmt: skip
+            left = args.minutes - teacher["minutes"] - pl_seconds / 60
+            if left <= 0:
+                raise SystemExit(f"no minutes left for the student ({left:.2f}); raise --minutes")
+            extra = [f"pseudo={pseudo_dir}", f"data.pseudo.transductive={protocol == 'transductive'}"]
+            if root is not None:
+                extra.append(f"data.root={root}")
+            student = train(f"{tag}_student", selftrain, args.size, left, seed, work, extra)
+            student_ev = evaluate(student["checkpoint"], root, work / f"{tag}_eval_student", args.max_images)
+            worst = min(
+                (student_ev["class_iou"][c] or 0) - (teacher_ev["class_iou"][c] or 0)
+                for c in student_ev["class_iou"]
+            )
+            rows.append(
+                {
+                    "seed": seed,
+                    "protocol": protocol,
+                    "supervised": {**sup, **sup_ev},
+                    "teacher": {**teacher, **teacher_ev},
+                    "pseudolabel_minutes": pl_seconds / 60,
+                    "pseudolabels": json.loads((pseudo_dir / "pseudolabel.json").read_text())["kept_share"],
+                    "student": {**student, **student_ev},
+                    "self_training_minutes": teacher["minutes"] + pl_seconds / 60 + student["minutes"],
+                    "relative_gain": student_ev["miou"] / sup_ev["miou"] - 1,
+                    "worst_class_vs_teacher": worst,
+                }
+            )
+            pictures[f"student {protocol}"] = student["checkpoint"]
+        pictures = {"supervised": sup["checkpoint"], **pictures}
+        frames = [camvid / folder / name for folder, name in street_frames(camvid)]
+        side_by_side(
+            pictures,
+            frames[len(frames) // 2 :: max(1, len(frames) // 8)][:3],
+            args.out / f"frames_s{seed}.png",
+        )
+        pictures = {}
+    (args.out / "selftrain.json").write_text(
+        json.dumps({"args": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=1)
+    )
+    lines = [
+        f"Self-training vs supervised ({args.recipe}, {args.size[0]}x{args.size[1]}, {args.minutes:g} min per arm, "
+        f"teacher {args.teacher_share:.0%}); mIoU on {STREET} (inductive: its second half)",
+        "",
+        "| seed | protocol | supervised (steps) | teacher (steps) | pseudo-label min | student (steps) | gain | worst class vs teacher | BF sup / student |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        s, t, st = r["supervised"], r["teacher"], r["student"]
+        lines.append(
+            f"| {r['seed']} | {r['protocol']} | {s['miou']:.4f} ({s['steps']}) | {t['miou']:.4f} ({t['steps']}) | "
+            f"{r['pseudolabel_minutes']:.1f} | {st['miou']:.4f} ({st['steps']}) | {r['relative_gain']:+.1%} | "
+            f"{r['worst_class_vs_teacher']:+.3f} | {s['mean_bf']:.3f} / {st['mean_bf']:.3f} |"
+        )
+    if rows:
+        gains = np.array([r["relative_gain"] for r in rows])
+        lines += [
+            "",
+            f"mean gain {gains.mean():+.1%}, min {gains.min():+.1%} over {len(rows)} seed x protocol pairs",
+        ]
+    (args.out / "selftrain.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
