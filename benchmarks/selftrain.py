@@ -149,6 +149,7 @@ def main() -> None:
     parser.add_argument(
         "--pseudo", nargs="*", default=[], help="extra segvn.pseudolabel settings, e.g. keep=0.3"
     )
+    parser.add_argument("--train", nargs="*", default=[], help="extra segvn.train settings of every training")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "selftrain" / "latest")
     args = parser.parse_args()
     TRAIN_EXTRA.extend(args.train)
