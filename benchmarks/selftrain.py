@@ -7,7 +7,8 @@ On ``data=camvid_streets`` (train 0001TP + 0006R0; 0016E5 is the new street), pe
 - **supervised**: the recipe for ``--minutes``, scored on all of 0016E5 and on its second half;
 - **teacher**: the same recipe for ``--teacher-share`` of the minutes;
 - per protocol, ``segvn.pseudolabel`` with the teacher (its wall time counted) and the student
-  (``<encoder>_selftrain``) for the minutes left, so both arms spend the same total:
+  (``<encoder>_selftrain``) for the minutes left, so both arms spend the same wall time in all
+  (the supervised run's set-up, budget and test against teacher + pseudo-labelling + student):
   - ``transductive``: the pool is every 0016E5 frame (its labels never read), scored on 0016E5;
   - ``inductive``: the pool is the first half of 0016E5 by frame number, scored on the second half
     only (a data root of links to the shared CamVid without those frames).
@@ -122,6 +123,8 @@ def evaluate(ckpt: str, root: Path | None, out: Path, max_images: int | None) ->
 
 def side_by_side(checkpoints: dict[str, str], frames: list[Path], out: Path) -> None:
     """The same frames labelled by each checkpoint, one column per model (overlays)."""
+    import cv2
+
     import segvn
     from segvn.data.io import read_image
     from segvn.viz.image import save_image, tile
@@ -130,9 +133,15 @@ def side_by_side(checkpoints: dict[str, str], frames: list[Path], out: Path) -> 
         name: segvn.load_model(path, device="cpu", runtime="torch") for name, path in checkpoints.items()
     }
     cells = []
-    for frame in frames:
+    for row, frame in enumerate(frames):
         image = read_image(frame)
-        cells += [segvn.overlay(image, model.predict(image)) for model in columns.values()]
+        for name, model in columns.items():
+            cell = segvn.overlay(image, model.predict(image), legend=row == 0)
+            if row == 0:  # the column's model, on the first frame
+                cv2.putText(
+                    cell, name, (8, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2, cv2.LINE_AA
+                )
+            cells.append(cell)
     save_image(tile(cells, ncols=len(columns)), out)
 
 
@@ -182,7 +191,10 @@ def main() -> None:
                 "pseudolabel", f"ckpt_path={teacher['checkpoint']}", *pool, *args.pseudo, f"out={pseudo_dir}",
                 f"hydra.run.dir={work / (tag + '_pseudolabel_run')}", log=work / f"{tag}_pseudolabel.log",
             )  # fmt: skip
-            left = args.minutes - teacher["minutes"] - pl_seconds / 60
+            # equal wall time: the supervised run's whole time (set-up, budget, test) against teacher +
+            # pseudo-labelling + student; the student's set-up and test are taken to cost what the teacher's did
+            overhead = teacher["minutes"] - args.minutes * args.teacher_share
+            left = sup["minutes"] - teacher["minutes"] - pl_seconds / 60 - max(overhead, 0.0)
             if left <= 0:
                 raise SystemExit(f"no minutes left for the student ({left:.2f}); raise --minutes")
             extra = [f"pseudo={pseudo_dir}", f"data.pseudo.transductive={protocol == 'transductive'}"]
