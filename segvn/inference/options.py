@@ -78,11 +78,10 @@ class PredictConfig:
     # image_size), native = the frame size, [height, width] = that size (see segvn/inference/scale.py)
     image_size: Any = None
     # auto | torch | onnx | torchscript: onnx and torchscript run model_file (from segvn.export), or without
-    # it an export of the checkpoint made in the run directory first (~1 s). auto = the fastest measured
-    # (segvn/inference/precision.py): torch on a GPU; on the CPU onnx (fp32; 1.6-2.0x torch eager at
-    # 368x480), and on a CPU with native bf16 (AVX512-BF16, AMX) whichever of onnx and torch bf16 +
-    # channels_last runs this network faster, timed at start (~1 s): ResNet-18 1.4-1.5x faster in bf16,
-    # MobileNetV2 1.8x slower (benchmarks/bench_runtimes.py, README)
+    # it an export of the checkpoint made in the run directory first. auto = the fastest measured
+    # (segvn/inference/precision.py): torch on a GPU; on the CPU onnx (fp32), and on a CPU with native bf16
+    # (AVX512-BF16, AMX) whichever of onnx and torch bf16 + channels_last runs this network faster, timed
+    # at start (measured: docs/notes/code_defaults.md)
     runtime: str = "auto"
     model_file: Any = None
     # runtime=torch only (segvn/inference/precision.py): auto = bf16 autocast on a GPU (and where runtime=auto
@@ -107,7 +106,7 @@ class PredictConfig:
     on_error: str = "skip"
     progress: bool = True
     # decoding runs in its own thread here, so decord's read-ahead thread only competes with the model for
-    # the CPU: decode + model ran at 6.7 fps with decord vs 7.5 with PyAV (2 CPU cores, 270x480)
+    # the CPU: PyAV is faster here (measured: docs/notes/code_defaults.md)
     video: VideoConfig = field(default_factory=lambda: VideoConfig(backend=VideoBackend.pyav))
     task_name: str = "predict"
     tags: list[str] = field(default_factory=lambda: ["predict"])
@@ -193,8 +192,8 @@ class ExportConfig:
 def batch_size_for(batch_size: int | None, device: Any) -> int:
     """``batch_size``, or for null the measured default of ``device``'s type: 2 on the CPU, 8 on a GPU.
 
-    On 2 CPU cores (ONNX Runtime, 270x480) the whole pipeline ran at 16.9 fps with batch 2, 15.9 with 4
-    and 15.8 with 1: bigger batches only delay the writer. A GPU needs batches to be kept busy.
+    On a CPU bigger batches only delay the writer (measured: docs/notes/code_defaults.md); a GPU needs
+    batches to be kept busy.
     """
     if batch_size is not None:
         return int(batch_size)
@@ -209,8 +208,7 @@ def model_workers_for(
 
     On 2 cores ONNX Runtime's parallel regions wait for both threads, so whenever the decode or writer
     thread takes a core the model stalls. Two workers of one thread each, on consecutive batches, keep
-    going: the dash-cam clip (221 frames of 960x540, model at 270x480, batch 2) ran at 16.4 vs 14.1 fps
-    end to end (medians of 3, interleaved; README, Benchmarks). Smoothing needs the batches in order,
+    going (measured: docs/notes/code_defaults.md). Smoothing needs the batches in order,
     and torch's own thread pool is shared by every caller, so both keep one worker.
     """
     if workers is not None:
@@ -236,10 +234,8 @@ def available_cores() -> int:
 def preset_for(preset: str | None, cores: int | None = None) -> str:
     """``preset``, or for null the libx264 preset for a machine of ``cores`` (default: this one's).
 
-    The overlay video of the dash-cam clip (221 frames of 960x540, crf 20): ultrafast takes 2.2 ms of
-    CPU per frame for a 4.6 MB file, superfast 5.9 ms for 3.8 MB (veryfast ~9.5 ms, medium ~40 ms).
     On up to :data:`SMALL_MACHINE_CORES` cores every millisecond of encoding is taken from the model,
-    so ultrafast (files ~25% larger); above, superfast.
+    so ultrafast (somewhat larger files); above, superfast (measured: docs/notes/code_defaults.md).
     """
     if preset is not None:
         return str(preset)

@@ -4,7 +4,8 @@ On a GPU, bf16 autocast and channels_last (NHWC) are the fast way to run a convo
 (tensor cores, cuDNN's NHWC kernels), and segmentation labels barely move: the argmax of bf16 logits
 agrees with fp32 on all but a few boundary pixels. On the CPU the default stays fp32 NCHW, the numbers
 training's own test step computes and the exports are verified against; ``precision=bf16`` and
-``channels_last=true`` are there for CPUs where they pay (``benchmarks/bench_runtimes.py``, README).
+``channels_last=true`` are there for CPUs where they pay (``benchmarks/bench_runtimes.py``; measured:
+docs/notes/code_defaults.md).
 
 ``precision`` and ``channels_last`` apply to ``runtime=torch``; an exported file (ONNX, TorchScript)
 runs as it was exported, in fp32.
@@ -60,10 +61,9 @@ reproduces the test metrics of training exactly; the fast CPU path is the defaul
 def native_bf16_cpu(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX; Linux, from ``cpuinfo``).
 
-    There bf16 autocast with channels_last ran DeepLabV3+ ResNet-18 at 2.3-2.8x eager fp32, ahead of
-    ONNX Runtime fp32 (1.6-2.0x eager), on both CPUs measured (AMD EPYC with AVX512-BF16, Intel Xeon with
-    AMX; ``bench_runtimes.py``, README), but MobileNetV2 (depthwise convolutions) at half ONNX Runtime's
-    speed; without native bf16 it is emulated and slower than fp32.
+    There bf16 autocast with channels_last can beat ONNX Runtime fp32 for some networks (ResNet-18) and not
+    for others (MobileNetV2's depthwise convolutions; measured: docs/notes/code_defaults.md); without
+    native bf16 it is emulated and slower than fp32.
     """
     try:
         text = Path(cpuinfo).read_text()
@@ -116,8 +116,8 @@ def faster_runtime(
 ) -> tuple[nn.Module, str, InferencePrecision]:
     """The faster on one ``size`` frame of ONNX Runtime fp32 (``exported``) and torch bf16 (``module``).
 
-    ResNet-18 ran 1.4-1.5x faster end to end in bf16 on an AMX CPU, MobileNetV2 1.8x slower: the network
-    decides, so it is measured (~1 s at 352x480) and both times are logged.
+    The network decides which is faster (docs/notes/code_defaults.md), so it is measured on one frame
+    and both times are logged.
     """
     fast = InferencePrecision(bf16=True, channels_last=True if channels_last is None else bool(channels_last))
     onnx_ms = latency_ms(exported, size)

@@ -1,12 +1,11 @@
 """Post-training int8 quantization of an exported ONNX network, calibrated on real frames.
 
-On the CPU an int8 network runs on the integer matrix units (VNNI, AMX) at about twice the speed of
-ONNX Runtime fp32 (README, "Export and runtimes"). ONNX Runtime's static quantization does the work:
+On the CPU an int8 network runs on the integer matrix units (VNNI, AMX), faster than ONNX Runtime
+fp32 (measured: docs/notes/runtimes.md). ONNX Runtime's static quantization does the work:
 weights int8 per output channel, activations uint8 with ranges observed on calibration frames (QDQ
 format, so any execution provider can run it). The segmentation head (the last convolution and the
 upsampling of the logits) stays fp32: quantizing the logits themselves flips the argmax of the
-pixels where two classes are close, for about the same speed (2.6% instead of 1.9% of the labels
-changed on a ResNet-18 checkpoint; README, "Export and runtimes").
+pixels where two classes are close, for about the same speed (measured: docs/notes/code_defaults.md).
 """
 
 from __future__ import annotations

@@ -77,8 +77,8 @@ def sample_weighted_cross_entropy(
 def build_region_loss(name: str, ignore_index: int = 255) -> nn.Module:
     """The multiclass region-based loss ``name`` (one of ``REGION_LOSSES``), called on fp32 logits.
 
-    Lovasz sorts every pixel's error per class, Dice only sums: in 45-minute MobileNetV2 runs at
-    352x480 (batch 8, 2 cores) both made about 690 steps (README, "Recipes per CPU-minute").
+    Lovasz sorts every pixel's error per class, Dice only sums; in practice both cost about the same
+    (measured: docs/notes/code_defaults.md).
     """
     if name not in REGION_LOSSES:
         raise ConfigError(f"model.region_loss must be one of {REGION_LOSSES} or null, not {name!r}")

@@ -29,11 +29,10 @@ class SegModule(L.LightningModule):
     every hyper-parameter. With ``class_weighting`` other than ``none`` the loss weights are taken
     from the data module's training labels when fitting starts and kept in the checkpoint.
     ``channels_last`` stores the network's weights (and feeds its inputs) in NHWC memory order, which
-    oneDNN runs somewhat faster on CPUs (1.02-1.16x per fp32 training step, 1.02-1.05x with bf16
-    autocast, in two runs on our 2-core machine; ``benchmarks/bench_precision.py``); the numbers
-    computed are the same. ``channels_last="eval"`` trains in NCHW and validates and tests in NHWC,
-    for networks whose NHWC backward is slow or wrong (MobileNetV2's dilated depthwise convolutions
-    in bf16) while their NHWC forward is fast (1.65x for MobileNetV2 at 352x480 in bf16).
+    oneDNN runs somewhat faster on CPUs (``benchmarks/bench_precision.py``; measured:
+    docs/notes/code_defaults.md); the numbers computed are the same. ``channels_last="eval"`` trains in
+    NCHW and validates and tests in NHWC, for networks whose NHWC backward is slow or wrong (MobileNetV2's
+    dilated depthwise convolutions in bf16) while their NHWC forward is fast.
     ``ohem`` (``{thresh, min_kept}``) trains on the hard pixels only
     (:func:`~segvn.models.losses.ohem_cross_entropy`); ``region_loss`` (``dice`` or ``lovasz``) adds
     ``region_loss_weight`` times that overlap loss to the training cross-entropy. Validation and test
