@@ -78,6 +78,28 @@ def non_finite_count(state_dict: dict[str, Any]) -> int:
     )
 
 
+HEAD_WEIGHT = "segmentation_head.0.weight"
+"""State-dict key suffix of the smp segmentation head's convolution: its first dimension is the classes."""
+
+
+def output_channels(state_dict: dict[str, Any]) -> int | None:
+    """How many classes the network of a state dict predicts (its head's output channels); ``None`` if unknown."""
+    for key, value in state_dict.items():
+        if key.endswith(HEAD_WEIGHT) and isinstance(value, torch.Tensor) and value.ndim >= 1:
+            return int(value.shape[0])
+    return None
+
+
+def require_outputs(path: str | Path, channels: int | None, names: list[str], what: str = "network") -> None:
+    """:class:`CheckpointError` naming ``path`` and both numbers when ``channels`` is not ``len(names)``."""
+    if channels is not None and channels != len(names):
+        raise CheckpointError(
+            f"{path}: the {what} outputs {channels} channels but its config names {len(names)} classes "
+            f"({', '.join(names)}); the file is damaged or was trained with another model.net.num_classes "
+            "- use a checkpoint trained with one output per class"
+        )
+
+
 def checkpoint_config(ckpt: dict[str, Any]) -> DictConfig:
     """The resolved training config stored in a checkpoint."""
     return OmegaConf.create(ckpt[CONFIG_KEY])
@@ -96,6 +118,7 @@ def model_from_checkpoint(
     )
     cfg.net.encoder_weights = None
     module = instantiate(cfg)
+    require_outputs(path, output_channels(ckpt["state_dict"]), list(module.class_names))
     try:
         module.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as err:
@@ -118,7 +141,17 @@ class Checkpoint:
 
     @classmethod
     def read(cls, path: str | Path) -> Checkpoint:
-        return cls(Path(path).expanduser(), load_checkpoint(path))
+        ckpt = cls(Path(path).expanduser(), load_checkpoint(path))
+        ckpt.require_outputs(output_channels(ckpt.raw["state_dict"]))
+        return ckpt
+
+    def require_outputs(self, channels: int | None, what: str = "network") -> None:
+        """:class:`CheckpointError` when the network's output channels are not one per class name.
+
+        Without this, a 5-channel network under 8 class names runs and scores every pixel as one of the
+        first 5 classes: a wrong result with exit status 0. ``channels`` ``None``: cannot be told.
+        """
+        require_outputs(self.path, channels, self.class_names, what)
 
     @property
     def config(self) -> DictConfig:
