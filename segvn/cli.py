@@ -157,8 +157,11 @@ def run_hydra(main: Callable[[], Any]) -> Any:
     except (ConfigCompositionException, OmegaConfBaseException) as err:
         if user_full:
             raise
-        parts = [err, err.__cause__] if isinstance(err.__cause__, OmegaConfBaseException) else [err]
-        text = "; ".join(" ".join(str(e).strip().split("\n")[0].split()) for e in parts)
+        text = " ".join(str(err).split())
+        if isinstance(
+            err.__cause__, OmegaConfBaseException
+        ):  # the why, without its full_key/object_type lines
+            text += "; " + " ".join(str(err.__cause__).strip().split("\n")[0].split())
         print(f"[segvn] ERROR {text}", file=sys.stderr)
         sys.exit(1)
     finally:
