@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from segvn.errors import CheckpointError
+from segvn.models.weights import blocked_global, load_failure
 
 CONFIG_KEY = "segvn_config"
 
@@ -34,23 +35,26 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint not found")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: checkpoint is empty (0 bytes)")
-    if not zipfile.is_zipfile(path):
+    zipped = zipfile.is_zipfile(path)
+    if not zipped and not _is_legacy(path):
         raise CheckpointError(
             f"{path}: cannot read checkpoint, the file is truncated or corrupt (not a PyTorch zip archive); "
             "copy it again from where training wrote it"
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+    except Exception as err:  # noqa: BLE001 - refused (unsafe) or unreadable, told apart below
+        unsafe = blocked_global(err)
+        if unsafe or (zipped and isinstance(err, pickle.UnpicklingError)):
+            named = f" ({unsafe})" if unsafe else ""
+            raise CheckpointError(
+                f"{path}: refused to load: the file holds pickled Python objects{named} that are not plain "
+                "tensors or containers, which could run arbitrary code. Only checkpoints written by "
+                "segvn.train are accepted."
+            ) from err
         raise CheckpointError(
-            f"{path}: refused to load: the file holds pickled Python objects that are not plain tensors "
-            f"or containers, which could run arbitrary code ({str(err).splitlines()[0]}). Only "
-            "checkpoints written by segvn.train are accepted."
-        ) from err
-    except Exception as err:  # noqa: BLE001 - any other failure means an unreadable file
-        raise CheckpointError(
-            f"{path}: cannot read checkpoint, the file is truncated or corrupt ({type(err).__name__}: "
-            f"{str(err).splitlines()[0]})"
+            f"{path}: cannot read checkpoint, the file is truncated or corrupt ({load_failure(err)}); copy it "
+            "again from where training wrote it"
         ) from err
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
@@ -67,6 +71,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "model.optimizer.lr"
         )
     return ckpt
+
+
+LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+"""The first bytes of a file of torch.save's legacy format (``_use_new_zipfile_serialization=False``):
+its magic number, pickled."""
+
+
+def _is_legacy(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(len(LEGACY_MAGIC)) == LEGACY_MAGIC
 
 
 def non_finite_count(state_dict: dict[str, Any]) -> int:
