@@ -166,7 +166,7 @@ def test_model_file_whose_outputs_do_not_match_is_refused(
     path = five_output_exports["onnx"]
     probe.guard(path.parent, camvid_checkpoint.parent)
     proc = run_segvn(
-        "evaluate", f"ckpt_path={camvid_checkpoint}", "runtime=onnx", f"model_file={path}",
+        "evaluate", f"ckpt_path={camvid_checkpoint}", "split=val", "runtime=onnx", f"model_file={path}",
         "data.num_workers=0", "data.image_size=[64,96]", f"hydra.run.dir={tmp_path / 'run'}", root=tmp_path,
     )  # fmt: skip
     probe.expect_error(proc, str(path), "5 channels", "8 classes")
