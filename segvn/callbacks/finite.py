@@ -59,7 +59,8 @@ class NonFiniteGuard(Callback):
 
 def _checkpoint_dirs(trainer: L.Trainer) -> list[Path]:
     """The folders the run's checkpoint callbacks write to."""
-    return [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
+    callbacks = getattr(trainer, "checkpoint_callbacks", None) or []
+    return [Path(cb.dirpath) for cb in callbacks if getattr(cb, "dirpath", None)]
 
 
 def _describe_gradients(module: torch.nn.Module) -> str:
