@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,8 @@ from segvn.errors import CheckpointError, SegvnError
 from segvn.inference.export import is_exported_file, read_model_source
 from segvn.models.checkpoint import Checkpoint
 from segvn.utils.config import CONFIG_MODULE, CONFIG_PATH
-from segvn.utils.run import run_task
+from segvn.utils.run import make_output_dir, run_task
+from segvn.utils.schema import check_numbers
 
 log = logging.getLogger("segvn")
 
@@ -202,6 +204,43 @@ def _warn(message: str) -> None:
     print(f"[segvn] WARNING {message}", file=sys.stderr)
 
 
+def check_settings(cfg: DictConfig) -> None:
+    """Before any set-up: every numeric setting holds a number, and ``paths.output_dir`` can be created."""
+    check_numbers(cfg)
+    out = OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False)
+    if out:
+        make_output_dir(str(out), "paths.output_dir")
+
+
+def run_hydra(main: Callable[[], Any]) -> Any:
+    """Run a Hydra main; a setting that does not fit the config's schema ends in one error line.
+
+    Hydra prints composition errors (``batch_size=abc`` against a typed schema) over several lines
+    without saying "error"; here they are caught (Hydra re-raises them under ``HYDRA_FULL_ERROR``) and
+    shown as one line naming the setting. Any other exception keeps its traceback.
+    """
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import OmegaConfBaseException
+
+    user_full = os.environ.get("HYDRA_FULL_ERROR") == "1"  # Hydra's own test of the variable
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        return main()
+    except (ConfigCompositionException, OmegaConfBaseException) as err:
+        if user_full:
+            raise
+        text = " ".join(str(err).split())
+        if isinstance(
+            err.__cause__, OmegaConfBaseException
+        ):  # the why, without its full_key/object_type lines
+            text += "; " + " ".join(str(err.__cause__).strip().split("\n")[0].split())
+        print(f"[segvn] ERROR {text}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        if not user_full:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
 def command(
     config_name: str, from_checkpoint: bool = False, exports: bool = False
 ) -> Callable[[Callable[..., Any]], Callable[[], Any]]:
@@ -214,6 +253,7 @@ def command(
         loaded: dict[str, Checkpoint] = {}
 
         def hydra_task(cfg: DictConfig) -> Any:
+            run_task(check_settings, cfg)
             if not from_checkpoint:
                 return run_task(task, cfg)
             path = str(cfg.ckpt_path)
@@ -230,7 +270,9 @@ def command(
                     loaded[str(_arg(sys.argv[1:], "ckpt_path"))] = ckpt
             elif config_name == "train":
                 name = prepare_resume(sys.argv) or config_name
-            return hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=name)(hydra_task)()
+            return run_hydra(
+                hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=name)(hydra_task)
+            )
 
         return main
 

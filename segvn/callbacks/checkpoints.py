@@ -6,7 +6,7 @@ resume repeats epochs. :class:`LastCheckpoint` writes it at the end of every tra
 epoch's validation) and, with ``every_n_train_steps``, also every N optimizer steps.
 :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file and renames it over the old one,
 so a kill never leaves a truncated file, and refuses to write one whose weights are not finite, so
-the last good checkpoint stays.
+the last good checkpoint (if one was written) stays.
 """
 
 from __future__ import annotations
@@ -28,6 +28,15 @@ class NonFiniteWeightsError(SegvnError, RuntimeError):
     """A model whose weights hold NaN or infinity: training diverged."""
 
 
+def kept_note(folders: list[Path]) -> str:
+    """What a diverged run leaves: the checkpoints in ``folders`` by name, or that none was written."""
+    found = sorted({p for folder in folders if folder.is_dir() for p in folder.glob("*.ckpt") if p.is_file()})
+    if not found:
+        return "No checkpoint was written before this step."
+    names = ", ".join(str(p) for p in found[:3]) + (", ..." if len(found) > 3 else "")
+    return f"The checkpoints written before this step hold finite weights and are kept: {names}."
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` to ``<name>.tmp`` and ``os.replace`` onto the file; non-finite weights are refused."""
 
@@ -36,7 +45,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if bad:
             raise NonFiniteWeightsError(
                 f"refused to write {path}: {bad} weights are NaN or infinite (training diverged; lower "
-                "model.optimizer.lr or set trainer.gradient_clip_val). The last good checkpoint is kept."
+                f"model.optimizer.lr or set trainer.gradient_clip_val). {kept_note([Path(path).parent])}"
             )
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,17 +3,20 @@
 Without it, ``model.optimizer.lr=1e9`` runs on with NaN weights, the run exits 0, and the NaN model is
 saved as best and last. :class:`NonFiniteGuard` checks the loss and the gradients before every optimizer
 step (so no NaN ever reaches the weights) and raises :class:`TrainingDivergedError` naming the epoch,
-step, loss and learning rate; ``segvn.train`` then exits 1 and the last good checkpoint stays.
+step, loss and learning rate, and which checkpoints were kept (or that none was written);
+``segvn.train`` then exits 1 and the last good checkpoint, if any, stays.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from segvn.callbacks.checkpoints import kept_note
 from segvn.errors import SegvnError
 
 
@@ -50,9 +53,14 @@ class NonFiniteGuard(Callback):
             raise TrainingDivergedError(
                 f"training diverged at epoch {trainer.current_epoch}, step {trainer.global_step}: non-finite "
                 f"{what} (loss {loss_value:.4g}, learning rate {lr:.4g}). The learning rate is the usual cause: "
-                "lower model.optimizer.lr (or set trainer.gradient_clip_val). Checkpoints written before this "
-                "step are kept and hold finite weights."
+                f"lower model.optimizer.lr (or set trainer.gradient_clip_val). {kept_note(_checkpoint_dirs(trainer))}"
             )
+
+
+def _checkpoint_dirs(trainer: L.Trainer) -> list[Path]:
+    """The folders the run's checkpoint callbacks write to."""
+    callbacks = getattr(trainer, "checkpoint_callbacks", None) or []
+    return [Path(cb.dirpath) for cb in callbacks if getattr(cb, "dirpath", None)]
 
 
 def _describe_gradients(module: torch.nn.Module) -> str:

@@ -30,9 +30,10 @@ Warnings:
 - ``duplicate_frame``: the same frame twice within one split;
 - ``missing_class``: a class with no pixel in a split (its IoU is undefined there).
 
-Two levels: ``cheap`` (file pairs, streets, image headers, a hash of each frame's size and first
-64 KiB; about a millisecond per file, run at training set-up) and ``full`` (decodes every frame and
-label: truncation, label values, colours, missing classes, a hash of the decoded pixels).
+Two levels: ``cheap`` (file pairs, streets, image headers, truncation without decoding -- a PNG's chunk
+CRCs to the end, a JPEG's end marker --, a hash of each frame's size and first 64 KiB; about a
+millisecond per file, run at training set-up) and ``full`` (decodes every frame and label: label
+values, colours, missing classes, a hash of the decoded pixels).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from segvn.data.classes import CLASS_NAMES
 from segvn.data.findings import (
@@ -85,6 +87,38 @@ def _quick_hash(path: Path) -> str:
     with open(path, "rb") as fh:
         head = fh.read(QUICK_HASH_BYTES)
     return hashlib.blake2b(head + str(path.stat().st_size).encode(), digest_size=16).hexdigest()
+
+
+JPEG_END = b"\xff\xd9"
+JPEG_TAIL_BYTES = 1024
+"""A JPEG's end-of-image marker must be in its last KiB (some writers pad after it)."""
+
+
+def check_intact(path: Path) -> None:
+    """Catch a truncated file without decoding its pixels (the cheap level's check): a PNG's chunks are read
+    to the end and their CRCs checked (PIL ``verify``), a JPEG must end with its end-of-image marker.
+
+    Other formats (BMP, TIFF) get their header read only; ``level=full`` decodes everything.
+    Raises :class:`DataError` naming the file.
+    """
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".png":
+            with Image.open(path) as img:
+                img.verify()
+        elif suffix in (".jpg", ".jpeg"):
+            size = path.stat().st_size
+            with open(path, "rb") as fh:
+                fh.seek(max(0, size - JPEG_TAIL_BYTES))
+                if JPEG_END not in fh.read():
+                    raise OSError("no end-of-image marker: the file is cut short")
+    except DataError:
+        raise
+    except Exception as err:  # a damaged file: PIL raises many types
+        raise DataError(
+            f"{path}: cannot read image ({err}); the file is corrupt or truncated - re-export it or remove it "
+            "from the dataset"
+        ) from err
 
 
 def _pixel_hash(rgb: np.ndarray) -> str:
@@ -188,6 +222,7 @@ def _check_file(
                 image_size(sample.image),
                 _quick_hash(sample.image),
             )
+            check_intact(sample.image)
     except (DataError, OSError) as err:
         out.add("unreadable", str(err), path=str(sample.image), **where)
         frame_hw = key = None
@@ -208,6 +243,8 @@ def _check_file(
     try:
         mode = image_mode(sample.label)
         label_hw = image_size(sample.label)
+        if level != "full":
+            check_intact(sample.label)  # the full level decodes it below
     except DataError as err:
         out.add("unreadable", str(err), path=label_path, **where)
         return

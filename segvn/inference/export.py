@@ -38,7 +38,7 @@ from segvn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segvn.errors import CheckpointError, ConfigError, ExportError
 from segvn.inference.scale import model_stride, training_size
 from segvn.metrics import class_indices
-from segvn.models.checkpoint import CONFIG_KEY, Checkpoint
+from segvn.models.checkpoint import CONFIG_KEY, Checkpoint, output_channels
 from segvn.models.factory import crop_to, pad_to_stride
 from segvn.utils.io import replace_link
 
@@ -142,6 +142,18 @@ def write_onnx_metadata(path: Path, meta: dict[str, Any]) -> None:
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The segvn metadata of an exported file (``format`` tells which runtime runs it)."""
+    return _read_export(path)[0]
+
+
+def _onnx_channels(model: Any) -> int | None:
+    """The class dimension of an ONNX graph's first output (``logits`` (B, C, H, W)); ``None`` if not fixed."""
+    outputs = model.graph.output
+    dims = outputs[0].type.tensor_type.shape.dim if outputs else []
+    return int(dims[1].dim_value) if len(dims) == 4 and dims[1].HasField("dim_value") else None
+
+
+def _read_export(path: str | Path) -> tuple[dict[str, Any], int | None]:
+    """The metadata of an exported file and, for ONNX, its output channels (read from the one load)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{path}: exported model not found; make one with python -m segvn.export")
@@ -149,11 +161,12 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         if path.suffix == ".onnx":
             import onnx
 
-            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-            return json.loads(props[META_KEY])
+            model = onnx.load(str(path), load_external_data=False)
+            props = {p.key: p.value for p in model.metadata_props}
+            return json.loads(props[META_KEY]), _onnx_channels(model)
         extra = {f"{META_KEY}.json": ""}
         torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-        return json.loads(extra[f"{META_KEY}.json"])
+        return json.loads(extra[f"{META_KEY}.json"]), None
     except Exception as err:  # noqa: BLE001 - anything unreadable is the same problem for the user
         raise ExportError(
             f"{path}: not a segvn export (no readable '{META_KEY}' metadata: {type(err).__name__}: "
@@ -172,7 +185,7 @@ class RuntimeModel(nn.Module):
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         super().__init__()
         self.path = Path(path).expanduser()
-        self.meta = read_metadata(self.path)
+        self.meta, channels = _read_export(self.path)
         self.format = check_format(self.meta.get("format", ""), f"{self.path}: format")
         self.class_names = list(self.meta["class_names"])
         self.stride = int(self.meta["output_stride"])
@@ -186,6 +199,13 @@ class RuntimeModel(nn.Module):
         if self.format != "onnx":
             self._script = torch.jit.load(str(self.path), map_location="cpu")
             self._script.eval()
+            channels = output_channels(dict(self._script.state_dict()))
+        if channels is not None and channels != len(self.class_names):
+            raise CheckpointError(
+                f"{self.path}: the exported network outputs {channels} channels but its metadata names "
+                f"{len(self.class_names)} classes ({', '.join(self.class_names)}); the file is damaged or "
+                "not the export of its checkpoint - export the checkpoint again with python -m segvn.export"
+            )
 
     def _onnx_session(self, shape: tuple[int, ...]):
         """The ONNX Runtime session for inputs of ``shape``, built on first use.
@@ -413,17 +433,26 @@ class ExportedCheckpoint(Checkpoint):
     @classmethod
     def read(cls, path: str | Path) -> ExportedCheckpoint:
         path = Path(path).expanduser()
-        meta = read_metadata(path)
+        meta, channels = _read_export(path)
         config = meta.get("config")
         if not config or not config.get("model"):
             raise CheckpointError(
                 f"{path}: this export carries no training config (it predates ckpt_path=FILE); export the "
                 f"checkpoint again with python -m segvn.export, or give ckpt_path=<the .ckpt> model_file={path}"
             )
-        return cls(path, {CONFIG_KEY: config, "state_dict": {}}, meta)
+        ckpt = cls(path, {CONFIG_KEY: config, "state_dict": {}}, meta)
+        ckpt.require_outputs(channels, "exported network")  # ONNX; TorchScript when its model loads
+        return ckpt
 
     def model(self, model_cfg: Any = None) -> RuntimeModel:
-        return RuntimeModel(self.path)
+        model = RuntimeModel(self.path)
+        if model.class_names != self.class_names:
+            raise CheckpointError(
+                f"{self.path}: its metadata names {len(model.class_names)} classes "
+                f"({', '.join(model.class_names)}) but its stored config {len(self.class_names)} "
+                f"({', '.join(self.class_names)}); export the checkpoint again with python -m segvn.export"
+            )
+        return model
 
 
 def read_model_source(path: str | Path) -> Checkpoint:

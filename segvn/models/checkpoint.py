@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from segvn.errors import CheckpointError
+from segvn.models.weights import blocked_global, load_failure
 
 CONFIG_KEY = "segvn_config"
 
@@ -34,23 +35,26 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint not found")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: checkpoint is empty (0 bytes)")
-    if not zipfile.is_zipfile(path):
+    zipped = zipfile.is_zipfile(path)
+    if not zipped and not _is_legacy(path):
         raise CheckpointError(
             f"{path}: cannot read checkpoint, the file is truncated or corrupt (not a PyTorch zip archive); "
             "copy it again from where training wrote it"
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+    except Exception as err:  # noqa: BLE001 - refused (unsafe) or unreadable, told apart below
+        unsafe = blocked_global(err)
+        if unsafe or (zipped and isinstance(err, pickle.UnpicklingError)):
+            named = f" ({unsafe})" if unsafe else ""
+            raise CheckpointError(
+                f"{path}: refused to load: the file holds pickled Python objects{named} that are not plain "
+                "tensors or containers, which could run arbitrary code. Only checkpoints written by "
+                "segvn.train are accepted."
+            ) from err
         raise CheckpointError(
-            f"{path}: refused to load: the file holds pickled Python objects that are not plain tensors "
-            f"or containers, which could run arbitrary code ({str(err).splitlines()[0]}). Only "
-            "checkpoints written by segvn.train are accepted."
-        ) from err
-    except Exception as err:  # noqa: BLE001 - any other failure means an unreadable file
-        raise CheckpointError(
-            f"{path}: cannot read checkpoint, the file is truncated or corrupt ({type(err).__name__}: "
-            f"{str(err).splitlines()[0]})"
+            f"{path}: cannot read checkpoint, the file is truncated or corrupt ({load_failure(err)}); copy it "
+            "again from where training wrote it"
         ) from err
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
@@ -69,6 +73,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+"""The first bytes of a file of torch.save's legacy format (``_use_new_zipfile_serialization=False``):
+its magic number, pickled."""
+
+
+def _is_legacy(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(len(LEGACY_MAGIC)) == LEGACY_MAGIC
+
+
 def non_finite_count(state_dict: dict[str, Any]) -> int:
     """How many entries of the floating-point tensors of a state dict are NaN or infinite."""
     return sum(
@@ -76,6 +90,28 @@ def non_finite_count(state_dict: dict[str, Any]) -> int:
         for t in state_dict.values()
         if isinstance(t, torch.Tensor) and t.is_floating_point()
     )
+
+
+HEAD_WEIGHT = "segmentation_head.0.weight"
+"""State-dict key suffix of the smp segmentation head's convolution: its first dimension is the classes."""
+
+
+def output_channels(state_dict: dict[str, Any]) -> int | None:
+    """How many classes the network of a state dict predicts (its head's output channels); ``None`` if unknown."""
+    for key, value in state_dict.items():
+        if key.endswith(HEAD_WEIGHT) and isinstance(value, torch.Tensor) and value.ndim >= 1:
+            return int(value.shape[0])
+    return None
+
+
+def require_outputs(path: str | Path, channels: int | None, names: list[str], what: str = "network") -> None:
+    """:class:`CheckpointError` naming ``path`` and both numbers when ``channels`` is not ``len(names)``."""
+    if channels is not None and channels != len(names):
+        raise CheckpointError(
+            f"{path}: the {what} outputs {channels} channels but its config names {len(names)} classes "
+            f"({', '.join(names)}); the file is damaged or was trained with another model.net.num_classes "
+            "- use a checkpoint trained with one output per class"
+        )
 
 
 def checkpoint_config(ckpt: dict[str, Any]) -> DictConfig:
@@ -96,6 +132,7 @@ def model_from_checkpoint(
     )
     cfg.net.encoder_weights = None
     module = instantiate(cfg)
+    require_outputs(path, output_channels(ckpt["state_dict"]), list(module.class_names))
     try:
         module.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as err:
@@ -118,7 +155,17 @@ class Checkpoint:
 
     @classmethod
     def read(cls, path: str | Path) -> Checkpoint:
-        return cls(Path(path).expanduser(), load_checkpoint(path))
+        ckpt = cls(Path(path).expanduser(), load_checkpoint(path))
+        ckpt.require_outputs(output_channels(ckpt.raw["state_dict"]))
+        return ckpt
+
+    def require_outputs(self, channels: int | None, what: str = "network") -> None:
+        """:class:`CheckpointError` when the network's output channels are not one per class name.
+
+        Without this, a 5-channel network under 8 class names runs and scores every pixel as one of the
+        first 5 classes: a wrong result with exit status 0. ``channels`` ``None``: cannot be told.
+        """
+        require_outputs(self.path, channels, self.class_names, what)
 
     @property
     def config(self) -> DictConfig:

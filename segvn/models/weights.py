@@ -7,7 +7,10 @@ tests pass a path to a torchvision or timm state dict. Files are read with
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import re
+import sys
 from pathlib import Path
 
 import torch
@@ -16,6 +19,48 @@ from torch import nn
 from segvn.errors import WeightsError
 
 log = logging.getLogger(__name__)
+
+
+_GLOBAL = re.compile(r"GLOBAL ([A-Za-z_][\w.]*)")
+
+
+def _exists(name: str) -> bool:
+    """Whether ``module.attr`` names a real object, without importing anything new below a package."""
+    module, _, attr = name.rpartition(".")
+    module = module or "builtins"
+    if module in sys.modules:
+        return hasattr(sys.modules[module], attr)
+    if "." not in module:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            return False
+    return True  # a submodule not imported yet: assume real rather than import it
+
+
+def blocked_global(err: BaseException) -> str | None:
+    """The Python object a weights-only ``torch.load`` refused to rebuild, when the file really names one.
+
+    ``None`` when no object was named, or the name is cut off (``torch._utils._reb``): then the file is
+    truncated or corrupt, not unsafe.
+    """
+    match = _GLOBAL.search(str(err))
+    return match.group(1) if match and _exists(match.group(1)) else None
+
+
+def load_failure(err: BaseException) -> str:
+    """torch.load's reason in a few words, without its advice to retry with ``weights_only=False``
+    (never to be given for a file from elsewhere: unpickling it can run code)."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+        text = text.split("Check the documentation of torch.load", 1)[0].split(" was not an allowed global")[
+            0
+        ]
+    elif "weights_only" in text:
+        text = ""
+    reason = " ".join(text.split())
+    return f"{type(err).__name__}: {reason}" if reason else type(err).__name__
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -34,7 +79,17 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
-        raise WeightsError(f"{path}: cannot read weights ({type(err).__name__}: {err})") from err
+        unsafe = blocked_global(err)
+        if unsafe:
+            raise WeightsError(
+                f"{path}: refused to load: the file is not a plain tensor file or state dict, it holds pickled "
+                f"Python objects ({unsafe}) that could run code; give a state dict saved with "
+                "torch.save(model.state_dict(), PATH) or a .safetensors file"
+            ) from err
+        raise WeightsError(
+            f"{path}: cannot read weights ({load_failure(err)}): the file is not a plain tensor file or state "
+            "dict; give one saved with torch.save(model.state_dict(), PATH) or a .safetensors file"
+        ) from err
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]

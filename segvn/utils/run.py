@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hydra.errors import CompactHydraException, InstantiationException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
-from segvn.errors import SegvnError
+from segvn.errors import ConfigError, SegvnError
 
 log = logging.getLogger("segvn")
 
@@ -87,3 +90,52 @@ def run_task(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
                 wandb.finish(exit_code=1 if failed else 0)  # a failed job shows as failed in W&B
         except ImportError:  # pragma: no cover
             pass
+
+
+def make_output_dir(path: str | Path, setting: str) -> Path:
+    """Create the folder a command writes to; a :class:`ConfigError` naming ``setting=path`` when it cannot be.
+
+    Under a regular file, in a read-only folder, or a name the file system refuses: one line saying which
+    part is in the way, instead of the ``NotADirectoryError`` / ``PermissionError`` of the first write.
+    """
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not path.is_dir():
+            raise NotADirectoryError(f"{path} is a file")
+    except OSError as err:
+        blocker = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), None)
+        if blocker is not None and not blocker.is_dir():
+            why = f"{blocker} is a file, not a folder"
+        else:
+            why = err.strerror or str(err)
+            if err.filename:
+                why = f"{why}: {err.filename}"
+        raise ConfigError(
+            f"{setting}={path}: cannot create this output folder ({why}); give a folder you can write to"
+        ) from None
+    return path
+
+
+class RunDirCheck(Callback):
+    """Create Hydra's run (or sweep) directory before Hydra does, so an unusable one is one error line.
+
+    Hydra's own ``mkdir`` fails with a traceback; this runs first (``on_run_start`` /
+    ``on_multirun_start``, on the same config, so ``${now:}`` and ``${segvn.unique:}`` give the same path).
+    """
+
+    def _check(self, config: DictConfig, key: str) -> None:
+        path = OmegaConf.select(config, key)
+        if path in (None, ""):
+            return
+        try:
+            make_output_dir(str(path), key)
+        except ConfigError as err:  # before Hydra has set up the job's logging: plain stderr
+            print(f"[segvn] ERROR {err}", file=sys.stderr)
+            sys.exit(1)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.sweep.dir")

@@ -18,6 +18,7 @@ from segvn.data.labelformats.common import (
     ImportReport,
     LabelItem,
     in_export,
+    index_values,
     open_mask,
     save_png,
 )
@@ -33,6 +34,9 @@ CITYSCAPES_NAMES: tuple[str, ...] = (
     "person", "rider", "car", "truck", "bus", "caravan", "trailer", "train", "motorcycle", "bicycle",
 )  # fmt: skip
 """Cityscapes label names by id (0..33), from the official ``labels.py``."""
+VOID_ID = 255
+"""The usual "license plate"/void value: unlabelled, not reported. Any other id outside 0..33 (e.g.
+263 in a 16-bit file) is counted as out of range."""
 
 
 def id_lut(matcher: ClassMatcher) -> tuple[np.ndarray, dict[int, str]]:
@@ -63,26 +67,25 @@ def read_cityscapes(root: Path, matcher: ClassMatcher, report: ImportReport) -> 
         )
     lut, unknown = id_lut(matcher)
 
-    def loader(path: Path):
+    known = np.zeros(256, dtype=bool)
+    known[: len(CITYSCAPES_NAMES)] = True
+    known[VOID_ID] = True
+
+    def loader(path: Path, source: str):
         def load() -> np.ndarray:
-            img = open_mask(path)
-            ids = np.asarray(img)
-            if ids.ndim != 2:
-                raise DataError(f"{path.name}: expected a single-channel id map, got mode {img.mode}")
-            ids = ids.astype(np.uint8)
-            counts = np.bincount(ids.ravel(), minlength=256)
+            ids = index_values(path, known, report, source)
+            counts = np.bincount(ids[ids >= 0].ravel(), minlength=256)
             for cid, name in unknown.items():
                 if counts[cid]:
                     report.unknown(name, int(counts[cid]))
-            for cid in np.nonzero(counts[len(CITYSCAPES_NAMES) :])[0] + len(CITYSCAPES_NAMES):
-                if cid != 255:  # 255 is the usual "license plate"/void value: unlabelled, not reported
-                    report.unknown(f"cityscapes id {cid}", int(counts[cid]))
-            return lut[ids]
+            return np.where(ids >= 0, lut[np.maximum(ids, 0)], IGNORE_INDEX).astype(np.uint8)
 
         return load
 
     return [
-        LabelItem(stem=frame_stem(p), source=str(p.relative_to(root)), load=loader(p))
+        LabelItem(
+            stem=frame_stem(p), source=str(p.relative_to(root)), load=loader(p, str(p.relative_to(root)))
+        )
         for p in in_export(files, root, report)
     ]
 

@@ -42,6 +42,9 @@ DEFAULT_MAPPING: dict[str, str] = {
 }
 """Tool label name -> our class name (case-insensitive); ``mapping=`` adds to / overrides these."""
 
+TOP_VALUES = 5
+"""How many of a file's most frequent out-of-range values the report lists."""
+
 IGNORE_NAMES = frozenset({"background", "_background_", "unlabelled", "unlabeled", "void", "undefined"})
 """Label names that mean "no class": they become 255 silently (other unknown names are reported)."""
 
@@ -90,6 +93,8 @@ class ImportReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
     unknown_labels: dict[str, int] = field(default_factory=dict)
     overlaps: dict[str, int] = field(default_factory=dict)
+    out_of_range: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """File -> pixels, share and top values outside the format's value table (left unlabelled)."""
     check_problems: list[str] = field(default_factory=list)
 
     def skip(self, file: str, reason: str) -> None:
@@ -107,6 +112,22 @@ class ImportReport:
             self.unknown_labels[name] = 0
         self.unknown_labels[name] += int(pixels)
 
+    def count_out_of_range(self, file: str, values: np.ndarray, total: int, expected: str) -> None:
+        """Count a file's values outside the format's table (their pixels become 255); logged per file."""
+        vals, counts = np.unique(values, return_counts=True)
+        order = np.argsort(-counts, kind="stable")[:TOP_VALUES]
+        top = [[int(vals[i]), int(counts[i])] for i in order]
+        share = values.size / max(total, 1)
+        self.out_of_range[file] = {"pixels": int(values.size), "share": share, "values": top}
+        log.warning(
+            "%s: %.2f%% of pixels have values outside %s (top: %s); they are left unlabelled (255) - the "
+            "file is corrupt or from another dataset, fix or re-export it",
+            file,
+            100 * share,
+            expected,
+            ", ".join(f"{v} x{n}" for v, n in top),
+        )
+
     def overlap(self, stem: str, pixels: int) -> None:
         if pixels:
             self.overlaps[stem] = self.overlaps.get(stem, 0) + int(pixels)
@@ -120,6 +141,8 @@ class ImportReport:
             parts.append(f"{len(self.unknown_labels)} unknown label name(s) left unlabelled")
         if self.overlaps:
             parts.append(f"overlaps in {len(self.overlaps)} frame(s)")
+        if self.out_of_range:
+            parts.append(f"{len(self.out_of_range)} file(s) with out-of-range values left unlabelled")
         if self.check_problems:
             parts.append(f"{len(self.check_problems)} check problem(s)")
         return f"{self.format}: " + ", ".join(parts)
@@ -133,6 +156,7 @@ class ImportReport:
             "skipped": self.skipped,
             "unknown_labels": self.unknown_labels,
             "overlaps": self.overlaps,
+            "out_of_range": self.out_of_range,
             "check_problems": self.check_problems,
             "summary": self.line(),
         }
@@ -193,6 +217,45 @@ def open_mask(path: Path) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path.name}: cannot read mask ({err})") from err
     return img
+
+
+def index_values(path: Path, known: np.ndarray, report: ImportReport, source: str) -> np.ndarray:
+    """A single-channel index mask's values, range-checked for its bit depth before any mapping.
+
+    ``known`` (bool per value) is the format's value table. A value outside it -- above the table, as
+    263 in a 16-bit map, or a hole in it -- is counted in ``report.out_of_range`` and returned as -1 (the
+    caller leaves it unlabelled), never wrapped to 8 bits onto a real class.
+    """
+    img = open_mask(path)
+    values = np.asarray(img)
+    if values.ndim != 2:
+        raise DataError(f"{path.name}: expected a single-channel index mask, got mode {img.mode}")
+    if values.dtype.kind == "f" and not (np.isfinite(values).all() and (values == np.round(values)).all()):
+        raise DataError(f"{path.name}: a floating-point mask with non-integer values; save 8-bit index PNGs")
+    values = values.astype(np.int64)
+    inside = (values >= 0) & (values < len(known))
+    inside[inside] = known[values[inside]]
+    if not inside.all():
+        bits = 16 if img.mode.startswith("I;16") else 8 if img.mode in ("L", "P") else 32
+        allowed = ", ".join(_ranges(np.flatnonzero(known)))
+        report.count_out_of_range(
+            source, values[~inside], values.size, f"{allowed} (a {bits}-bit {img.mode} mask)"
+        )
+    return np.where(inside, values, -1)
+
+
+def _ranges(values: np.ndarray) -> list[str]:
+    """``[0, 1, 2, 5]`` -> ``["0..2", "5"]``."""
+    out: list[str] = []
+    start = prev = None
+    for v in [int(x) for x in values] + [None]:
+        if v is not None and prev is not None and v == prev + 1:
+            prev = v
+            continue
+        if start is not None:
+            out.append(str(start) if start == prev else f"{start}..{prev}")
+        start = prev = v
+    return out
 
 
 def frame_index(street_dir: Path, frames_dir: str = "frames") -> dict[str, Path]:

@@ -89,7 +89,11 @@ def read_cvat(root: Path, matcher: ClassMatcher, report: ImportReport) -> list[L
 
     def loader(path: Path):
         def load() -> np.ndarray:
-            rgb = np.asarray(open_mask(path).convert("RGB")).astype(np.uint32)
+            img = open_mask(path)
+            if img.mode not in ("RGB", "RGBA", "RGBX", "P", "L", "1"):
+                # a 16-bit or float mask would be clipped to 8 bits by the conversion, not decoded
+                raise DataError(f"{path.name}: expected an 8-bit RGB colour mask, got mode {img.mode}")
+            rgb = np.asarray(img.convert("RGB")).astype(np.uint32)
             pix = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
             out = np.full(pix.shape, IGNORE_INDEX, dtype=np.uint8)
             for i, key in enumerate(keys):

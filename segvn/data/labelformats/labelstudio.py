@@ -118,8 +118,13 @@ def _frame_stem(image: str, known: set[str]) -> str:
 def read_layer(path: Path) -> np.ndarray:
     """One exported brush mask as a boolean array (alpha for RGBA, else any channel above half)."""
     img = open_mask(path)
-    arr = np.asarray(img.getchannel("A") if img.mode in ("RGBA", "LA") else img.convert("L"))
-    return arr > 127
+    if img.mode in ("RGBA", "LA"):
+        return np.asarray(img.getchannel("A")) > 127
+    if img.mode.startswith("I;16"):  # half of the file's own range, not a clip to 8 bits
+        return np.asarray(img).astype(np.int64) > 32767
+    if img.mode in ("I", "F"):
+        raise DataError(f"{path.name}: expected an 8- or 16-bit brush mask, got mode {img.mode}")
+    return np.asarray(img.convert("L")) > 127
 
 
 def merge_layers(

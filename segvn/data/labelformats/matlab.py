@@ -18,6 +18,7 @@ from segvn.data.labelformats.common import (
     ImportReport,
     LabelItem,
     in_export,
+    index_values,
     open_mask,
     save_png,
 )
@@ -58,28 +59,21 @@ def read_matlab(
     if not files:
         raise DataError(f"{report.src}: no .png index masks; export the pixel labels as PNG files")
 
-    def loader(path: Path):
+    known = np.ones(len(names) + 1, dtype=bool)  # 0 undefined, 1..N the listed classes; above: out of range
+
+    def loader(path: Path, source: str):
         def load() -> np.ndarray:
-            img = open_mask(path)
-            if img.mode not in ("L", "P", "I", "I;16"):
-                raise DataError(f"{path.name}: expected a single-channel index PNG, got mode {img.mode}")
-            values = np.asarray(img)
-            if values.max(initial=0) > 255:
-                raise DataError(f"{path.name}: values above 255; expected class values 0..{len(names)}")
-            values = values.astype(np.uint8)
-            counts = np.bincount(values.ravel(), minlength=256)
+            values = index_values(path, known, report, source)
+            counts = np.bincount(values[values >= 0].ravel(), minlength=len(known))
             for value, name in unknown.items():
                 if counts[value]:
                     report.unknown(name, int(counts[value]))
-            extra = np.nonzero(counts[len(names) + 1 :])[0] + len(names) + 1
-            for value in extra:
-                report.unknown(f"value {value} (only {len(names)} classes listed)", int(counts[value]))
-            return lut[values]
+            return np.where(values >= 0, lut[np.maximum(values, 0)], IGNORE_INDEX).astype(np.uint8)
 
         return load
 
     return [
-        LabelItem(stem=p.stem, source=str(p.relative_to(root)), load=loader(p))
+        LabelItem(stem=p.stem, source=str(p.relative_to(root)), load=loader(p, str(p.relative_to(root))))
         for p in in_export(files, root, report)
     ]
 
