@@ -19,7 +19,6 @@ from segvn.data.labelformats.common import (
     LabelItem,
     in_export,
     index_values,
-    open_mask,
     save_png,
 )
 from segvn.errors import DataError
