@@ -104,6 +104,7 @@ def test_labels_are_those_of_the_predict_command(
     assert (probs.argmax(axis=0) == labels).mean() > 0.999  # up to exact ties
 
 
+@pytest.mark.slow
 def test_a_batch_equals_the_single_calls(model: segvn.SegvnModel, frame_paths: list[Path]) -> None:
     frames = [np.asarray(Image.open(p).convert("RGB")) for p in frame_paths]
     small = np.ascontiguousarray(frames[1][:200, :300])
@@ -156,6 +157,7 @@ def test_predict_video_writes_the_overlay_video(
     assert summary["class_names"] == model.class_names and summary["image_size"] == [64, 112]
 
 
+@pytest.mark.slow
 def test_overlay_is_an_rgb_picture_of_the_frame(model: segvn.SegvnModel, frame_paths: list[Path]) -> None:
     path = frame_paths[0]
     rgb = np.asarray(Image.open(path).convert("RGB"))
@@ -173,6 +175,7 @@ def test_overlay_is_an_rgb_picture_of_the_frame(model: segvn.SegvnModel, frame_p
     np.testing.assert_array_equal(painted, model.palette[labels])
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_errors_naming_them(
     model: segvn.SegvnModel, camvid_checkpoint: Path, tmp_path: Path
 ) -> None:

@@ -67,6 +67,7 @@ def _frames(camvid_root: Path, n: int = 4) -> list[Path]:
     return pool_frames([camvid_root / "val"], max_frames=n)
 
 
+@pytest.mark.slow
 def test_round_writes_balanced_pseudolabels_and_its_record(camvid_root, teacher, tmp_path) -> None:
     frames = _frames(camvid_root)
     settings = PseudoLabelSettings(scales=(0.75, 1.0), keep=0.3)
@@ -91,6 +92,7 @@ def test_round_writes_balanced_pseudolabels_and_its_record(camvid_root, teacher,
         export_labels("cvat", tmp_path / "p", tmp_path / "export", labels_dir="pseudolabels")
 
 
+@pytest.mark.slow
 def test_an_interrupted_round_continues_and_a_foreign_one_is_refused(camvid_root, teacher, tmp_path) -> None:
     frames = _frames(camvid_root, 5)
     settings = PseudoLabelSettings(scales=(1.0,), flip=False)

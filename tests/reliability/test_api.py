@@ -27,6 +27,7 @@ def _outside(tmp_path: Path) -> Path:
     return outside
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["missing", "folder", "truncated", "garbage_onnx", "empty"])
 def test_a_bad_model_file(probe, camvid_checkpoint: Path, tmp_path: Path, kind: str) -> None:
     probe.guard(_outside(tmp_path))
@@ -46,6 +47,7 @@ def test_a_bad_model_file(probe, camvid_checkpoint: Path, tmp_path: Path, kind: 
     probe.error(err.value, str(path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", [{"image_size": [64]}, {"temporal": {"ema": 2.0}}, {"device": "gpu7"}])
 def test_a_bad_setting(probe, camvid_checkpoint: Path, setting: dict) -> None:
     with pytest.raises(Exception) as err:
@@ -53,6 +55,7 @@ def test_a_bad_setting(probe, camvid_checkpoint: Path, setting: dict) -> None:
     probe.error(err.value, next(iter(setting)))
 
 
+@pytest.mark.slow
 def test_a_truncated_image(probe, model: segvn.SegvnModel, camvid_root: Path, tmp_path: Path) -> None:
     probe.guard(_outside(tmp_path))
     source = sorted((camvid_root / "val").glob("*.png"))[0]
@@ -80,6 +83,7 @@ def test_a_truncated_video_keeps_its_frames_in_out(
     assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["clip.mp4"]
 
 
+@pytest.mark.slow
 def test_out_is_a_file(probe, model: segvn.SegvnModel, video_path: Path, tmp_path: Path) -> None:
     probe.guard(_outside(tmp_path))
     out = tmp_path / "out.mp4"
@@ -90,6 +94,7 @@ def test_out_is_a_file(probe, model: segvn.SegvnModel, video_path: Path, tmp_pat
     assert out.read_bytes() == b"an older file"
 
 
+@pytest.mark.slow
 def test_overlay_of_labels_of_another_frame(probe, model: segvn.SegvnModel, tmp_path: Path) -> None:
     frame = np.zeros((48, 64, 3), np.uint8)
     Image.fromarray(frame).save(tmp_path / "frame.png")
