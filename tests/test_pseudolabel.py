@@ -226,7 +226,7 @@ def test_student_trains_on_labelled_and_pseudo_labelled_frames(train_street_pseu
     proc = run_segvn(
         "train", "+experiment=resnet18", "data=camvid_streets", "data.image_size=[64,96]", "data.num_workers=0",
         "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false",
-        "logger=csv", f"+data.pseudo.dir={train_street_pseudo}", f"hydra.run.dir={run}", root=tmp_path,
+        "logger=csv", f"data.pseudo.dir={train_street_pseudo}", f"hydra.run.dir={run}", root=tmp_path,
     )  # fmt: skip
     said = proc.stdout + proc.stderr
     assert proc.returncode == 0, said[-3000:]
