@@ -36,6 +36,7 @@ from torch import nn
 
 from segvn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segvn.errors import CheckpointError, ConfigError, ExportError
+from segvn.inference.options import RUNTIMES
 from segvn.inference.scale import model_stride, training_size
 from segvn.metrics import class_indices
 from segvn.models.checkpoint import CONFIG_KEY, Checkpoint, output_channels
@@ -45,7 +46,6 @@ from segvn.utils.io import replace_link
 log = logging.getLogger(__name__)
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
-RUNTIMES = ("torch", "onnx", "torchscript")
 META_KEY = "segvn"  # ONNX metadata_props key / TorchScript extra file "segvn.json", a JSON object
 MIN_AGREEMENT = 0.999
 MIN_AGREEMENT_INT8 = 0.95  # int8 approximates: this catches a broken calibration; evaluate measures the cost
@@ -526,7 +526,6 @@ __all__ = [
     "ExportError",
     "ExportedCheckpoint",
     "FORMATS",
-    "RUNTIMES",
     "RuntimeModel",
     "compare_models",
     "export_checkpoint",
