@@ -32,7 +32,7 @@ from segvn.errors import CheckpointError, SegvnError
 from segvn.inference.export import is_exported_file, read_model_source
 from segvn.models.checkpoint import Checkpoint
 from segvn.utils.config import CONFIG_MODULE, CONFIG_PATH
-from segvn.utils.run import make_output_dir, run_task
+from segvn.utils.run import fail, make_output_dir, run_task, warn
 from segvn.utils.schema import check_numbers
 
 log = logging.getLogger("segvn")
@@ -45,12 +45,6 @@ def _arg(argv: list[str], key: str) -> str | None:
         if a.startswith(f"{key}="):
             return a.split("=", 1)[1]
     return None
-
-
-def _fail(message: str) -> None:
-    logging.basicConfig(format="[%(levelname)s] %(message)s")
-    log.error("%s", message)
-    sys.exit(1)
 
 
 def register_checkpoint_configs(ckpt: Checkpoint) -> None:
@@ -83,11 +77,11 @@ def _read_checkpoint(verb: str, argv: list[str], exports: bool = False) -> Check
         return None
     path = _arg(argv[1:], "ckpt_path")
     if path is None:
-        _fail(f"ckpt_path=PATH is required: the checkpoint (from segvn.train) to {verb}")
+        fail(f"ckpt_path=PATH is required: the checkpoint (from segvn.train) to {verb}")
     try:
         ckpt = checkpoint_reader(verb, exports)(path)
     except SegvnError as err:
-        _fail(str(err))
+        fail(str(err))
     register_checkpoint_configs(ckpt)
     return ckpt
 
@@ -139,9 +133,9 @@ def _stored_run_config(run_dir: Path, stored: Path) -> dict[str, Any]:
     try:
         cfg = OmegaConf.to_container(OmegaConf.load(stored))
     except Exception as err:  # noqa: BLE001 - any YAML problem: one line naming the file
-        _fail(f"resume={run_dir}: cannot read {stored} ({type(err).__name__}: {str(err).splitlines()[0]})")
+        fail(f"resume={run_dir}: cannot read {stored} ({type(err).__name__}: {str(err).splitlines()[0]})")
     if not isinstance(cfg, dict):
-        _fail(f"resume={run_dir}: {stored} is not a segvn.train config")
+        fail(f"resume={run_dir}: {stored} is not a segvn.train config")
     recorded = (cfg.get("paths") or {}).get("output_dir")
     if isinstance(recorded, str) and recorded:
         old = {recorded, str(Path(recorded).expanduser().resolve())}
@@ -163,7 +157,7 @@ def _check_resume(argv: list[str], ckpt_path: str) -> None:
             model_cfg = compose(config_name=RESUME_CONFIG, overrides=overrides).model
         resumable_checkpoint(ckpt_path, model_cfg)
     except SegvnError as err:
-        _fail(str(err))
+        fail(str(err))
     except Exception:  # noqa: BLE001 - a bad override or model setting: Hydra and the task report it
         return
 
@@ -183,7 +177,7 @@ def prepare_resume(argv: list[str]) -> str | None:
     run_dir = Path(value).expanduser().resolve()
     stored = run_dir / "config.yaml"
     if not stored.is_file():
-        _fail(f"resume={value}: {stored} not found; give the directory of a segvn.train run")
+        fail(f"resume={value}: {stored} not found; give the directory of a segvn.train run")
     cfg = _stored_run_config(run_dir, stored)
     node = OmegaConf.create({"defaults": [{"hydra": "default"}, "_self_"], **cfg})
     ConfigStore.instance().store(name=RESUME_CONFIG, node=node)
@@ -193,15 +187,11 @@ def prepare_resume(argv: list[str]) -> str | None:
         if last.is_file():
             argv.append(f"ckpt_path={last}")
         else:
-            _warn(f"resume: {run_dir} has no checkpoints/last.ckpt yet: the run starts again from epoch 0")
+            warn(f"resume: {run_dir} has no checkpoints/last.ckpt yet: the run starts again from epoch 0")
     ckpt_path = _arg(argv[1:], "ckpt_path") or cfg.get("ckpt_path")
     if ckpt_path not in (None, "", "null", "None"):
         _check_resume(argv, str(ckpt_path))
     return RESUME_CONFIG
-
-
-def _warn(message: str) -> None:
-    print(f"[segvn] WARNING {message}", file=sys.stderr)
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -234,8 +224,7 @@ def run_hydra(main: Callable[[], Any]) -> Any:
             err.__cause__, OmegaConfBaseException
         ):  # the why, without its full_key/object_type lines
             text += "; " + " ".join(str(err.__cause__).strip().split("\n")[0].split())
-        print(f"[segvn] ERROR {text}", file=sys.stderr)
-        sys.exit(1)
+        fail(text)
     finally:
         if not user_full:
             os.environ.pop("HYDRA_FULL_ERROR", None)

@@ -12,6 +12,8 @@ catches those keeps working.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class SegvnError(Exception):
     """Root of every user-facing segvn error: the message is the whole report."""
@@ -47,3 +49,38 @@ class ExportError(SegvnError, RuntimeError):
 
 class PartialResultError(SegvnError, RuntimeError):
     """Some inputs failed part-way; what was done before is kept and the message says where."""
+
+
+class TrainingDivergedError(SegvnError, FloatingPointError):
+    """The loss or a gradient became NaN or infinite."""
+
+
+class NonFiniteWeightsError(SegvnError, RuntimeError):
+    """A model whose weights hold NaN or infinity: training diverged."""
+
+
+class ExtractError(VideoError):
+    """Bad extraction input (empty folder, bad street name, clashing video names, foreign manifest)."""
+
+
+class VideoNotFoundError(VideoError, FileNotFoundError):
+    """The video file does not exist."""
+
+
+class VideoDecodeError(VideoError):
+    """The file is not a readable video, or decoding failed part-way (truncated or corrupt data).
+
+    ``frame_index``/``timestamp`` say where decoding stopped; frames yielded before it are valid.
+    """
+
+    def __init__(
+        self, message: str, path: Path, frame_index: int | None = None, timestamp: float | None = None
+    ):
+        super().__init__(message)
+        self.path = path
+        self.frame_index = frame_index
+        self.timestamp = timestamp
+
+
+class EncoderNotFoundError(VideoError):
+    """No usable H.264 encoder in the installed PyAV/FFmpeg build."""

@@ -260,7 +260,7 @@ def test_epoch_csv_writes_validation_metrics_only_for_epochs_that_validated(tmp_
 def test_non_finite_guard_names_the_gradient(value: float, said: str) -> None:
     """A NaN gradient is named; finite gradients whose norm overflows are reported as exploding."""
     from segvn.callbacks import NonFiniteGuard
-    from segvn.callbacks.finite import TrainingDivergedError
+    from segvn.errors import TrainingDivergedError
 
     net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 2))
     for p in net.parameters():

@@ -10,9 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from segvn.data.extract import MANIFEST_COLUMNS, ExtractError, extract_frames, find_videos, read_manifest
-from segvn.data.video import BACKENDS, FrameSelection, VideoDecodeError, VideoNotFoundError, open_video
+from segvn.data.extract import MANIFEST_COLUMNS, extract_frames, find_videos, read_manifest
+from segvn.data.video import BACKENDS, FrameSelection, open_video
 from segvn.data.video_writer import VideoWriter
+from segvn.errors import ExtractError, VideoDecodeError, VideoNotFoundError
 from tests.test_video import truncate_copy
 
 from .conftest import run_segvn

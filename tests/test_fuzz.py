@@ -20,10 +20,10 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from segvn.data.classes import IGNORE_INDEX, PALETTE, camvid_known, camvid_lut, index_to_rgb, rgb_to_index
-from segvn.data.extract import MANIFEST_COLUMNS, ExtractError, read_manifest
+from segvn.data.extract import MANIFEST_COLUMNS, read_manifest
 from segvn.data.io import read_image, read_label
 from segvn.data.transforms import build_transforms, denormalize
-from segvn.errors import DataError, SegvnError
+from segvn.errors import DataError, ExtractError, SegvnError
 from tests.conftest import REPO_ROOT, run_python
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from segvn.callbacks import AtomicCheckpointIO, NonFiniteWeightsError
+from segvn.callbacks import AtomicCheckpointIO
+from segvn.errors import NonFiniteWeightsError
 from segvn.models.checkpoint import Checkpoint
 
 from .conftest import REPO_ROOT, run_segvn, segvn_env

@@ -4,14 +4,13 @@ from segvn.callbacks.budget import TimeBudgetSchedule
 from segvn.callbacks.checkpoints import (
     AtomicCheckpointIO,
     LastCheckpoint,
-    NonFiniteWeightsError,
     RunModelCheckpoint,
 )
 from segvn.callbacks.config import ConfigInCheckpoint
 from segvn.callbacks.csv_log import ResumableCSVLogger, trim_csv_log
 from segvn.callbacks.ema import EMA
 from segvn.callbacks.epoch_csv import EpochMetricsCSV
-from segvn.callbacks.finite import NonFiniteGuard, TrainingDivergedError
+from segvn.callbacks.finite import NonFiniteGuard
 from segvn.callbacks.progress_plot import TrainingProgressPlot, find_csv_log
 from segvn.callbacks.wandb_media import WandbMedia, validation_confmat
 
@@ -20,11 +19,9 @@ __all__ = [
     "EMA",
     "LastCheckpoint",
     "NonFiniteGuard",
-    "NonFiniteWeightsError",
     "ResumableCSVLogger",
     "RunModelCheckpoint",
     "TimeBudgetSchedule",
-    "TrainingDivergedError",
     "ConfigInCheckpoint",
     "EpochMetricsCSV",
     "TrainingProgressPlot",

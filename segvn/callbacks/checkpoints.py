@@ -20,12 +20,8 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from segvn.errors import SegvnError
+from segvn.errors import NonFiniteWeightsError
 from segvn.models.checkpoint import non_finite_count
-
-
-class NonFiniteWeightsError(SegvnError, RuntimeError):
-    """A model whose weights hold NaN or infinity: training diverged."""
 
 
 def kept_note(folders: list[Path]) -> str:

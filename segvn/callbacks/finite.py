@@ -17,11 +17,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from segvn.callbacks.checkpoints import kept_note
-from segvn.errors import SegvnError
-
-
-class TrainingDivergedError(SegvnError, FloatingPointError):
-    """The loss or a gradient became NaN or infinite."""
+from segvn.errors import TrainingDivergedError
 
 
 class NonFiniteGuard(Callback):

@@ -34,14 +34,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from segvn.data.video import (
-    VIDEO_EXTENSIONS,
-    FrameSelection,
-    VideoDecodeError,
-    VideoError,
-    VideoNotFoundError,
-    open_video,
-)
+from segvn.data.video import VIDEO_EXTENSIONS, FrameSelection, open_video
+from segvn.errors import ExtractError, VideoDecodeError, VideoError, VideoNotFoundError
 from segvn.utils.io import write_atomic, write_json
 
 log = logging.getLogger(__name__)
@@ -97,10 +91,6 @@ class ExtractSummary:
             f"({self.selection}, {self.backend}, {self.seconds:.1f} s) -> {self.street_dir / 'frames'}; "
             f"manifest {self.manifest} [{self.status}]"
         )
-
-
-class ExtractError(VideoError):
-    """Bad extraction input (empty folder, bad street name, clashing video names, foreign manifest)."""
 
 
 def find_videos(input_path: str | os.PathLike) -> list[Path]:

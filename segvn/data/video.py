@@ -36,7 +36,7 @@ import av
 import numpy as np
 
 from segvn.data.yuv import I420Frame, as_rgb, is_bt601_i420
-from segvn.errors import VideoError
+from segvn.errors import VideoDecodeError, VideoNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -44,29 +44,6 @@ BACKENDS: tuple[str, ...] = ("decord", "pyav")
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv", ".flv"}
 )
-
-
-class VideoNotFoundError(VideoError, FileNotFoundError):
-    """The video file does not exist."""
-
-
-class VideoDecodeError(VideoError):
-    """The file is not a readable video, or decoding failed part-way (truncated or corrupt data).
-
-    ``frame_index``/``timestamp`` say where decoding stopped; frames yielded before it are valid.
-    """
-
-    def __init__(
-        self, message: str, path: Path, frame_index: int | None = None, timestamp: float | None = None
-    ):
-        super().__init__(message)
-        self.path = path
-        self.frame_index = frame_index
-        self.timestamp = timestamp
-
-
-class EncoderNotFoundError(VideoError):
-    """No usable H.264 encoder in the installed PyAV/FFmpeg build."""
 
 
 class Frame(NamedTuple):

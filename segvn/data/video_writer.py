@@ -16,7 +16,7 @@ import av
 import cv2
 import numpy as np
 
-from segvn.data.video import EncoderNotFoundError
+from segvn.errors import EncoderNotFoundError
 from segvn.utils.io import replace_link
 
 log = logging.getLogger(__name__)

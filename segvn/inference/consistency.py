@@ -2,11 +2,10 @@
 
 TC (:class:`segvn.metrics.TemporalConsistency`, Liu et al. 2020) compares every pair of consecutive
 frames' labels through OpenCV's DIS optical flow. Flow on full-size frames with the ``medium``
-preset costs more than drawing and encoding together (~60 ms per 960x540 pair), so frames and
-labels are first scaled by ``tc_scale`` (default 0.5) and the flow uses the ``ultrafast`` preset
-(``tc_flow``). On the dash-cam clip (221 frames, labels of the MobileNetV2 recipe, one thread): TC
-0.8206 in 1.4 ms per frame, against 0.8207 with the ``fast`` preset (2.2 ms) and 0.8240 with
-full-size ``medium`` flow; ``tc_scale=0.25`` reads 0.8154 (fast), so it is not the default.
+preset costs more than drawing and encoding together, so frames and labels are first scaled by
+``tc_scale`` (default 0.5) and the flow uses the ``ultrafast`` preset (``tc_flow``): nearly the same TC
+at a fraction of the time, while ``tc_scale=0.25`` reads visibly lower, so it is not the default
+(measured: docs/notes/code_defaults.md).
 """
 
 from __future__ import annotations

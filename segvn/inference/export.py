@@ -36,6 +36,7 @@ from torch import nn
 
 from segvn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segvn.errors import CheckpointError, ConfigError, ExportError
+from segvn.inference.options import RUNTIMES
 from segvn.inference.scale import model_stride, training_size
 from segvn.metrics import class_indices
 from segvn.models.checkpoint import CONFIG_KEY, Checkpoint, output_channels
@@ -45,7 +46,6 @@ from segvn.utils.io import replace_link
 log = logging.getLogger(__name__)
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
-RUNTIMES = ("torch", "onnx", "torchscript")
 META_KEY = "segvn"  # ONNX metadata_props key / TorchScript extra file "segvn.json", a JSON object
 MIN_AGREEMENT = 0.999
 MIN_AGREEMENT_INT8 = 0.95  # int8 approximates: this catches a broken calibration; evaluate measures the cost
@@ -212,7 +212,7 @@ class RuntimeModel(nn.Module):
 
         The first :data:`STATIC_SHAPES` input shapes each get a session with those dimensions fixed
         (``add_free_dimension_override_by_name``): ONNX Runtime then folds the shape computations and
-        plans memory once, 3-5% faster at 368x480 on 2 cores (README, Benchmarks). A video or a data set
+        plans memory once, a few percent faster (measured: docs/notes/code_defaults.md). A video or a data set
         has one or two shapes; any further shape runs on one session with the dynamic axes.
         """
         with self._session_lock:
@@ -228,8 +228,8 @@ class RuntimeModel(nn.Module):
         if self.threads:
             options.intra_op_num_threads = self.threads
         # onnxruntime's idle threads spin by default, taking the CPU from the threads that decode,
-        # resize, draw and encode around the model; without spinning, 150 frames at 270x480 on 2
-        # cores ran at 20.3 vs 16.0 fps model-only and 15.9 vs 15.2 end to end (README, Benchmarks)
+        # resize, draw and encode around the model: faster without spinning, model-only and end to end
+        # (measured: docs/notes/code_defaults.md)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if shape is not None:
             for name, size in zip(("batch", "height", "width"), (shape[0], *shape[2:]), strict=True):
@@ -526,7 +526,6 @@ __all__ = [
     "ExportError",
     "ExportedCheckpoint",
     "FORMATS",
-    "RUNTIMES",
     "RuntimeModel",
     "compare_models",
     "export_checkpoint",

@@ -2,7 +2,8 @@
 
 A model run at 270x480 on 960x540 video gives scores four times smaller than the frame. The labels
 users see are ``argmax(bilinear(scores))``, but resizing every class map to the frame and taking the
-argmax there cost 9 ms of the 63 ms a frame took on 2 CPU cores. Most of that work is wasted: a
+argmax there is a visible share of a frame's time on a CPU (docs/notes/code_defaults.md). Most of
+that work is wasted: a
 bilinear sample is a convex combination of its four source pixels, so where all four have the same
 argmax class the sample has it too (``sum w_i s_c(i) >= sum w_i s_k(i)`` for every class ``k``).
 :func:`upsampled_labels` resizes the cheap label map instead (a gather) and computes the bilinear scores

@@ -9,7 +9,7 @@ def class_indices(scores: Tensor, dim: int = 1) -> Tensor:
     """The index of the highest score along ``dim`` (the class dimension of ``(B, C, H, W)`` scores).
 
     The same result as ``scores.argmax(dim)`` (first index on ties), taken from ``scores.max(dim)``:
-    on the CPU ``argmax`` over a non-innermost dimension is 5-9x slower (14 vs 1.6 ms for 4x8x180x240,
-    73 vs 9 ms for 1x8x720x1280; torch 2.14, 2 cores), a visible share of a training step or a frame.
+    on the CPU ``argmax`` over a non-innermost dimension is several times slower, a visible share of a
+    training step or a frame (measured: docs/notes/code_defaults.md).
     """
     return scores.max(dim=dim).indices

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.errors import CompactHydraException, InstantiationException
 from hydra.experimental.callback import Callback
@@ -30,6 +30,26 @@ class SweepJobError(CompactHydraException):
     all jobs of the batch have run, the command ends with this one line (no traceback) and status 1.
     Not a :class:`SegvnError`, so a :func:`run_task` around it lets it through unchanged.
     """
+
+
+def _console() -> None:
+    """Log to stderr as ``[segvn] LEVEL message`` when nothing has set logging up yet (before Hydra)."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="[segvn] %(levelname)s %(message)s")
+
+
+def fail(err: SegvnError | str) -> NoReturn:
+    """The exit of a user error outside a task (before Hydra starts, or where Hydra cannot run the task):
+    one ERROR line and status 1. Inside a task, :func:`run_task` does the same."""
+    _console()
+    log.error("%s", err)
+    sys.exit(1)
+
+
+def warn(message: str) -> None:
+    """A warning outside a task, through the same logger as everything else."""
+    _console()
+    log.warning("%s", message)
 
 
 def in_multirun() -> bool:
@@ -130,9 +150,8 @@ class RunDirCheck(Callback):
             return
         try:
             make_output_dir(str(path), key)
-        except ConfigError as err:  # before Hydra has set up the job's logging: plain stderr
-            print(f"[segvn] ERROR {err}", file=sys.stderr)
-            sys.exit(1)
+        except ConfigError as err:  # before Hydra has set up the job's logging
+            fail(err)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, "hydra.run.dir")
