@@ -19,7 +19,7 @@ test-fast:  ## without the tests marked slow (every test that trains or starts a
 
 reliability:  ## the reliability probes alone, then their tally (outputs/reliability/summary.json)
 	rm -rf outputs/reliability
-	SEGVN_PROBE_REPORT=outputs/reliability/probes.json WANDB_MODE=offline OMP_NUM_THREADS=1 \
+	SEGVN_PROBE_REPORT=outputs/reliability/probes.json SEGVN_KILL_REPEATS=3 WANDB_MODE=offline OMP_NUM_THREADS=1 \
 		$(BIN)/python -m pytest -n 2 --dist loadgroup -m reliability tests/reliability $(PYTEST_ARGS); \
 		status=$$?; $(BIN)/python -m tests.reliability.tally outputs/reliability; exit $$status
 

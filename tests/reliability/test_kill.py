@@ -2,7 +2,8 @@
 
 Each probe starts a real command (a tiny training on real CamVid frames, a prediction of a folder of real
 frames), waits until it has set up, kills it with SIGKILL at a random moment within the next seconds (the
-seed is in the test id, so a failure can be replayed), checks every file it left (checkpoints load,
+seed is in the test id, so a failure can be replayed; ``SEGVN_KILL_REPEATS=N`` tries N times as many
+points), checks every file it left (checkpoints load,
 JSON/YAML/CSV parse, PNGs decode to the end), then runs the command again and checks it finished.
 """
 
@@ -39,6 +40,14 @@ TINY_TRAIN = (
     "test=false",
     "logger=csv",
 )
+
+
+REPEATS = int(os.environ.get("SEGVN_KILL_REPEATS", "1"))
+"""``make reliability`` kills each command at more random points than the default suite does."""
+
+
+def _seeds(first: int, count: int) -> list[int]:
+    return list(range(first, first + count * REPEATS))
 
 
 def _start(verb: str, *args: str, root: Path) -> subprocess.Popen:
@@ -91,7 +100,7 @@ def _whole_or_absent(run_dir: Path) -> list[str]:
     return broken
 
 
-@pytest.mark.parametrize("seed", [11, 12, 13])
+@pytest.mark.parametrize("seed", _seeds(11, 2))
 def test_killed_training_is_whole_and_resumes(camvid_root: Path, tmp_path: Path, probe, seed: int) -> None:
     run_dir = tmp_path / "run"
     proc = _start("train", *TINY_TRAIN, f"seed={seed}", f"hydra.run.dir={run_dir}", root=tmp_path)
@@ -106,7 +115,7 @@ def test_killed_training_is_whole_and_resumes(camvid_root: Path, tmp_path: Path,
     assert not _whole_or_absent(run_dir)
 
 
-@pytest.mark.parametrize("seed", [21, 22])
+@pytest.mark.parametrize("seed", _seeds(21, 1))
 def test_killed_folder_prediction_is_whole_and_completes(
     camvid_root: Path, camvid_checkpoint: Path, tmp_path: Path, probe, seed: int
 ) -> None:
@@ -131,7 +140,7 @@ def test_killed_folder_prediction_is_whole_and_completes(
     assert not _whole_or_absent(run_dir)
 
 
-@pytest.mark.parametrize("seed", [31, 32])
+@pytest.mark.parametrize("seed", _seeds(31, 1))
 def test_killed_pseudolabelling_is_whole_and_continues(
     camvid_root: Path, camvid_checkpoint: Path, tmp_path: Path, probe, seed: int
 ) -> None:
