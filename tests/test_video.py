@@ -13,17 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from segvn.data.video import (
-    BACKENDS,
-    FrameSelection,
-    VideoDecodeError,
-    VideoError,
-    VideoNotFoundError,
-    open_video,
-    probe_video,
-)
+from segvn.data.video import BACKENDS, FrameSelection, open_video, probe_video
 from segvn.data.video_writer import VideoWriter, available_h264_encoders, pick_h264_encoder
 from segvn.data.yuv import I420Frame, image_size, is_bt601_i420
+from segvn.errors import VideoDecodeError, VideoError, VideoNotFoundError
 
 N_FRAMES, FPS, WIDTH, HEIGHT = 221, 25, 960, 540
 

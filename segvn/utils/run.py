@@ -32,24 +32,28 @@ class SweepJobError(CompactHydraException):
     """
 
 
-def _console() -> None:
-    """Log to stderr as ``[segvn] LEVEL message`` when nothing has set logging up yet (before Hydra)."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(format="[segvn] %(levelname)s %(message)s")
+def _exit_logger() -> logging.Logger:
+    """``[segvn] LEVEL message`` on stderr, whatever logging Hydra (or nobody) has set up yet."""
+    logger = logging.getLogger("segvn.exit")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[segvn] %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+    return logger
 
 
 def fail(err: SegvnError | str) -> NoReturn:
     """The exit of a user error outside a task (before Hydra starts, or where Hydra cannot run the task):
     one ERROR line and status 1. Inside a task, :func:`run_task` does the same."""
-    _console()
-    log.error("%s", err)
+    _exit_logger().error("%s", err)
     sys.exit(1)
 
 
 def warn(message: str) -> None:
-    """A warning outside a task, through the same logger as everything else."""
-    _console()
-    log.warning("%s", message)
+    """A warning outside a task (before Hydra has set up the run's logging)."""
+    _exit_logger().warning("%s", message)
 
 
 def in_multirun() -> bool:
