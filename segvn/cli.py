@@ -28,10 +28,10 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from segvn.errors import CheckpointError, SegvnError
+from segvn.errors import CheckpointError, ConfigError, SegvnError
 from segvn.inference.export import is_exported_file, read_model_source
-from segvn.models.checkpoint import Checkpoint
-from segvn.utils.config import CONFIG_MODULE, CONFIG_PATH
+from segvn.models.checkpoint import MOVED_MODEL_SETTINGS, Checkpoint, pop_moved_settings
+from segvn.utils.config import CONF_DIR, CONFIG_MODULE, CONFIG_PATH
 from segvn.utils.run import fail, make_output_dir, run_task, warn
 from segvn.utils.schema import check_numbers
 
@@ -123,6 +123,46 @@ def _repoint(node: Any, old: list[str], new: str) -> Any:
     return node
 
 
+def moved_setting(key: str, value: Any) -> str:
+    """The one-line message for ``model.<key>=value``, a setting that moved to a callback."""
+    new = MOVED_MODEL_SETTINGS[key]
+    if isinstance(value, bool) or value is None:
+        value = {True: "true", False: "false", None: "null"}[value]
+    return f"model.{key}={value} was moved: it is {new} now; set {new}={value}"
+
+
+def check_moved_overrides(argv: list[str]) -> None:
+    """Exit with one line naming the new setting for a command-line override of a moved ``model.<key>``.
+
+    Hydra would only say that the key is not in the config.
+    """
+    for arg in argv[1:]:
+        key, _, value = arg.lstrip("+~").partition("=")
+        name = key.removeprefix("model.")
+        if key.startswith("model.") and name in MOVED_MODEL_SETTINGS:
+            fail(moved_setting(name, value))
+
+
+def _move_stored_settings(cfg: dict[str, Any]) -> None:
+    """A run written before the moved model settings: their stored values onto the callbacks that took them over.
+
+    So ``resume=RUN_DIR`` of such a run freezes, orders memory and compiles as the run did. A callback the
+    stored config lacks comes from ``conf/callbacks/default.yaml``.
+    """
+    moved = pop_moved_settings(cfg.get("model"))
+    if not moved:
+        return
+    defaults = OmegaConf.load(Path(CONF_DIR) / "callbacks" / "default.yaml")
+    callbacks = cfg.get("callbacks")
+    if not isinstance(callbacks, dict):
+        callbacks = cfg["callbacks"] = {}
+    for setting, value in moved.items():
+        _, name, key = setting.split(".")
+        node = callbacks.setdefault(name, OmegaConf.to_container(defaults[name]))
+        node[key] = value
+    log.info("resume: the stored model settings moved to %s", ", ".join(f"{k}={v}" for k, v in moved.items()))
+
+
 def _stored_run_config(run_dir: Path, stored: Path) -> dict[str, Any]:
     """The run's config.yaml with every path under its recorded run directory moved to ``run_dir``.
 
@@ -144,6 +184,7 @@ def _stored_run_config(run_dir: Path, stored: Path) -> dict[str, Any]:
     if isinstance(ckpt, str) and Path(ckpt).is_relative_to(run_dir) and not Path(ckpt).is_file():
         cfg["ckpt_path"] = None  # an earlier resume's last.ckpt, gone: resume picks it again below
     cfg["resume"] = str(run_dir)
+    _move_stored_settings(cfg)
     return cfg
 
 
@@ -195,7 +236,14 @@ def prepare_resume(argv: list[str]) -> str | None:
 
 
 def check_settings(cfg: DictConfig) -> None:
-    """Before any set-up: every numeric setting holds a number, and ``paths.output_dir`` can be created."""
+    """Before any set-up: no moved model setting (e.g. in a config file of one's own), every numeric
+    setting holds a number, and ``paths.output_dir`` can be created."""
+    model = cfg.get("model")
+    for key in MOVED_MODEL_SETTINGS:
+        if isinstance(model, DictConfig) and key in model:
+            raise ConfigError(
+                moved_setting(key, OmegaConf.select(model, key, throw_on_resolution_failure=False))
+            )
     check_numbers(cfg)
     out = OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False)
     if out:
@@ -252,6 +300,7 @@ def command(
 
         @functools.wraps(task)
         def main() -> Any:
+            check_moved_overrides(sys.argv)
             name = config_name
             if from_checkpoint:
                 ckpt = _read_checkpoint(config_name, sys.argv, exports)

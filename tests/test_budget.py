@@ -89,10 +89,10 @@ def test_fast_recipes_run(experiment: str, tmp_path: Path, request) -> None:
     # mobilenetv2_fast: NCHW while training (see the bf16 gradient test), NHWC while validating
     channels_last = True if experiment == "resnet18_fast" else "eval"
     assert cfg["trainer"]["precision"] == "bf16-mixed", "recipe stored"
-    assert cfg["model"]["channels_last"] == channels_last, "recipe stored"
+    assert cfg["callbacks"]["memory_format"]["channels_last"] == channels_last, "recipe stored"
     assert ("current_model_state" in ckpt) == ema
-    if experiment == "mobilenetv2_fast":  # encoder_norm_eval: the pretrained statistics survive a whole run
-        assert cfg["model"]["encoder_norm_eval"] is True
+    if experiment == "mobilenetv2_fast":  # norm_eval: the pretrained statistics survive a whole run
+        assert cfg["callbacks"]["freeze_encoder"]["norm_eval"] is True
         pretrained = torch.load(request.getfixturevalue("weights_dir") / "mobilenet_v2_imagenet.pth")
         stats = [
             k for k in ckpt["state_dict"] if k.startswith("net.model.encoder.") and k.endswith("running_var")
@@ -102,8 +102,8 @@ def test_fast_recipes_run(experiment: str, tmp_path: Path, request) -> None:
             assert torch.equal(ckpt["state_dict"][key], pretrained[key.removeprefix("net.model.encoder.")]), (
                 key
             )
-        # encoder_frozen_stages=3: MobileNetV2's features[0:7] (strides 2-8) leave the run as loaded
-        assert cfg["model"]["encoder_frozen_stages"] == 3
+        # frozen_stages=3: MobileNetV2's features[0:7] (strides 2-8) leave the run as loaded
+        assert cfg["callbacks"]["freeze_encoder"]["frozen_stages"] == 3
         last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
         encoder = {k.removeprefix("net.model.encoder."): v for k, v in last.items()}
         layer = {k: int(k.split(".")[1]) for k in encoder if k.startswith("features.")}
@@ -169,7 +169,9 @@ def test_fast_recipes_have_right_bf16_gradients(compose_cfg, experiment: str, si
     assert cfg.trainer.precision == "bf16-mixed"
     torch.manual_seed(0)
     net = instantiate(cfg.model.net).eval()  # eval: no dropout, so both passes see the same network
-    memory = torch.channels_last if cfg.model.channels_last is True else torch.contiguous_format
+    memory = (
+        torch.channels_last if cfg.callbacks.memory_format.channels_last is True else torch.contiguous_format
+    )
     x, y = torch.randn(2, 3, *size), torch.randint(0, 8, (2, *size))
     depthwise = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
 

@@ -278,3 +278,197 @@ def test_non_finite_guard_names_the_gradient(value: float, said: str) -> None:
     assert said in str(err.value)
     net[1].weight.grad[0, 0] = 1.0
     NonFiniteGuard().on_before_optimizer_step(trainer, net, opt)  # finite and small: no error
+
+
+# ---------------------------------------------- the network's training set-up: freezing, memory order
+def _tiny_module(encoder: str = "resnet18", **kwargs):
+    from functools import partial
+
+    from segvn.models.factory import build_network
+    from segvn.models.module import SegModule
+
+    torch.manual_seed(0)
+    net = build_network(encoder_name=encoder, num_classes=8)
+    sgd = partial(torch.optim.SGD, lr=0.1, momentum=0.9)
+    return SegModule(net=net, optimizer=sgd, class_weighting="none", **kwargs)
+
+
+def _tiny_fit(module, callbacks: list, steps: int = 3) -> L.Trainer:
+    """A real Lightning fit of ``steps`` optimizer steps on random 32x48 frames, validating after each."""
+    from torch.utils.data import DataLoader
+
+    gen = torch.Generator().manual_seed(0)
+    data = [
+        {"image": torch.rand(3, 32, 48, generator=gen), "mask": torch.randint(0, 8, (32, 48), generator=gen)}
+        for _ in range(4)
+    ]
+    trainer = L.Trainer(
+        max_steps=steps, val_check_interval=1, limit_val_batches=1, num_sanity_val_steps=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
+    )  # fmt: skip
+    # batches of 2: the ASPP's pooled branch has one value per channel, which batch norm refuses when training
+    trainer.fit(module, DataLoader(data * 2, batch_size=2), DataLoader(data[:2], batch_size=2))
+    return trainer
+
+
+class _Modes(L.Callback):
+    """Records, at every training step, which of ``layers`` are in train mode."""
+
+    def __init__(self, layers: list[torch.nn.Module]) -> None:
+        self.layers, self.training = layers, []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self.training.append([m.training for m in self.layers])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("encoder", "lr_mult"), [("mobilenet_v2", 1.0), ("resnet18", 0.1)])
+def test_frozen_stages_get_no_gradient_no_update_and_keep_their_statistics(
+    encoder: str, lr_mult: float
+) -> None:
+    """callbacks.freeze_encoder.frozen_stages=2 through a real fit (validation between the steps): the
+    frozen stages' weights and batch-norm statistics are as loaded, they get no gradient, the optimizer
+    (with encoder_lr_mult's own encoder group too) never holds them, and they run in eval mode; the next
+    stage and the decoder learn."""
+    from segvn.callbacks import FreezeEncoder
+    from segvn.models.factory import encoder_stages
+
+    module = _tiny_module(encoder, encoder_lr_mult=lr_mult)
+    stages = encoder_stages(module.net.model.encoder)
+    assert len(stages) == 5
+    frozen, learnt = torch.nn.ModuleList(stages[:2]), stages[2]
+    layers = [m for stage in stages[:2] for m in list(stage.modules())[1:]]  # [0]: a slice's container
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in layers)
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    learnt_before = [p.detach().clone() for p in learnt.parameters()]
+    decoder_before = [p.detach().clone() for p in module.net.model.decoder.parameters()]
+    modes = _Modes(layers)
+    trainer = _tiny_fit(module, [FreezeEncoder(frozen_stages=2), modes])
+    assert trainer.global_step == 3 and len(modes.training) == 3
+    assert not any(any(step) for step in modes.training), "frozen stages ran in train mode"
+    assert any(k.endswith("running_mean") for k in before)
+    changed = [k for k, v in before.items() if not torch.equal(v, frozen.state_dict()[k])]
+    assert not changed, f"frozen tensors changed: {changed[:3]}"
+    assert all(p.grad is None and not p.requires_grad for p in frozen.parameters())
+    groups = trainer.optimizers[0].param_groups
+    held = {id(p) for group in groups for p in group["params"]}
+    assert not held & {id(p) for p in frozen.parameters()}
+    assert {id(p) for p in learnt.parameters()} <= held
+    if lr_mult != 1.0:  # [decoder, encoder]: the encoder's group is its unfrozen stages, at its own rate
+        assert len(groups) == 2 and groups[1]["lr"] == pytest.approx(0.1 * groups[0]["lr"])
+        assert {id(p) for p in groups[1]["params"]} == {
+            id(p) for p in module.net.model.encoder.parameters() if p.requires_grad
+        }
+    assert not all(torch.equal(a, p) for a, p in zip(learnt_before, learnt.parameters(), strict=True))
+    assert not all(
+        torch.equal(a, p) for a, p in zip(decoder_before, module.net.model.decoder.parameters(), strict=True)
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("norm_eval", [True, False])
+def test_norm_eval_keeps_the_encoders_batch_norms_in_eval_mode(norm_eval: bool) -> None:
+    """callbacks.freeze_encoder.norm_eval: through a real fit the encoder's batch norms stay in eval mode
+    (running statistics as loaded) while their scale and shift are learnt and the decoder's batch norms
+    still update; without it the encoder's statistics follow the batches."""
+    from segvn.callbacks import FreezeEncoder
+
+    module = _tiny_module("resnet18")
+    norms = [m for m in module.net.model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    decoder_norms = [m for m in module.net.model.decoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    stats = [m.running_mean.clone() for m in norms]
+    decoder_stats = [m.running_mean.clone() for m in decoder_norms]
+    scale = [m.weight.detach().clone() for m in norms]
+    modes = _Modes(norms)
+    _tiny_fit(module, [FreezeEncoder(norm_eval=norm_eval), modes])
+    assert all(not any(step) == norm_eval for step in modes.training) and len(modes.training) == 3
+    kept = [torch.equal(a, m.running_mean) for a, m in zip(stats, norms, strict=True)]
+    assert all(kept) == norm_eval and any(kept) == norm_eval
+    assert not any(torch.equal(a, m.running_mean) for a, m in zip(decoder_stats, decoder_norms, strict=True))
+    assert not all(torch.equal(a, m.weight) for a, m in zip(scale, norms, strict=True)), (
+        "scale and shift learn"
+    )
+
+
+def test_freeze_encoder_names_its_setting_when_it_cannot_work() -> None:
+    from segvn.callbacks import FreezeEncoder
+    from segvn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^callbacks\.freeze_encoder\.frozen_stages=-1: "):
+        FreezeEncoder(frozen_stages=-1)
+    with pytest.raises(ConfigError, match=r"^callbacks\.freeze_encoder\.norm_eval='yes': "):
+        FreezeEncoder(norm_eval="yes")
+    with pytest.raises(ConfigError, match=r"frozen_stages=6: this encoder has 5 stages; give 0-5"):
+        FreezeEncoder(frozen_stages=6).freeze_before_training(_tiny_module("resnet18"))
+    with pytest.raises(ConfigError, match=r"frozen_stages=1: cannot tell the stages of a .*frozen_stages=0$"):
+        FreezeEncoder(frozen_stages=1).freeze_before_training(_tiny_module("tu-resnet18"))
+    untouched = _tiny_module("tu-resnet18")
+    FreezeEncoder().freeze_before_training(untouched)  # the default does nothing, whatever the encoder
+    assert all(p.requires_grad for p in untouched.parameters())
+
+
+@pytest.mark.slow
+def test_channels_last_eval_trains_nchw_and_validates_nhwc() -> None:
+    """callbacks.memory_format.channels_last=eval: NCHW weights for every training step, NHWC weights and
+    inputs for every validation batch, the same parameters (the optimizer's) throughout, and validation
+    logits equal to NCHW's."""
+    from segvn.callbacks import MemoryFormat
+
+    seen: list[tuple[str, bool, bool]] = []
+
+    class Watch(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+            w = module.net.model.encoder.conv1.weight
+            seen.append(("train", w.is_contiguous(), batch["image"].is_contiguous()))
+
+        def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0) -> None:
+            w = module.net.model.encoder.conv1.weight
+            seen.append(("val", w.is_contiguous(), batch["image"].is_contiguous()))
+
+    module = _tiny_module("resnet18")
+    params = list(module.parameters())
+    trainer = _tiny_fit(module, [MemoryFormat(channels_last="eval"), Watch()])  # Watch after: sees the inputs
+    assert set(seen) == {("train", True, True), ("val", False, False)}, seen
+    assert [s for s, _, _ in seen].count("val") == 3 and module.net.model.encoder.conv1.weight.is_contiguous()
+    optimized = [p for group in trainer.optimizers[0].param_groups for p in group["params"]]
+    assert {id(p) for p in optimized} == {id(p) for p in params}, (
+        "the optimizer still holds the module's tensors"
+    )
+    module.eval()
+    x = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        nchw = module(x)
+        module.net.to(memory_format=torch.channels_last)
+        nhwc = module(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(nhwc, nchw, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_channels_last_true_puts_the_weights_in_nhwc() -> None:
+    """callbacks.memory_format.channels_last=true: every 4-d weight NHWC through training and validation."""
+    from segvn.callbacks import MemoryFormat
+
+    module = _tiny_module("resnet18")
+    convs = [p for p in module.net.parameters() if p.ndim == 4 and p.shape[1] > 1 and p.shape[-1] > 1]
+    assert convs and not any(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    _tiny_fit(module, [MemoryFormat(channels_last=True)], steps=2)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    with pytest.raises(
+        Exception, match=r"^callbacks\.memory_format\.channels_last='yes': give true, false or eval$"
+    ):
+        MemoryFormat(channels_last="yes")
+
+
+def test_torch_compile_is_a_callback_and_nn_module_compile_is_not_shadowed() -> None:
+    """``model.compile`` is gone from the module: ``SegModule.compile`` is ``nn.Module.compile`` again."""
+    from segvn.callbacks import TorchCompile
+    from segvn.errors import ConfigError
+    from segvn.models.module import SegModule
+
+    module = _tiny_module("resnet18")
+    assert SegModule.compile is torch.nn.Module.compile and callable(module.compile)
+    net = module.net
+    TorchCompile(enabled=False).setup(None, module, "fit")
+    assert module.net is net
+    with pytest.raises(ConfigError, match=r"^callbacks\.torch_compile\.enabled='yes'"):
+        TorchCompile(enabled="yes")

@@ -14,7 +14,7 @@ from segvn.data.camvid import CamVid
 from segvn.data.datamodule import SegDataModule
 from segvn.data.transforms import normalize
 from segvn.errors import ConfigError, WeightsError
-from segvn.models.factory import build_network, encoder_stages
+from segvn.models.factory import build_network
 from segvn.models.module import SegModule
 from segvn.models.weights import load_encoder_weights, read_state_dict
 
@@ -147,78 +147,6 @@ def test_encoder_learns_at_its_own_rate():
     assert len(rest["params"]) + len(enc["params"]) == len(list(net.parameters()))
 
 
-def _encoder_norms(module: SegModule) -> list[torch.nn.BatchNorm2d]:
-    return [m for m in module.net.model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-
-
-@pytest.mark.parametrize("norm_eval", [True, False])
-def test_encoder_norm_eval_keeps_what_the_pretrained_encoder_computes(weights_dir, norm_eval: bool) -> None:
-    """With encoder_norm_eval the encoder computes in training what it computes in eval mode (its
-    pretrained running statistics), and a training step leaves those statistics alone while the
-    decoder's still update and the encoder's scale and shift are still learnt; without it the encoder
-    renormalises by the batch."""
-    path = weights_dir / "mobilenet_v2_imagenet.pth"
-    torch.manual_seed(0)
-    net = build_network(encoder_name="mobilenet_v2", encoder_weights=str(path), num_classes=8)
-    sgd = partial(torch.optim.SGD, lr=0.01)
-    module = SegModule(net=net, optimizer=sgd, class_weighting="none", encoder_norm_eval=norm_eval)
-    module.train()
-    assert module.training and module.net.model.decoder.training
-    assert all(m.training != norm_eval for m in _encoder_norms(module))
-    x = torch.randn(4, 3, 64, 96)
-    with torch.no_grad():
-        training = module.net.model.encoder(x)[-1]
-        module.eval()
-        pretrained = module.net.model.encoder(x)[-1]
-    assert torch.equal(training, pretrained) == norm_eval
-    module.train()
-    encoder_stats = [m.running_mean.clone() for m in _encoder_norms(module)]
-    decoder_norms = [m for m in module.net.model.decoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    decoder_stats = [m.running_mean.clone() for m in decoder_norms]
-    scale = [m.weight.detach().clone() for m in _encoder_norms(module)]
-    opt = module.configure_optimizers()
-    loss, _, _ = module._step({"image": x, "mask": torch.randint(0, 8, (4, 64, 96))}, train=True)
-    loss.backward()
-    opt.step()
-    kept = [
-        torch.equal(a, m.running_mean) for a, m in zip(encoder_stats, _encoder_norms(module), strict=True)
-    ]
-    assert all(kept) == norm_eval and any(kept) == norm_eval
-    assert not any(torch.equal(a, m.running_mean) for a, m in zip(decoder_stats, decoder_norms, strict=True))
-    assert not all(torch.equal(a, m.weight) for a, m in zip(scale, _encoder_norms(module), strict=True))
-
-
-@pytest.mark.parametrize("encoder", ["mobilenet_v2", "resnet18"])
-def test_encoder_frozen_stages_keeps_the_first_stages_as_loaded(encoder: str) -> None:
-    """The frozen stages' weights and batch-norm statistics survive a training step and the
-    optimizer does not hold them; the next stage and the decoder still learn."""
-    torch.manual_seed(0)
-    net = build_network(encoder_name=encoder, num_classes=8)
-    sgd = partial(torch.optim.SGD, lr=0.1)
-    module = SegModule(net=net, optimizer=sgd, class_weighting="none", encoder_frozen_stages=2)
-    stages = encoder_stages(module.net.model.encoder)
-    assert len(stages) == 5
-    frozen, learnt = torch.nn.ModuleList(stages[:2]), stages[2]
-    module.train()
-    layers = [m for stage in stages[:2] for m in list(stage.modules())[1:]]  # [0]: a slice's container
-    assert layers and not any(m.training for m in layers)
-    assert all(m.training for m in list(learnt.modules())[1:])
-    before = {k: v.clone() for k, v in frozen.state_dict().items()}
-    learnt_before = [p.detach().clone() for p in learnt.parameters()]
-    opt = module.configure_optimizers()
-    held = {id(p) for group in opt.param_groups for p in group["params"]}
-    assert not held & {id(p) for p in frozen.parameters()}
-    assert {id(p) for p in learnt.parameters()} <= held
-    x = torch.randn(2, 3, 64, 96)
-    loss, _, _ = module._step({"image": x, "mask": torch.randint(0, 8, (2, 64, 96))}, train=True)
-    loss.backward()
-    opt.step()
-    assert all(torch.equal(v, frozen.state_dict()[k]) for k, v in before.items())
-    assert not all(torch.equal(a, p) for a, p in zip(learnt_before, learnt.parameters(), strict=True))
-    with pytest.raises(ConfigError, match="encoder_frozen_stages"):
-        SegModule(net=net, optimizer=sgd, encoder_frozen_stages=6)
-
-
 # ---------------------------------------------------------------------------------------------- OHEM
 def test_ohem_keeps_the_hard_pixels_and_at_least_min_kept() -> None:
     """Hand case: four pixels with true-class probabilities 0.9, 0.5, 0.2 and one ignored."""
@@ -313,60 +241,7 @@ def test_region_loss_ignores_unlabelled_pixels_and_is_near_zero_when_right(name:
 
 
 def test_region_loss_names_the_setting_when_unknown() -> None:
-    from segvn.errors import ConfigError
     from segvn.models.losses import build_region_loss
 
     with pytest.raises(ConfigError, match="model.region_loss"):
         build_region_loss("focal")
-
-
-@pytest.mark.slow
-def test_channels_last_eval_trains_nchw_and_validates_nhwc() -> None:
-    """model.channels_last=eval: NCHW weights for every training step, NHWC for every validation batch,
-    the same parameters (the optimizer's) throughout, and validation logits equal to NCHW's."""
-    import lightning as L
-    from torch.utils.data import DataLoader
-
-    gen = torch.Generator().manual_seed(0)
-    data = [
-        {"image": torch.rand(3, 32, 48, generator=gen), "mask": torch.randint(0, 8, (32, 48), generator=gen)}
-    ]
-    seen: list[tuple[str, bool]] = []
-
-    class Watch(L.Callback):
-        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-            seen.append(("train", module.net.model.encoder.conv1.weight.is_contiguous()))
-
-        def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0) -> None:
-            seen.append(("val", module.net.model.encoder.conv1.weight.is_contiguous()))
-
-    module = SegModule(
-        net=build_network(encoder_name="resnet18", num_classes=8),
-        optimizer=partial(torch.optim.SGD, lr=0.01, momentum=0.9),
-        class_weighting="none",
-        channels_last="eval",
-    )
-    params = list(module.parameters())
-    trainer = L.Trainer(
-        max_steps=3, val_check_interval=1, limit_val_batches=1, num_sanity_val_steps=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[Watch()],
-    )  # fmt: skip
-    # batches of 2: the ASPP's pooled branch has one value per channel, which batch norm refuses when training
-    trainer.fit(module, DataLoader(data * 6, batch_size=2), DataLoader(data * 2, batch_size=2))
-    assert set(seen) == {("train", True), ("val", False)}, seen
-    assert [s for s, _ in seen].count("val") == 3 and module.net.model.encoder.conv1.weight.is_contiguous()
-    optimized = [p for group in trainer.optimizers[0].param_groups for p in group["params"]]
-    assert {id(p) for p in optimized} == {id(p) for p in params}, (
-        "the optimizer still holds the module's tensors"
-    )
-    module.eval()
-    x = torch.stack([d["image"] for d in data])
-    with torch.no_grad():
-        nchw = module.net(x)
-        module._eval_memory_format(True)
-        nhwc = module(x)
-    assert module.net.model.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(nhwc, nchw, rtol=1e-4, atol=1e-4)
-    with pytest.raises(ConfigError, match="channels_last"):
-        SegModule(net=build_network(encoder_name="resnet18", num_classes=8), optimizer=torch.optim.SGD,
-                  channels_last="yes")  # fmt: skip

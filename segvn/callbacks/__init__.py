@@ -6,22 +6,28 @@ from segvn.callbacks.checkpoints import (
     LastCheckpoint,
     RunModelCheckpoint,
 )
+from segvn.callbacks.compile import TorchCompile
 from segvn.callbacks.config import ConfigInCheckpoint
 from segvn.callbacks.csv_log import ResumableCSVLogger, trim_csv_log
 from segvn.callbacks.ema import EMA
 from segvn.callbacks.epoch_csv import EpochMetricsCSV
 from segvn.callbacks.finite import NonFiniteGuard
+from segvn.callbacks.freeze import FreezeEncoder
+from segvn.callbacks.memory_format import MemoryFormat
 from segvn.callbacks.progress_plot import TrainingProgressPlot, find_csv_log
 from segvn.callbacks.wandb_media import WandbMedia, validation_confmat
 
 __all__ = [
     "AtomicCheckpointIO",
     "EMA",
+    "FreezeEncoder",
     "LastCheckpoint",
+    "MemoryFormat",
     "NonFiniteGuard",
     "ResumableCSVLogger",
     "RunModelCheckpoint",
     "TimeBudgetSchedule",
+    "TorchCompile",
     "ConfigInCheckpoint",
     "EpochMetricsCSV",
     "TrainingProgressPlot",

@@ -114,9 +114,37 @@ def require_outputs(path: str | Path, channels: int | None, names: list[str], wh
         )
 
 
+MOVED_MODEL_SETTINGS: dict[str, str] = {
+    "encoder_frozen_stages": "callbacks.freeze_encoder.frozen_stages",
+    "encoder_norm_eval": "callbacks.freeze_encoder.norm_eval",
+    "channels_last": "callbacks.memory_format.channels_last",
+    "compile": "callbacks.torch_compile.enabled",
+}
+"""Settings ``model.<key>`` of earlier versions (arguments of ``SegModule``) and the callback settings
+that replaced them. Checkpoints and run directories written before carry the old keys."""
+
+
+def pop_moved_settings(model_cfg: Any) -> dict[str, Any]:
+    """Remove the :data:`MOVED_MODEL_SETTINGS` from a model config (plain dict or DictConfig), in place.
+
+    Returns ``{new setting: stored value}`` for the keys that were there, so a resumed run can carry
+    them over to the callbacks; a model rebuilt for evaluation or prediction needs none of them.
+    """
+    moved: dict[str, Any] = {}
+    if not isinstance(model_cfg, dict | DictConfig):
+        return moved
+    for old, new in MOVED_MODEL_SETTINGS.items():
+        if old in model_cfg:
+            moved[new] = model_cfg.pop(old)
+    return moved
+
+
 def checkpoint_config(ckpt: dict[str, Any]) -> DictConfig:
-    """The resolved training config stored in a checkpoint."""
-    return OmegaConf.create(ckpt[CONFIG_KEY])
+    """The resolved training config stored in a checkpoint, without the :data:`MOVED_MODEL_SETTINGS`
+    of older checkpoints (they are not arguments of the model any more)."""
+    cfg = OmegaConf.create(ckpt[CONFIG_KEY])
+    pop_moved_settings(cfg.get("model"))
+    return cfg
 
 
 def model_from_checkpoint(
@@ -130,6 +158,7 @@ def model_from_checkpoint(
     cfg = OmegaConf.create(
         OmegaConf.to_container(model_cfg if model_cfg is not None else checkpoint_config(ckpt).model)
     )
+    pop_moved_settings(cfg)
     cfg.net.encoder_weights = None
     module = instantiate(cfg)
     require_outputs(path, output_channels(ckpt["state_dict"]), list(module.class_names))
@@ -220,6 +249,7 @@ class Checkpoint:
         """
         if module is None:
             cfg = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True))
+            pop_moved_settings(cfg)
             if "net" in cfg:
                 cfg.net.encoder_weights = None
             module = instantiate(cfg)

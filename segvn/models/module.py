@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-import warnings
 from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX
 from segvn.errors import ConfigError
 from segvn.metrics import SegmentationMetrics, class_indices
-from segvn.models.factory import encoder_stages
 from segvn.models.losses import build_region_loss, ohem_cross_entropy, sample_weighted_cross_entropy
 
-log = logging.getLogger(__name__)
 
 
 class SegModule(L.LightningModule):
@@ -28,23 +23,12 @@ class SegModule(L.LightningModule):
     ``optimizer`` and ``scheduler`` are partials (Hydra ``_partial_: true``) so the config owns
     every hyper-parameter. With ``class_weighting`` other than ``none`` the loss weights are taken
     from the data module's training labels when fitting starts and kept in the checkpoint.
-    ``channels_last`` stores the network's weights (and feeds its inputs) in NHWC memory order, which
-    oneDNN runs somewhat faster on CPUs (``benchmarks/bench_precision.py``; measured:
-    docs/notes/code_defaults.md); the numbers computed are the same. ``channels_last="eval"`` trains in
-    NCHW and validates and tests in NHWC, for networks whose NHWC backward is slow or wrong (MobileNetV2's
-    dilated depthwise convolutions in bf16) while their NHWC forward is fast.
     ``ohem`` (``{thresh, min_kept}``) trains on the hard pixels only
     (:func:`~segvn.models.losses.ohem_cross_entropy`); ``region_loss`` (``dice`` or ``lovasz``) adds
     ``region_loss_weight`` times that overlap loss to the training cross-entropy. Validation and test
     keep the plain loss, so ``val/loss`` means the same whatever the training loss.
-    ``encoder_norm_eval`` keeps the encoder's batch-norm layers in eval mode while training (their
-    running statistics frozen, their scale and shift still learnt; mmsegmentation's ``norm_eval``):
-    a pretrained encoder then computes what it computed on ImageNet instead of renormalising every
-    channel by the statistics of a batch of 8 street frames.
-    ``encoder_frozen_stages`` (0-5) freezes the pretrained encoder's first stages (their weights are
-    not trained and their batch norms stay in eval mode; mmdetection's ``frozen_stages``): no backward
-    runs through them, so each step is cheaper, and their generic ImageNet edges and textures are not
-    fitted to the few training streets.
+    Freezing the encoder, its batch norms' eval mode, the memory order and ``torch.compile`` are
+    callbacks (:mod:`segvn.callbacks`, ``conf/callbacks/default.yaml``), as is the EMA of the weights.
     """
 
     def __init__(
@@ -56,14 +40,10 @@ class SegModule(L.LightningModule):
         ignore_index: int = IGNORE_INDEX,
         class_weighting: str = "median_frequency",
         scheduler_interval: str = "epoch",
-        compile: bool = False,
-        channels_last: bool | str = False,
         encoder_lr_mult: float = 1.0,
         ohem: dict | None = None,
         region_loss: str | None = None,
         region_loss_weight: float = 1.0,
-        encoder_norm_eval: bool = False,
-        encoder_frozen_stages: int = 0,
     ) -> None:
         super().__init__()
         self.net = net
@@ -74,18 +54,10 @@ class SegModule(L.LightningModule):
         self.ignore_index = ignore_index
         self.class_weighting = class_weighting
         self.scheduler_interval = scheduler_interval
-        self.compile = compile
-        if channels_last not in (True, False, "eval"):
-            raise ConfigError(f"model.channels_last must be true, false or eval, not {channels_last!r}")
-        self.channels_last = channels_last
         self.encoder_lr_mult = encoder_lr_mult
         self.ohem = dict(ohem) if ohem else None  # {thresh, min_kept}: segvn.models.losses
         self.region_loss = build_region_loss(region_loss, ignore_index) if region_loss else None
         self.region_loss_weight = region_loss_weight
-        self.encoder_norm_eval = encoder_norm_eval
-        self.encoder_frozen_stages = encoder_frozen_stages
-        for param in self._frozen().parameters():
-            param.requires_grad_(False)
         self.register_buffer("class_weights", torch.ones(self.num_classes))
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
@@ -104,33 +76,6 @@ class SegModule(L.LightningModule):
         self.val_miou_best = MaxMetric()
         self.last_summary: dict[str, dict[str, torch.Tensor]] = {}
         """The latest dataset metrics per stage (``confmat`` included), reduced across processes."""
-        self.train(self.training)  # applies encoder_norm_eval from the start
-
-    def train(self, mode: bool = True) -> SegModule:
-        """Train or eval mode; with ``encoder_norm_eval`` the encoder's batch norms stay in eval mode."""
-        super().train(mode)
-        if mode and self.encoder_norm_eval:
-            for norm in self._encoder_norms():
-                norm.eval()
-        if mode:
-            self._frozen().eval()
-        return self
-
-    def _frozen(self) -> nn.ModuleList:
-        """The encoder stages that ``encoder_frozen_stages`` keeps as they were loaded."""
-        n = self.encoder_frozen_stages
-        if n == 0:
-            return nn.ModuleList()
-        try:
-            stages = encoder_stages(self._encoder())
-        except ValueError as e:
-            raise ConfigError(f"model.encoder_frozen_stages={n}: {e}") from e
-        if not 0 <= n <= len(stages):
-            raise ConfigError(f"model.encoder_frozen_stages must be 0-{len(stages)}, not {n}")
-        return nn.ModuleList(stages[:n])
-
-    def _encoder_norms(self) -> list[nn.Module]:
-        return [m for m in self._encoder().modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
     def _encoder(self) -> nn.Module:
         net = getattr(self.net, "_orig_mod", self.net)  # torch.compile wraps the network
@@ -138,62 +83,15 @@ class SegModule(L.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B, C, H, W) at the input's resolution."""
-        if self.channels_last is True or (self.channels_last == "eval" and not self.training):
-            images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
     # -- set-up ----------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        if self.channels_last is True or (self.channels_last == "eval" and stage != "fit"):
-            self.net.to(memory_format=torch.channels_last)
         if stage == "fit" and self.class_weighting != "none":
             dm = getattr(self.trainer, "datamodule", None)
             if dm is None or not hasattr(dm, "class_weights"):
                 raise ValueError("class_weighting needs a SegDataModule to compute weights from")
             self.class_weights.copy_(dm.class_weights(self.class_weighting))
-        if self.compile and stage == "fit":
-            self.net = torch.compile(self.net)
-
-    def on_fit_start(self) -> None:
-        if self.encoder_norm_eval:
-            log.info(
-                "encoder_norm_eval: the encoder's %d batch norms keep their running statistics",
-                len(self._encoder_norms()),
-            )
-        if self.encoder_frozen_stages:
-            frozen = sum(p.numel() for p in self._frozen().parameters())
-            log.info(
-                "encoder_frozen_stages: the encoder's first %d stages (%d weights) are not trained",
-                self.encoder_frozen_stages,
-                frozen,
-            )
-        if self.encoder_norm_eval or self.encoder_frozen_stages:
-            # Lightning's fit loop warns about modules in eval mode at the start of training (a
-            # PossibleUserWarning): here the frozen or norm-eval encoder layers are meant to be
-            warnings.filterwarnings(
-                "ignore",
-                message=r"Found \d+ module\(s\) in eval mode at the start of training",
-                category=PossibleUserWarning,
-            )
-
-    def _eval_memory_format(self, evaluating: bool) -> None:
-        """``channels_last="eval"``: NHWC weights while validating or testing, NCHW while training."""
-        if self.channels_last == "eval":
-            self.net.to(memory_format=torch.channels_last if evaluating else torch.contiguous_format)
-
-    def on_validation_model_eval(self) -> None:
-        super().on_validation_model_eval()
-        self._eval_memory_format(True)
-
-    def on_validation_end(self) -> None:
-        self._eval_memory_format(False)
-
-    def on_test_model_eval(self) -> None:
-        super().on_test_model_eval()
-        self._eval_memory_format(True)
-
-    def on_test_end(self) -> None:
-        self._eval_memory_format(False)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self._param_groups())
@@ -216,6 +114,7 @@ class SegModule(L.LightningModule):
 
         A pretrained encoder fine-tuned at a fraction of the decoder's rate keeps more of what it
         learnt on ImageNet. The decoder's group comes first, so ``param_groups[0]`` is the main rate.
+        Weights frozen before the optimizer is built (:class:`segvn.callbacks.FreezeEncoder`) are left out.
         """
         params = [p for p in self.parameters() if p.requires_grad]
         if self.encoder_lr_mult == 1.0:
