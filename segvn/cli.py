@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segvn.errors import CheckpointError, ConfigError, SegvnError
 from segvn.inference.export import is_exported_file, read_model_source
-from segvn.models.checkpoint import MOVED_MODEL_SETTINGS, Checkpoint, pop_moved_settings
+from segvn.models.checkpoint import FROZEN_STAGES, MOVED_MODEL_SETTINGS, Checkpoint, pop_moved_settings
 from segvn.utils.config import CONF_DIR, CONFIG_MODULE, CONFIG_PATH
 from segvn.utils.run import fail, make_output_dir, run_task, warn
 from segvn.utils.schema import check_numbers
@@ -91,20 +91,31 @@ RESUME_CONFIG = "segvn_resume"
 _CHECKED: dict[str, tuple[Any, Checkpoint]] = {}
 
 
-def resumable_checkpoint(path: str | Path, model_cfg: DictConfig, module: Any = None) -> Checkpoint:
+def frozen_stages(cfg: DictConfig) -> int:
+    """The encoder stages a training config freezes: ``callbacks.freeze_encoder.frozen_stages`` where that
+    callback is configured, else 0."""
+    node = OmegaConf.select(cfg, FROZEN_STAGES.rsplit(".", 1)[0], default=None)
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return 0
+    return int(node.get("frozen_stages", 0) or 0)
+
+
+def resumable_checkpoint(
+    path: str | Path, model_cfg: DictConfig, module: Any = None, frozen: int | None = None
+) -> Checkpoint:
     """``path`` read and checked to go on training the model of ``model_cfg``: :class:`CheckpointError` if not.
 
-    Checks the optimizer groups (:meth:`Checkpoint.require_resumable`) and that the weights fit the
-    network (:meth:`Checkpoint.require_fits`, against ``module`` when given). ``resume=`` checks before
-    Hydra starts, so a refused resume writes nothing; the training task then takes that checked file
-    (once) instead of reading and checking it again.
+    Checks the optimizer groups (:meth:`Checkpoint.require_resumable`, with ``frozen`` encoder stages
+    when given) and that the weights fit the network (:meth:`Checkpoint.require_fits`, against
+    ``module`` when given). ``resume=`` checks before Hydra starts, so a refused resume writes nothing;
+    the training task then takes that checked file (once) instead of reading and checking it again.
     """
-    wanted = OmegaConf.to_container(model_cfg, resolve=True)
+    wanted = (OmegaConf.to_container(model_cfg, resolve=True), frozen)
     hit = _CHECKED.pop(str(path), None)
     if hit is not None and hit[0] == wanted:
         return hit[1]
     ckpt = Checkpoint.read(path)
-    ckpt.require_resumable(model_cfg)
+    ckpt.require_resumable(model_cfg, frozen)
     ckpt.require_fits(model_cfg, module)
     _CHECKED[str(path)] = (wanted, ckpt)
     return ckpt
@@ -160,7 +171,10 @@ def _move_stored_settings(cfg: dict[str, Any]) -> None:
         _, name, key = setting.split(".")
         node = callbacks.setdefault(name, OmegaConf.to_container(defaults[name]))
         node[key] = value
-    log.info("resume: the stored model settings moved to %s", ", ".join(f"{k}={v}" for k, v in moved.items()))
+    warn(
+        "resume: the run's config stores settings that have moved; carried over as "
+        + ", ".join(f"{k}={v}" for k, v in moved.items())
+    )
 
 
 def _stored_run_config(run_dir: Path, stored: Path) -> dict[str, Any]:
@@ -195,8 +209,8 @@ def _check_resume(argv: list[str], ckpt_path: str) -> None:
     overrides = [a for a in argv[1:] if not a.startswith("-")]
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            model_cfg = compose(config_name=RESUME_CONFIG, overrides=overrides).model
-        resumable_checkpoint(ckpt_path, model_cfg)
+            cfg = compose(config_name=RESUME_CONFIG, overrides=overrides)
+        resumable_checkpoint(ckpt_path, cfg.model, frozen=frozen_stages(cfg))
     except SegvnError as err:
         fail(str(err))
     except Exception:  # noqa: BLE001 - a bad override or model setting: Hydra and the task report it
@@ -317,4 +331,4 @@ def command(
     return wrap
 
 
-__all__ = ["Checkpoint", "command", "register_checkpoint_configs", "resumable_checkpoint"]
+__all__ = ["Checkpoint", "command", "frozen_stages", "register_checkpoint_configs", "resumable_checkpoint"]

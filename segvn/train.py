@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
 from segvn.callbacks import ConfigInCheckpoint, LastCheckpoint, trim_csv_log
-from segvn.cli import command, resumable_checkpoint
+from segvn.cli import command, frozen_stages, resumable_checkpoint
 from segvn.errors import ConfigError
 from segvn.models.factory import pooled_norms
 from segvn.utils import instantiate_dict, save_resolved_config, to_container
@@ -51,7 +51,7 @@ def _resume_point(cfg: DictConfig, model: L.LightningModule) -> int | None:
     """The global step of ``ckpt_path``, checked to fit ``model`` (one clear error, nothing written), or ``None``."""
     if not cfg.get("ckpt_path"):
         return None
-    ckpt = resumable_checkpoint(cfg.ckpt_path, cfg.model, model)
+    ckpt = resumable_checkpoint(cfg.ckpt_path, cfg.model, model, frozen_stages(cfg))
     return int(ckpt.raw.get("global_step", 0))
 
 

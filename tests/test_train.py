@@ -145,3 +145,157 @@ def test_hydra_sweep_runs_one_job_per_value(tmp_path):
         assert config["model"]["optimizer"]["lr"] == lr
         metrics = json.loads((tmp_path / "sweep" / job / "metrics.json").read_text())
         assert np.isfinite(metrics["metrics"]["val/miou_best"])
+
+
+# ------------------------------------------- model settings that moved to callbacks (old checkpoints)
+OLD_MODEL_SETTINGS = {
+    "compile": False,
+    "channels_last": False,
+    "encoder_norm_eval": False,
+    "encoder_frozen_stages": 0,
+}
+"""The SegModule arguments that earlier versions wrote under ``model`` of every stored config (defaults)."""
+
+
+def _as_written_before(config: dict, **old: object) -> dict:
+    """A training config as earlier versions stored it: the moved settings under ``model``, no callbacks for them."""
+    config = json.loads(json.dumps(config))
+    config["model"].update({**OLD_MODEL_SETTINGS, **old})
+    for name in ("freeze_encoder", "memory_format", "torch_compile"):
+        (config.get("callbacks") or {}).pop(name, None)
+    return config
+
+
+@pytest.mark.slow
+def test_a_checkpoint_with_the_old_model_settings_loads_evaluates_and_resumes(
+    camvid_checkpoint, compose_cfg, tmp_path
+) -> None:
+    """A checkpoint whose stored config carries model.compile/channels_last/encoder_norm_eval/
+    encoder_frozen_stages (as written before they moved to callbacks) loads into the same model,
+    evaluates, and is accepted or refused for resuming as before."""
+    from segvn.cli import frozen_stages, resumable_checkpoint
+    from segvn.errors import CheckpointError
+    from segvn.models.checkpoint import CONFIG_KEY, Checkpoint
+
+    raw = torch.load(camvid_checkpoint, map_location="cpu", weights_only=True)
+    raw[CONFIG_KEY] = _as_written_before(raw[CONFIG_KEY], channels_last=True)
+    old = tmp_path / "old.ckpt"
+    torch.save(raw, old)
+    model, reference = Checkpoint.read(old).model(), Checkpoint.read(camvid_checkpoint).model()
+    x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+    assert "channels_last" not in Checkpoint.read(old).config.model
+
+    out = tmp_path / "eval"
+    proc = run_segvn(
+        "evaluate", f"ckpt_path={old}", "split=val", "data.source.val=['0001TP']", "data.num_workers=0",
+        f"hydra.run.dir={out}", root=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 0.0 < json.loads((out / "metrics.json").read_text())["mean_iou"] <= 1.0
+
+    cfg = compose_cfg(["+experiment=resnet18", "data=camvid_streets", f"ckpt_path={old}"])
+    assert resumable_checkpoint(old, cfg.model, frozen=frozen_stages(cfg)).path == old
+    with pytest.raises(CheckpointError, match=r"trained with model\.encoder_lr_mult=1, .*encoder_lr_mult=1$"):
+        resumable_checkpoint(old, compose_cfg(["+experiment=resnet18", "model.encoder_lr_mult=0.1"]).model)
+    with pytest.raises(
+        CheckpointError, match=r"frozen_stages=0, .*resume with callbacks\.freeze_encoder\.frozen_stages=0$"
+    ):
+        resumable_checkpoint(old, cfg.model, frozen=2)
+    with pytest.raises(
+        CheckpointError, match=r"model\.net\.encoder_name=mobilenet_v2 \(trained with resnet18\)"
+    ) as err:
+        resumable_checkpoint(
+            old, compose_cfg(["+experiment=resnet18", "model.net.encoder_name=mobilenet_v2"]).model
+        )
+    assert "channels_last" not in str(err.value) and "compile" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_resuming_a_run_written_with_the_old_settings_freezes_as_it_did(tmp_path) -> None:
+    """resume=RUN_DIR of a run whose config.yaml and checkpoint say model.encoder_frozen_stages=2 and
+    model.encoder_norm_eval=true: the settings move to callbacks.freeze_encoder, the resumed epoch keeps
+    the frozen stages and the encoder's batch-norm statistics as they were, and the rest trains on."""
+    from segvn.models.checkpoint import CONFIG_KEY
+
+    run_dir = tmp_path / "run"
+    small = ["+debug=limit", "logger=csv", "data.source.height=48", "data.source.width=64", "test=false"]
+    proc = run_segvn(
+        "train", *small, "trainer.max_epochs=1", "callbacks.freeze_encoder.frozen_stages=2",
+        "callbacks.freeze_encoder.norm_eval=true", f"hydra.run.dir={run_dir}", root=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the run as an earlier version wrote it: the settings under model in config.yaml and the checkpoint
+    old = {"encoder_frozen_stages": 2, "encoder_norm_eval": True}
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(_as_written_before(config, **old)))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    raw = torch.load(last, map_location="cpu", weights_only=True)
+    raw[CONFIG_KEY] = _as_written_before(raw[CONFIG_KEY], **old)
+    torch.save(raw, last)
+    before = raw["state_dict"]
+
+    proc = run_segvn("train", f"resume={run_dir}", "trainer.max_epochs=2", root=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "callbacks.freeze_encoder.frozen_stages=2" in proc.stderr + proc.stdout
+    resumed = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resumed["callbacks"]["freeze_encoder"] == {
+        "_target_": "segvn.callbacks.FreezeEncoder", "frozen_stages": 2, "norm_eval": True
+    }  # fmt: skip
+    assert not {"encoder_frozen_stages", "encoder_norm_eval", "channels_last", "compile"} & set(
+        resumed["model"]
+    )
+    after = torch.load(last, map_location="cpu", weights_only=True)
+    assert after["global_step"] > raw["global_step"]
+    frozen = [
+        k
+        for k in before
+        if k.startswith(("net.model.encoder.conv1.", "net.model.encoder.bn1.", "net.model.encoder.layer1."))
+    ]
+    stats = [
+        k
+        for k in before
+        if k.startswith("net.model.encoder.") and k.endswith(("running_mean", "running_var"))
+    ]
+    assert frozen and stats
+    assert all(torch.equal(before[k], after["state_dict"][k]) for k in frozen + stats)
+    trained = [k for k in before if k.startswith("net.model.encoder.layer2.") and k.endswith("conv1.weight")]
+    assert trained and not all(torch.equal(before[k], after["state_dict"][k]) for k in trained)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "new"),
+    [
+        ("model.encoder_frozen_stages=2", "callbacks.freeze_encoder.frozen_stages=2"),
+        ("+model.encoder_norm_eval=true", "callbacks.freeze_encoder.norm_eval=true"),
+        ("model.channels_last=eval", "callbacks.memory_format.channels_last=eval"),
+        ("model.compile=true", "callbacks.torch_compile.enabled=true"),
+    ],
+)
+def test_a_moved_model_setting_is_one_line_naming_the_new_one(override: str, new: str, tmp_path) -> None:
+    proc = run_segvn("train", override, f"hydra.run.dir={tmp_path / 'run'}", root=tmp_path)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and errors[0].endswith(f"; set {new}"), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
+
+
+def test_a_moved_model_setting_in_a_config_file_is_refused_naming_the_new_one(compose_cfg) -> None:
+    """A config of one's own (an experiment file) that still sets model.encoder_frozen_stages."""
+    from omegaconf import open_dict
+
+    from segvn.cli import check_settings
+    from segvn.errors import ConfigError
+
+    cfg = compose_cfg(["+experiment=mobilenetv2_fast"])
+    assert cfg.callbacks.freeze_encoder.frozen_stages == 3 and "encoder_frozen_stages" not in cfg.model
+    check_settings(cfg)
+    with open_dict(cfg):
+        cfg.model.encoder_frozen_stages = 3
+    with pytest.raises(
+        ConfigError,
+        match=r"^model\.encoder_frozen_stages=3 was moved: .*; set callbacks\.freeze_encoder\.frozen_stages=3$",
+    ):
+        check_settings(cfg)

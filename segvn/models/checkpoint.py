@@ -114,8 +114,11 @@ def require_outputs(path: str | Path, channels: int | None, names: list[str], wh
         )
 
 
+FROZEN_STAGES = "callbacks.freeze_encoder.frozen_stages"
+"""The setting of the encoder stages that training keeps frozen (:class:`segvn.callbacks.FreezeEncoder`)."""
+
 MOVED_MODEL_SETTINGS: dict[str, str] = {
-    "encoder_frozen_stages": "callbacks.freeze_encoder.frozen_stages",
+    "encoder_frozen_stages": FROZEN_STAGES,
     "encoder_norm_eval": "callbacks.freeze_encoder.norm_eval",
     "channels_last": "callbacks.memory_format.channels_last",
     "compile": "callbacks.torch_compile.enabled",
@@ -218,13 +221,29 @@ class Checkpoint:
                 f"{len(data_class_names)} ({', '.join(data_class_names)}); use data whose classes match"
             )
 
-    def require_resumable(self, model_cfg: DictConfig) -> None:
+    @property
+    def frozen_stages(self) -> int:
+        """How many encoder stages the training that wrote the file kept frozen (old or new setting)."""
+        stored = OmegaConf.create(self.raw[CONFIG_KEY])
+        new = OmegaConf.select(stored, FROZEN_STAGES, default=None)
+        old = OmegaConf.select(stored, "model.encoder_frozen_stages", default=None)
+        return int(new if new is not None else old or 0)
+
+    def require_resumable(self, model_cfg: DictConfig, frozen_stages: int | None = None) -> None:
         """:class:`CheckpointError` when training cannot go on from this file with ``model_cfg``'s optimizer.
 
         ``model.encoder_lr_mult`` other than 1 gives the encoder its own parameter group, and a saved
         optimizer state only loads into as many groups as it was saved with. Any other change of the
         multiplier is allowed but has no effect: the saved learning rates and schedule carry on.
+        Frozen weights have no optimizer state either, so ``frozen_stages`` (the stages the resumed run
+        freezes; ``None``: not checked) must be the stages the file was trained with.
         """
+        if frozen_stages is not None and frozen_stages != self.frozen_stages:
+            raise CheckpointError(
+                f"{self.path}: trained with {FROZEN_STAGES}={self.frozen_stages}, so its optimizer state cannot "
+                f"resume with {FROZEN_STAGES}={frozen_stages} (frozen weights are not in the optimizer); "
+                f"resume with {FROZEN_STAGES}={self.frozen_stages}"
+            )
         saved = float((self.config.get("model") or {}).get("encoder_lr_mult", 1.0))
         wanted = float(model_cfg.get("encoder_lr_mult", 1.0))
         if (saved == 1.0) != (wanted == 1.0):

@@ -16,7 +16,6 @@ from segvn.metrics import SegmentationMetrics, class_indices
 from segvn.models.losses import build_region_loss, ohem_cross_entropy, sample_weighted_cross_entropy
 
 
-
 class SegModule(L.LightningModule):
     """Semantic segmentation with class-weighted cross-entropy.
 
