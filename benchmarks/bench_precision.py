@@ -5,12 +5,13 @@
 One forward + weighted cross-entropy + backward + SGD step per iteration on a random batch, the
 four settings interleaved over ``--rounds`` so machine noise hits them alike; the figure is each
 setting's best ms/step and its speed-up over fp32 contiguous; then the same for a validation batch
-(forward only, no gradients), which is what ``model.channels_last=eval`` runs in NHWC. On CPUs with
-AVX512-BF16 (or AMX) oneDNN runs bf16 convolutions much faster than fp32, which is why the fast
-recipes train with ``trainer.precision=bf16-mixed`` and ``model.channels_last=true`` (``eval`` for
-MobileNetV2, whose NHWC bf16 backward is wrong on the CPU). ``--frozen-stages 2 3`` also times bf16
-NCHW training steps with the encoder's first N stages frozen (``model.encoder_frozen_stages``: no
-backward through them), against none frozen, interleaved the same way.
+(forward only, no gradients), which is what ``callbacks.memory_format.channels_last=eval`` runs in
+NHWC. On CPUs with AVX512-BF16 (or AMX) oneDNN runs bf16 convolutions much faster than fp32, which is
+why the fast recipes train with ``trainer.precision=bf16-mixed`` and
+``callbacks.memory_format.channels_last=true`` (``eval`` for MobileNetV2, whose NHWC bf16 backward is
+wrong on the CPU). ``--frozen-stages 2 3`` also times bf16 NCHW training steps with the encoder's
+first N stages frozen (``callbacks.freeze_encoder.frozen_stages``: no backward through them), against
+none frozen, interleaved the same way.
 """
 
 from __future__ import annotations

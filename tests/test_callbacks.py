@@ -381,7 +381,7 @@ def test_norm_eval_keeps_the_encoders_batch_norms_in_eval_mode(norm_eval: bool) 
     scale = [m.weight.detach().clone() for m in norms]
     modes = _Modes(norms)
     _tiny_fit(module, [FreezeEncoder(norm_eval=norm_eval), modes])
-    assert all(not any(step) == norm_eval for step in modes.training) and len(modes.training) == 3
+    assert all(any(step) != norm_eval for step in modes.training) and len(modes.training) == 3
     kept = [torch.equal(a, m.running_mean) for a, m in zip(stats, norms, strict=True)]
     assert all(kept) == norm_eval and any(kept) == norm_eval
     assert not any(torch.equal(a, m.running_mean) for a, m in zip(decoder_stats, decoder_norms, strict=True))
