@@ -240,7 +240,7 @@ def test_webhook_fine_tunes_and_switches_the_model(
             "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "logger=csv",
             "data.check.level=off"]  # fmt: skip
     args = (f"roots=[{root}]", "device=cpu", "runtime=torch", "finetune.enabled=true",
-            f"finetune.overrides=[{','.join(tiny)}]")  # fmt: skip
+            "finetune.overrides=[" + ",".join(f"'{o}'" for o in tiny) + "]")  # fmt: skip
     with serving(camvid_checkpoint, tmp_path / "run", *args) as url:
         tasks = [task(11, FRAMES[0]), task(12, FRAMES[1])]
         predicted = httpx.post(
