@@ -48,7 +48,8 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "LABEL_STUDIO_BASE_DATA_DIR": str(base / "data"),
         "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
         "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(documents),
-        "SSRF_PROTECTION_ENABLED": "false",  # the ML backend listens on loopback
+        "ML_BLOCK_LOCAL_IP": "false",  # the ML backend listens on loopback
+        "SSRF_PROTECTION_ENABLED": "false",  # and so do its webhooks
         "LATEST_VERSION_CHECK": "false",
         "COLLECT_ANALYTICS": "false",
     }
