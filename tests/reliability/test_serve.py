@@ -15,7 +15,7 @@ from PIL import Image
 
 from segvn.serving.sources import ImageSources
 
-from ..test_serve import LABEL_CONFIG, auth, free_port, serving
+from ..test_serve import LABEL_CONFIG, TOKEN, auth, free_port, serving
 from .conftest import run_segvn, tree_digest
 
 pytestmark = [pytest.mark.reliability]
@@ -103,18 +103,23 @@ def test_the_server_refuses_paths_outside_its_roots(camvid_checkpoint: Path, fol
     tasks = [{"id": i, "data": {"image": ref}} for i, ref in enumerate(refs)]
     tasks.append({"id": 9, "data": {"image": "/data/local-files/?d=inside.png"}})
     with serving(
-        camvid_checkpoint, tmp_path / "run", "token=t0k", f"roots=[{root}]", "device=cpu", "runtime=torch"
+        camvid_checkpoint,
+        tmp_path / "run",
+        f"token={TOKEN}",
+        f"roots=[{root}]",
+        "device=cpu",
+        "runtime=torch",
     ) as url:
         response = httpx.post(
             f"{url}/predict",
             json={"tasks": tasks, "label_config": LABEL_CONFIG},
-            headers=auth("t0k"),
+            headers=auth(),
             timeout=120,
         )
         alone = httpx.post(
             f"{url}/predict",
             json={"tasks": tasks[:1], "label_config": LABEL_CONFIG},
-            headers=auth("t0k"),
+            headers=auth(),
             timeout=120,
         )
     assert response.status_code == 200, response.text
