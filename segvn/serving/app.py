@@ -157,7 +157,15 @@ class Backend:
         )
 
     def predict(self, tasks: list[Any], config: BrushConfig) -> list[dict[str, Any]]:
-        """One prediction (or error) per task; the readable frames go through the model together."""
+        """One prediction (or error) per task. The readable frames go through the model together,
+        ``batch_size`` tasks at a time (so a long request never holds all its frames at once)."""
+        answers: list[dict[str, Any]] = []
+        step = max(1, int(self.settings.batch_size))
+        for start in range(0, len(tasks), step):
+            answers += self._predict_chunk(tasks[start : start + step], start, config)
+        return answers
+
+    def _predict_chunk(self, tasks: list[Any], offset: int, config: BrushConfig) -> list[dict[str, Any]]:
         frames: list[np.ndarray] = []
         slots: list[int] = []
         answers: list[dict[str, Any]] = [{} for _ in tasks]
@@ -166,14 +174,15 @@ class Backend:
                 data = task.get("data") if isinstance(task, dict) else None
                 if not isinstance(data, dict) or config.image_key not in data:
                     raise DataError(
-                        f'task {i}: no data.{config.image_key} (the image of <Image value="${config.image_key}">)'
+                        f'task {offset + i}: no data.{config.image_key} (the image of <Image value="${config.image_key}">)'
                     )
                 frame, _ = self.settings.sources.read(data[config.image_key])
             except SegvnError as err:
-                log.warning("task %s: %s", task.get("id", i) if isinstance(task, dict) else i, err)
-                answers[i] = {
-                    "error": {"status": status_of(err), "message": str(err)}
-                }  # no "result": skipped
+                log.warning(
+                    "task %s: %s", task.get("id", offset + i) if isinstance(task, dict) else offset + i, err
+                )
+                # no "result": Label Studio stores no prediction for this task
+                answers[i] = {"error": {"status": status_of(err), "message": str(err)}}
                 continue
             frames.append(frame)
             slots.append(i)
