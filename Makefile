@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast reliability lint check-size docs format train bench clean
+.PHONY: install test test-fast reliability lint check-size docs format train bench clean labelstudio test-labelstudio
 
 install:  ## a .venv with pinned dependencies and segvn installed editable
 	$(PYTHON) -m venv $(VENV)
@@ -12,16 +12,23 @@ install:  ## a .venv with pinned dependencies and segvn installed editable
 
 # two pytest workers on two cores: one torch thread each, else they fight over the cores
 test:  ## the whole suite (real data from ../shared or $$SEGVN_SHARED; skipped clearly without it)
-	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -m "not labelstudio" $(PYTEST_ARGS)
 
 test-fast:  ## without the tests marked slow (every test that trains or starts a command)
-	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow" $(PYTEST_ARGS)
+	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow and not labelstudio" $(PYTEST_ARGS)
 
 reliability:  ## the reliability probes alone, then their tally (outputs/reliability/summary.json)
 	rm -rf outputs/reliability
 	SEGVN_PROBE_REPORT=outputs/reliability/probes.json SEGVN_KILL_REPEATS=3 WANDB_MODE=offline OMP_NUM_THREADS=1 \
 		$(BIN)/python -m pytest -n 2 --dist loadgroup -m reliability tests/reliability $(PYTEST_ARGS); \
 		status=$$?; $(BIN)/python -m tests.reliability.tally outputs/reliability; exit $$status
+
+labelstudio:  ## Label Studio in its own venv, .venv-labelstudio (it pins numpy/opencv apart from segvn's)
+	$(PYTHON) -m venv .venv-labelstudio
+	.venv-labelstudio/bin/pip install --quiet label-studio==1.23.2
+
+test-labelstudio:  ## the end-to-end test with a real Label Studio (make labelstudio first)
+	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m labelstudio tests/test_labelstudio_e2e.py $(PYTEST_ARGS)
 
 lint: check-size  ## ruff (lint + format), the import-linter layer contracts of pyproject.toml, file sizes
 	$(BIN)/ruff check .

@@ -31,6 +31,14 @@ class InputNotFoundError(SegvnError, FileNotFoundError):
     """A file or folder named on the command line does not exist."""
 
 
+class ImageSourceError(DataError):
+    """An image the server may not read: outside the allowed roots, on a host not allowed, another scheme."""
+
+
+class ImageTooLargeError(DataError):
+    """An image over the server's pixel or byte limit."""
+
+
 class VideoError(SegvnError, RuntimeError):
     """A video that cannot be opened, decoded or written."""
 
