@@ -86,7 +86,10 @@ def next_frames(
     street = Path(street_dir).expanduser()
     frames = frames_to_label(street, frames_dir=frames_dir)
     if not frames:
-        raise DataError(f"street={street}: every frame already has a label; nothing left to propose")
+        raise DataError(
+            f"street={street}: every frame already has a label; extract more frames (segvn.extract) "
+            "or give another street"
+        )
     every = list_images(street / frames_dir)
     position = {p.stem: i for i, p in enumerate(every)}
     labelled_paths = [p for p in every if p.stem not in {f.stem for f in frames}]
