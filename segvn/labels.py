@@ -39,7 +39,7 @@ def _number(cfg: DictConfig, key: str, kind: type, minimum: float) -> int | floa
     try:
         number = kind(value)
         ok = not isinstance(value, bool) and number >= minimum and (kind is float or number == float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # text, a list, inf for a whole number
         ok = False
     if not ok:
         what = "a whole number" if kind is int else "a number"

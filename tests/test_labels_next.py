@@ -147,6 +147,8 @@ def test_next_ranks_unsure_frames_above_sure_ones(camvid_root, camvid_checkpoint
         ("n=0", "n=0"),
         ("n=abc", "n='abc'"),
         ("n=2.5", "n=2.5"),
+        ("n=inf", "n=inf"),
+        ("n=[3]", "n=[3]"),
         ("min_gap=-1", "min_gap=-1"),
         ("min_distance=-0.1", "min_distance=-0.1"),
         ("min_distance=far", "min_distance='far'"),
