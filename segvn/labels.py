@@ -3,6 +3,7 @@
 ``python -m segvn.labels import format=cvat|labelstudio|cityscapes|matlab src=EXPORT street=NAME out=DATA_ROOT``
 ``python -m segvn.labels export format=cvat|cityscapes street=STREET_DIR out=DIR``
 ``python -m segvn.labels prelabel ckpt_path=PATH street=STREET_DIR format=cvat|labelstudio|palette [out=DIR]``
+``python -m segvn.labels next n=K ckpt_path=PATH street=STREET_DIR [min_gap=3 min_distance=0.02 out=DIR]``
 
 Only composes the config and calls :mod:`segvn.data.labelformats`. Per-file problems are reported and
 skipped; bad settings, or an import where nothing could be imported, end in one error line and exit 1.
@@ -21,7 +22,7 @@ from segvn.data.labelformats import REPORT_NAME, export_labels, import_labels
 from segvn.errors import ConfigError
 
 log = logging.getLogger("segvn.labels")
-ACTIONS = ("import", "export", "prelabel")
+ACTIONS = ("import", "export", "prelabel", "next")
 
 
 def _required(cfg: DictConfig, *keys: str) -> None:
@@ -32,13 +33,54 @@ def _required(cfg: DictConfig, *keys: str) -> None:
         )
 
 
+def _number(cfg: DictConfig, key: str, kind: type, minimum: float) -> int | float:
+    """``cfg[key]`` as ``kind`` (int or float), at least ``minimum``; ``ConfigError`` naming it otherwise."""
+    value = cfg.get(key)
+    try:
+        number = kind(value)
+        ok = not isinstance(value, bool) and number >= minimum and (kind is float or number == float(value))
+    except (TypeError, ValueError, OverflowError):  # text, a list, inf for a whole number
+        ok = False
+    if not ok:
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(
+            f"{key}={value!r}: give {what} >= {minimum:g} (python -m segvn.labels next {key}=...)"
+        )
+    return number
+
+
+def _next(cfg: DictConfig) -> str:
+    """``next``: propose the next ``n`` frames of the street to label (segvn.inference.next_frames)."""
+    from segvn.inference.next_frames import next_frames  # torch only when a model runs
+
+    _required(cfg, "street", "ckpt_path")
+    count = _number(cfg, "n", int, 1)
+    min_gap = _number(cfg, "min_gap", int, 0)
+    min_distance = _number(cfg, "min_distance", float, 0.0)
+    table, chosen = next_frames(
+        cfg.ckpt_path,
+        cfg.street,
+        int(count),
+        cfg.out or Path(cfg.paths.output_dir),
+        min_gap=int(min_gap),
+        min_distance=float(min_distance),
+        device=cfg.device,
+        image_size=list(cfg.image_size) if cfg.image_size else None,
+        batch_size=int(cfg.batch_size),
+        frames_dir=cfg.frames_dir,
+    )
+    return f"next: proposed {len(chosen)} of n={count} frame(s) of {cfg.street} to label, listed in {table}"
+
+
 def run(cfg: DictConfig) -> str:
     """Run the import or export named by ``cfg.action``; returns the summary line."""
     if OmegaConf.is_missing(cfg, "action") or cfg.action not in ACTIONS:
         action = None if OmegaConf.is_missing(cfg, "action") else cfg.action
         raise ConfigError(
-            f"action={action!r}: start with `import`, `export` or `prelabel` (python -m segvn.labels import ...)"
+            f"action={action!r}: start with `import`, `export`, `prelabel` or `next` (python -m segvn.labels import ...)"
         )
+    if cfg.action == "next":
+        return _next(cfg)
     _required(cfg, "format", "street")
     mapping = OmegaConf.to_container(cfg.mapping) if isinstance(cfg.mapping, DictConfig) else cfg.mapping
     mapping = mapping or {}
@@ -93,7 +135,7 @@ _main = command("labels")(_labels)
 
 
 def main() -> None:
-    """Accept the action as the first word (``import``/``export``) as well as ``action=...``."""
+    """Accept the action as the first word (``import``/``export``/``prelabel``/``next``) as well as ``action=...``."""
     if len(sys.argv) > 1 and sys.argv[1] in ACTIONS:
         sys.argv = [sys.argv[0], f"action={sys.argv[1]}", *sys.argv[2:]]
     _main()

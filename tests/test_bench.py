@@ -39,3 +39,35 @@ def test_profile_onnx_names_the_operators() -> None:
     ops = dict(line.split()[:2] for line in proc.stdout.splitlines() if line.startswith("  ") and "%" in line)
     assert "Conv" in ops and float(ops["Conv"].rstrip("%")) > 50, proc.stdout
     assert "slowest nodes:" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_active_learning_smoke(camvid_root: Path, tmp_path: Path) -> None:
+    """``benchmarks/active_learning.py`` end to end at tiny sizes: both policies, 2 rounds, 1 seed; the
+    ``next`` policy labels what ``segvn.labels next`` proposed, and labelled frames are links, not copies."""
+    import csv
+
+    out = tmp_path / "al"
+    proc = run_python(
+        "benchmarks/active_learning.py", "--size", "64", "96", "--minutes", "0.05", "--rounds", "2",
+        "--seeds", "42", "--max-images", "4", "--train", "data.num_workers=0", "--evaluate", "device=cpu",
+        "--next", "device=cpu", "--out", str(out), timeout=1500, env={"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    rows = list(csv.DictReader((out / "active_learning.csv").read_text().splitlines()))
+    assert [(r["policy"], r["labelled"]) for r in rows] == [
+        ("random", "20"), ("next", "20"), ("random", "40"), ("random", "60"), ("next", "40"), ("next", "60"),
+    ]  # fmt: skip
+    assert all(0.0 <= float(r["miou"]) <= 1.0 for r in rows)
+    assert (out / "active_learning.png").stat().st_size > 0
+    assert "random's final mIoU" in (out / "active_learning.md").read_text()
+    proposed = [
+        r["frame"]
+        for r in csv.DictReader((out / "work/s42_next_r2/next/next_frames.csv").read_text().splitlines())
+    ]
+    train = out / "work/s42_next_r2/camvid/train"
+    assert len(proposed) == 20 and all((train / f"{stem}.png").is_symlink() for stem in proposed)
+    assert all(s.startswith(("0001TP", "0006R0")) for s in proposed)  # the training streets' frames only
+    images = [*(out / "work").glob("*/camvid/*/*.png"), *(out / "work").glob("*/street/*/*.png")]
+    assert images and all(p.is_symlink() for p in images)
