@@ -134,6 +134,20 @@ def weights_dir(shared_dir: Path) -> Path:
     return _need(shared_dir / "weights")
 
 
+def cut_clip(video: Path, out: Path, seconds: float) -> Path:
+    """The first ``seconds`` of a real video, re-muxed without re-encoding (a short real file for tests)."""
+    import av
+
+    with av.open(str(video)) as source, av.open(str(out), "w") as target:
+        stream = source.streams.video[0]
+        copy = target.add_stream_from_template(stream)
+        for packet in source.demux(stream):
+            if packet.size and packet.pts * stream.time_base < seconds:
+                packet.stream = copy
+                target.mux(packet)
+    return out
+
+
 @pytest.fixture
 def compose_cfg(tmp_path):
     """Compose a task config the way ``@hydra.main`` would, with all outputs under ``tmp_path``."""

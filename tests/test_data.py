@@ -459,14 +459,9 @@ def test_unlabelled_leak_guard_by_path_and_by_pixels(with_prediction_street: Pat
 def test_unlabelled_set_draws_frames_from_a_real_video(video_path: Path, tmp_path: Path) -> None:
     import av
 
-    clip = tmp_path / "clip.mp4"
-    with av.open(str(video_path)) as source, av.open(str(clip), "w") as target:
-        stream = source.streams.video[0]
-        out = target.add_stream_from_template(stream)
-        for packet in source.demux(stream):  # the first 3 seconds, re-muxed without re-encoding
-            if packet.size and packet.pts * stream.time_base < 3:
-                packet.stream = out
-                target.mux(packet)
+    from tests.conftest import cut_clip
+
+    clip = cut_clip(video_path, tmp_path / "clip.mp4", seconds=3)
     root = tmp_path / "vietnam"
     (root / "street" / "frames").mkdir(parents=True)
     src = StreetFolders(root, train=["street"], val=["street"])
