@@ -80,7 +80,8 @@ class PseudoLabelSettings:
 
 @dataclass
 class PoolOptions:
-    """The unlabelled frames: images in ``folders`` whose file name matches ``pattern``."""
+    """Shorthands for ``data.unlabelled`` (the pool is the data layer's unlabelled set): ``folders`` are
+    added to its folders, ``pattern`` and ``max_frames`` replace its own when set."""
 
     folders: list[str] = field(default_factory=list)
     pattern: str = "*"  # e.g. "0016E5_*" for one CamVid street

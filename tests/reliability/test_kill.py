@@ -165,6 +165,7 @@ def test_killed_pseudolabelling_is_whole_and_continues(
         f"ckpt_path={camvid_checkpoint}",
         f"pool.folders=[{camvid_root / 'val'}]",
         "pool.max_frames=24",
+        "data.unlabelled.transductive=true",  # validation frames, on purpose
         f"out={out}",
     )
     first, again = (*args, f"hydra.run.dir={tmp_path / 'run'}"), (*args, f"hydra.run.dir={tmp_path / 'run2'}")
