@@ -1,6 +1,6 @@
 """The unlabelled set (``data.unlabelled``): the frames nobody labelled, which self-training learns from.
 
-Where its frames come from (any mix; ``docs/guide/data.md`` shows the settings):
+Where its frames come from (any mix; the data guide in ``docs/guide`` shows the settings):
 
 - ``streets``: frames of the listed streets that training does not use with a label -- the frames without
   a label of a training street, every frame of any other street (a prediction street of the thesis
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from segvn.data.check import _quick_hash, check_intact, validate_options
+from segvn.data.check import _pixel_hash, _quick_hash, check_intact, validate_options
 from segvn.data.extract import extract_frames, find_videos
 from segvn.data.findings import CheckReport, _Collector
 from segvn.data.io import list_images
@@ -225,9 +225,9 @@ class UnlabelledSet:
         return ", ".join(parts) or "nothing"
 
 
-def evaluated_frames(data: Any) -> list[Path]:
+def evaluated_frames(dm: Any) -> list[Path]:
     """The validation and test frames of a data module (what no unlabelled frame may be, by default)."""
-    return [s.image for split in ("val", "test") for s in data.dataset(split).samples]
+    return [s.image for split in ("val", "test") for s in dm.dataset(split).samples]
 
 
 def _pixels_key(path: Path, level: str) -> str:
@@ -235,7 +235,7 @@ def _pixels_key(path: Path, level: str) -> str:
 
 
 def check_unlabelled(
-    data: Any, report: CheckReport, level: str = "full", warn_only: Sequence[str] = ()
+    dm: Any, report: CheckReport, level: str = "full", warn_only: Sequence[str] = ()
 ) -> None:
     """Add the unlabelled set of a data module to ``report`` (``segvn.check``), writing nothing.
 
@@ -245,7 +245,7 @@ def check_unlabelled(
     by content hash (``full``: the decoded pixels, video frames too; ``cheap``: the file's size and first
     64 KiB) -- an error, a warning with ``transductive``. Nothing when ``data.unlabelled`` is empty.
     """
-    unlabelled: UnlabelledSet = data.unlabelled
+    unlabelled: UnlabelledSet = dm.unlabelled
     if level == "off" or not unlabelled.configured:
         return
     out = _Collector(validate_options(level, warn_only))
@@ -285,10 +285,7 @@ def check_unlabelled(
             if level == "full":
                 with open_video(video, backend="pyav") as reader:
                     for frame in reader.frames(wanted):
-                        rgb = frame.rgb
-                        key = hashlib.blake2b(
-                            rgb.tobytes() + str(rgb.shape).encode(), digest_size=16
-                        ).hexdigest()
+                        key = _pixel_hash(frame.rgb)
                         hashes.setdefault(key, []).append(f"{video}#{frame.index}")
         except SegvnError as err:
             out.add(
@@ -303,7 +300,7 @@ def check_unlabelled(
             "empty_split", f"the unlabelled set has no frames ({unlabelled.describe()})", "warning", **where
         )
     try:
-        evaluated = evaluated_frames(data)
+        evaluated = evaluated_frames(dm)
     except SegvnError:
         evaluated = []  # the labelled splits' own findings say why
     severity = "warning" if unlabelled.transductive else None
