@@ -13,6 +13,12 @@ On ``data=camvid_streets`` (train 0001TP + 0006R0; 0016E5 is the new street), pe
   - ``inductive``: the pool is the first half of 0016E5 by frame number, scored on the second half
     only (a data root of links to the shared CamVid without those frames).
 
+``--rounds N``: the student becomes the next teacher N-1 times (pseudo-labelling and a student per round,
+in ``WORK/<seed>_<protocol>_r<k>_{pseudo,student}``; the student minutes are shared out between the rounds).
+A killed benchmark continues: finished trainings and evaluations are read back, and ``segvn.pseudolabel``
+continues in its ``out=``. ``--video-pool``: per protocol, a second student whose pool also holds the
+dash-cam video's frames (``data.unlabelled.videos``, another country and road type; ``--video-fps``).
+
 Writes ``OUT/selftrain.json`` (every run: minutes, steps, mIoU, per-class IoU, BF) and ``OUT/selftrain.md``
 (the table: student against supervised, relative gain, the worst class change against the teacher),
 and ``OUT/frames.png``: the same 0016E5 frames labelled by the supervised model and the students.
@@ -145,6 +151,79 @@ def side_by_side(checkpoints: dict[str, str], frames: list[Path], out: Path) -> 
     save_image(tile(cells, ncols=len(columns)), out)
 
 
+def pool_settings(protocol: str, ind_root: Path, ind_pool: Path, args) -> list[str]:
+    """The ``segvn.pseudolabel`` settings of a protocol's pool (the data layer's ``data.unlabelled``)."""
+    if protocol.startswith("transductive"):  # every frame of the new street, on purpose
+        pool = [f"data.unlabelled.streets=[{STREET}]", "data.unlabelled.transductive=true"]
+    else:  # the first half of the new street; validation (the second half) comes from the inductive root
+        pool = [f"data.root={ind_root}", f"data.unlabelled.folders=[{ind_pool}]"]
+    if protocol.endswith("+video"):
+        pool += [f"data.unlabelled.videos=[{SHARED / 'videos'}]", f"data.unlabelled.fps={args.video_fps}"]
+    if args.pool_max_frames:
+        pool.append(f"data.unlabelled.max_frames={args.pool_max_frames}")
+    return [*pool, *args.pseudo]
+
+
+def self_train(
+    teacher: str,
+    rounds: int,
+    minutes: float,
+    overhead: float,
+    pool: list[str],
+    student_extra: list[str],
+    recipe: str,
+    size,
+    seed: int,
+    work: Path,
+    tag: str,
+) -> list[dict]:
+    """``rounds`` rounds of pseudo-labelling with the teacher and training a student, each student the next
+    round's teacher, in ``work/<tag>_r<k>_*`` (finished steps are read back: a killed run continues).
+
+    ``minutes`` is what pseudo-labelling and the students may spend in all; each student gets an equal share
+    of what is left after its round's pseudo-labelling (later rounds' pseudo-labelling is taken to cost what
+    this one did), less ``overhead`` (a training's set-up and test). Returns one dict per round.
+    """
+    done: list[dict] = []
+    spent = 0.0
+    for k in range(1, rounds + 1):
+        name = f"{tag}_r{k}" if rounds > 1 else tag
+        pseudo_dir = work / f"{name}_pseudo"
+        pl_seconds = segvn(
+            "pseudolabel", f"ckpt_path={teacher}", *pool, f"out={pseudo_dir}",
+            f"hydra.run.dir={work / (name + '_pseudolabel_run')}", log=work / f"{name}_pseudolabel.log",
+        )  # fmt: skip
+        spent += pl_seconds / 60
+        left = minutes - spent - (rounds - k) * pl_seconds / 60
+        student_minutes = left / (rounds - k + 1) - overhead
+        if student_minutes <= 0:
+            raise SystemExit(
+                f"no minutes left for the round {k} student ({student_minutes:.2f}); raise --minutes"
+            )
+        student = train(
+            f"{name}_student",
+            recipe,
+            size,
+            student_minutes,
+            seed,
+            work,
+            [f"pseudo={pseudo_dir}", *student_extra],
+        )
+        spent += student["minutes"]
+        record = json.loads((pseudo_dir / "pseudolabel.json").read_text())
+        done.append(
+            {
+                "round": k,
+                "teacher": teacher,
+                "pseudolabel_minutes": pl_seconds / 60,
+                "kept_share": record["kept_share"],
+                "student": student,
+            }
+        )
+        teacher = student["checkpoint"]
+    return done
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", default="mobilenetv2_fast", choices=["mobilenetv2_fast", "resnet18_fast"])
@@ -153,6 +232,15 @@ def main() -> None:
     parser.add_argument("--teacher-share", type=float, default=0.5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43])
     parser.add_argument("--protocols", nargs="+", default=["transductive", "inductive"])
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="self-training rounds (the student teaches the next)"
+    )
+    parser.add_argument(
+        "--video-pool",
+        action="store_true",
+        help="also a student per protocol with the dash-cam video in its pool",
+    )
+    parser.add_argument("--video-fps", type=float, default=5.0, help="frames a second taken from the video")
     parser.add_argument("--pool-max-frames", type=int, default=None, help="fewer pool frames (smoke tests)")
     parser.add_argument("--max-images", type=int, default=None, help="fewer evaluation frames (smoke tests)")
     parser.add_argument(
@@ -162,6 +250,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "selftrain" / "latest")
     args = parser.parse_args()
     TRAIN_EXTRA.extend(args.train)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args.video_pool:
+        args.protocols = [*args.protocols, *(f"{p}+video" for p in args.protocols)]
     camvid = SHARED / "datasets" / "camvid"
     work = args.out / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -175,32 +267,25 @@ def main() -> None:
             f"s{seed}_teacher", args.recipe, args.size, args.minutes * args.teacher_share, seed, work
         )
         for protocol in args.protocols:
-            root = scored_on[protocol]
-            tag = f"s{seed}_{protocol}"
+            root = scored_on[protocol.removesuffix("+video")]
+            tag = f"s{seed}_{protocol.replace('+', '_')}"
             sup_ev = evaluate(sup["checkpoint"], root, work / f"{tag}_eval_supervised", args.max_images)
             teacher_ev = evaluate(teacher["checkpoint"], root, work / f"{tag}_eval_teacher", args.max_images)
-            pool = (
-                [f"pool.folders=[{camvid / 'train'},{camvid / 'val'}]", f"pool.pattern={STREET}_*"]
-                if protocol == "transductive"
-                else [f"pool.folders=[{ind_pool}]"]
-            )
-            if args.pool_max_frames:
-                pool.append(f"pool.max_frames={args.pool_max_frames}")
-            pseudo_dir = work / f"{tag}_pseudo"
-            pl_seconds = segvn(
-                "pseudolabel", f"ckpt_path={teacher['checkpoint']}", *pool, *args.pseudo, f"out={pseudo_dir}",
-                f"hydra.run.dir={work / (tag + '_pseudolabel_run')}", log=work / f"{tag}_pseudolabel.log",
-            )  # fmt: skip
+            pool = pool_settings(protocol, ind_root, ind_pool, args)
             # equal wall time: the supervised run's whole time (set-up, budget, test) against teacher +
-            # pseudo-labelling + student; the student's set-up and test are taken to cost what the teacher's did
-            overhead = teacher["minutes"] - args.minutes * args.teacher_share
-            left = sup["minutes"] - teacher["minutes"] - pl_seconds / 60 - max(overhead, 0.0)
-            if left <= 0:
-                raise SystemExit(f"no minutes left for the student ({left:.2f}); raise --minutes")
-            extra = [f"pseudo={pseudo_dir}", f"data.pseudo.transductive={protocol == 'transductive'}"]
+            # pseudo-labelling + students; each student's set-up and test are taken to cost what the teacher's did
+            overhead = max(teacher["minutes"] - args.minutes * args.teacher_share, 0.0)
+            budget = sup["minutes"] - teacher["minutes"]
+            transductive = protocol.startswith("transductive")
+            student_extra = [f"data.pseudo.transductive={transductive}"]
             if root is not None:
-                extra.append(f"data.root={root}")
-            student = train(f"{tag}_student", selftrain, args.size, left, seed, work, extra)
+                student_extra.append(f"data.root={root}")
+            done = self_train(
+                teacher["checkpoint"], args.rounds, budget, overhead, pool, student_extra, selftrain, args.size,
+                seed, work, tag,
+            )  # fmt: skip
+            student = done[-1]["student"]
+            pl_minutes = sum(r["pseudolabel_minutes"] for r in done)
             student_ev = evaluate(student["checkpoint"], root, work / f"{tag}_eval_student", args.max_images)
             worst = min(
                 (student_ev["class_iou"][c] or 0) - (teacher_ev["class_iou"][c] or 0)
@@ -210,12 +295,16 @@ def main() -> None:
                 {
                     "seed": seed,
                     "protocol": protocol,
+                    "rounds": args.rounds,
                     "supervised": {**sup, **sup_ev},
                     "teacher": {**teacher, **teacher_ev},
-                    "pseudolabel_minutes": pl_seconds / 60,
-                    "pseudolabels": json.loads((pseudo_dir / "pseudolabel.json").read_text())["kept_share"],
+                    "pseudolabel_minutes": pl_minutes,
+                    "pseudolabels": done[-1]["kept_share"],
+                    "per_round": done,
                     "student": {**student, **student_ev},
-                    "self_training_minutes": teacher["minutes"] + pl_seconds / 60 + student["minutes"],
+                    "self_training_minutes": teacher["minutes"]
+                    + pl_minutes
+                    + sum(r["student"]["minutes"] for r in done),
                     "relative_gain": student_ev["miou"] / sup_ev["miou"] - 1,
                     "worst_class_vs_teacher": worst,
                 }

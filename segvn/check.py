@@ -1,6 +1,7 @@
 """Validate a dataset: ``python -m segvn.check [data=camvid|vietnam|...] [data.root=DIR] [level=full]``.
 
-Prints a table of findings (errors first) and the frames/labels per split and street, writes
+Prints a table of findings (errors first) and the frames/labels per split and street (and per source of
+the unlabelled set, ``data.unlabelled``), writes
 ``check.json`` into the run directory, and exits with status 1 when there is an error. What is
 an error and what a warning: :mod:`segvn.data.check`.
 """
@@ -17,6 +18,7 @@ from rich.table import Table
 
 from segvn.cli import command
 from segvn.data.check import CheckReport, check_dataset
+from segvn.data.unlabelled import check_unlabelled
 from segvn.errors import DataError
 from segvn.utils import save_resolved_config
 from segvn.utils.io import write_json
@@ -51,6 +53,7 @@ def check(cfg: DictConfig) -> CheckReport:
     save_resolved_config(cfg, out / "config.yaml")
     dm = instantiate(cfg.data)
     report = check_dataset(dm, cfg.level, dm.check["warn_only"], list(cfg.splits), raise_on_error=False)
+    check_unlabelled(dm, report, cfg.level, dm.check["warn_only"])  # data.unlabelled, when set
     console = Console(width=cfg.width)
     for table in render(report, cfg.limit):
         console.print(table)

@@ -28,6 +28,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from segvn.data.unlabelled import UNLABELLED_DEFAULTS
 from segvn.errors import CheckpointError, ConfigError, SegvnError
 from segvn.inference.export import is_exported_file, read_model_source
 from segvn.models.checkpoint import FROZEN_STAGES, MOVED_MODEL_SETTINGS, Checkpoint, pop_moved_settings
@@ -48,13 +49,20 @@ def _arg(argv: list[str], key: str) -> str | None:
 
 
 def register_checkpoint_configs(ckpt: Checkpoint) -> None:
-    """The checkpoint's ``data`` and ``model`` configs as the Hydra options ``data=checkpoint``/``model=checkpoint``."""
+    """The checkpoint's ``data`` and ``model`` configs as the Hydra options ``data=checkpoint``/``model=checkpoint``.
+
+    A data config stored before ``data.unlabelled`` existed gets its defaults, so ``data.unlabelled.X=...``
+    can be set on the command line for any teacher.
+    """
     stored = ckpt.config
     cs = ConfigStore.instance()
     for group in ("data", "model"):
         node = stored.get(group)
         if node is not None:
-            cs.store(group=group, name="checkpoint", node=OmegaConf.create(OmegaConf.to_container(node)))
+            container = OmegaConf.to_container(node)
+            if group == "data" and isinstance(container, dict):
+                container.setdefault("unlabelled", dict(UNLABELLED_DEFAULTS))
+            cs.store(group=group, name="checkpoint", node=OmegaConf.create(container))
 
 
 def checkpoint_reader(verb: str, exports: bool) -> Callable[[str], Checkpoint]:

@@ -1,7 +1,11 @@
-"""Pseudo-label unlabelled frames with a teacher: ``python -m segvn.pseudolabel ckpt_path=PATH pool.folders=[DIR]``.
+"""Pseudo-label unlabelled frames with a teacher: ``python -m segvn.pseudolabel ckpt_path=PATH
+data.unlabelled.streets=[NAME]`` (or ``pool.folders=[DIR]``, ``data.unlabelled.videos=[VIDEO]``).
 
-Runs the teacher checkpoint over the pool at its training scale with test-time augmentation and writes
-class-balanced pseudo-labels and their record into ``out`` (see :mod:`segvn.inference.pseudolabel`).
+The pool is the data layer's unlabelled set (:mod:`segvn.data.unlabelled`) of the teacher's data config,
+with the ``pool.*`` shorthands applied; a pool frame that is also a validation/test frame is refused unless
+``data.unlabelled.transductive=true``. Runs the teacher checkpoint over the pool at its training scale with
+test-time augmentation and writes class-balanced pseudo-labels and their record into ``out`` (see
+:mod:`segvn.inference.pseudolabel`).
 """
 
 from __future__ import annotations
@@ -9,14 +13,50 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from segvn.cli import Checkpoint, command
-from segvn.data.pseudo import pool_frames
+from segvn.errors import DataError
 from segvn.inference.pseudolabel import PseudoLabelSettings, pseudolabel
 from segvn.utils import save_resolved_config
 
 log = logging.getLogger("segvn.pseudolabel")
+
+
+def pool_settings(cfg: DictConfig) -> dict:
+    """``data.unlabelled`` with the ``pool.*`` shorthands applied: ``pool.folders`` are added to its folders,
+    ``pool.pattern`` and ``pool.max_frames`` replace its own when set."""
+    stored = OmegaConf.select(cfg, "data.unlabelled", default=None)
+    unlabelled = dict(OmegaConf.to_container(stored, resolve=True)) if stored is not None else {}
+    if cfg.pool.folders:
+        unlabelled["folders"] = [*(unlabelled.get("folders") or []), *(str(f) for f in cfg.pool.folders)]
+    if str(cfg.pool.pattern) != "*":
+        unlabelled["pattern"] = str(cfg.pool.pattern)
+    if cfg.pool.max_frames is not None:
+        unlabelled["max_frames"] = cfg.pool.max_frames
+    return unlabelled
+
+
+def pool(cfg: DictConfig) -> list[Path]:
+    """The frames to pseudo-label: the unlabelled set of ``cfg.data`` (checked against validation/test)."""
+    dm = instantiate(cfg.data, unlabelled=pool_settings(cfg))
+    if not dm.unlabelled.configured:
+        raise DataError(
+            "pool: no unlabelled frames asked for; set data.unlabelled.streets=[NAME,...], "
+            "data.unlabelled.folders=[DIR,...] or data.unlabelled.videos=[VIDEO,...] (or pool.folders=[DIR,...])"
+        )
+    frames = dm.unlabelled_frames()
+    if not frames:
+        raise DataError(
+            f"pool: no frames matching {dm.unlabelled.settings['pattern']!r} in {dm.unlabelled.describe()}; "
+            "set data.unlabelled.streets/folders/videos=[...] (or pool.folders=[DIR,...] and pool.pattern)"
+        )
+    by_source: dict[str, int] = {}
+    for f in frames:
+        by_source[f.source] = by_source.get(f.source, 0) + 1
+    log.info("pool: %s", ", ".join(f"{n} from {src}" for src, n in by_source.items()))
+    return [f.image for f in frames]
 
 
 def run(cfg: DictConfig, ckpt: Checkpoint) -> dict:
@@ -27,7 +67,7 @@ def run(cfg: DictConfig, ckpt: Checkpoint) -> dict:
         keep=float(cfg.keep),
         max_threshold=float(cfg.max_threshold),
     )
-    frames = pool_frames(list(cfg.pool.folders), str(cfg.pool.pattern), cfg.pool.max_frames)
+    frames = pool(cfg)
     run_dir = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, run_dir / "config.yaml")
     out = Path(cfg.out).expanduser() if cfg.out else run_dir / "pseudo"

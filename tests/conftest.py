@@ -17,6 +17,19 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
 
 
+TINY_TRAIN = (
+    "+experiment=resnet18",
+    "data=camvid_streets",
+    "data.image_size=[64,96]",
+    "data.num_workers=0",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=2",
+    "test=false",
+    "logger=csv",
+)
+"""The tiny real training of the tests: one epoch of two steps of ResNet-18 on downscaled CamVid streets."""
+
 SLOW_FIXTURES = frozenset({"camvid_checkpoint", "trained_run"})
 """Fixtures that train in a subprocess on first use: a test using one is slow."""
 _RUNNING: dict[str, pytest.Item] = {}
@@ -121,6 +134,20 @@ def weights_dir(shared_dir: Path) -> Path:
     return _need(shared_dir / "weights")
 
 
+def cut_clip(video: Path, out: Path, seconds: float) -> Path:
+    """The first ``seconds`` of a real video, re-muxed without re-encoding (a short real file for tests)."""
+    import av
+
+    with av.open(str(video)) as source, av.open(str(out), "w") as target:
+        stream = source.streams.video[0]
+        copy = target.add_stream_from_template(stream)
+        for packet in source.demux(stream):
+            if packet.size and packet.pts * stream.time_base < seconds:
+                packet.stream = copy
+                target.mux(packet)
+    return out
+
+
 @pytest.fixture
 def compose_cfg(tmp_path):
     """Compose a task config the way ``@hydra.main`` would, with all outputs under ``tmp_path``."""
@@ -171,19 +198,6 @@ def compose_ckpt(compose_cfg):
 def camvid_checkpoint(camvid_root, tmp_path_factory) -> Path:
     """A real checkpoint: ``segvn.train`` for two steps on downscaled CamVid (made once per session)."""
     run = tmp_path_factory.mktemp("camvid_run")
-    proc = run_segvn(
-        "train",
-        "+experiment=resnet18",
-        "data=camvid_streets",
-        "data.image_size=[64,96]",
-        "data.num_workers=0",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=2",
-        "trainer.limit_val_batches=2",
-        "test=false",
-        "logger=csv",
-        f"hydra.run.dir={run}",
-        root=run,
-    )
+    proc = run_segvn("train", *TINY_TRAIN, f"hydra.run.dir={run}", root=run)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run / "checkpoints" / "last.ckpt"

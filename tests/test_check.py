@@ -311,3 +311,72 @@ def test_camvid_default_root_does_not_depend_on_cwd(monkeypatch, tmp_path):
     assert Path(cfg.data.root).resolve() == (REPO_ROOT.parent / "shared" / "datasets" / "camvid").resolve()
     with pytest.raises(DataError, match=r"does not exist; set data.root=DIR.*SEGVN_SHARED"):
         CamVid(tmp_path / "nope", train=["train"]).samples("train")
+
+
+# -- the unlabelled set (data.unlabelled) -------------------------------------------------------
+@pytest.fixture
+def unlabelled_pool(camvid_root, clean_camvid, video_path, tmp_path) -> dict[str, Path]:
+    """A folder of 2 real frames, a truncated one and a renamed copy of a val frame; a real clip; a cut video."""
+    from tests.conftest import cut_clip
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    frames = sorted((camvid_root / "train").glob("0006R0_*.png"))[:3]
+    for frame in frames[:2]:
+        shutil.copy(frame, pool / frame.name)
+    (pool / "truncated.png").write_bytes(frames[2].read_bytes()[:3000])
+    shutil.copy(sorted((clean_camvid / "val").glob("*.png"))[0], pool / "renamed_val.png")
+    clip = cut_clip(video_path, tmp_path / "clip.mp4", seconds=2)
+    (tmp_path / "broken.mp4").write_bytes(video_path.read_bytes()[:2000])
+    return {"pool": pool, "clip": clip, "broken": tmp_path / "broken.mp4"}
+
+
+@pytest.mark.parametrize("level", ["cheap", "full"])
+def test_check_reports_the_unlabelled_set(clean_camvid, unlabelled_pool, tmp_path, level):
+    from segvn.data.findings import CheckReport
+    from segvn.data.unlabelled import check_unlabelled
+
+    pool, clip, broken = unlabelled_pool["pool"], unlabelled_pool["clip"], unlabelled_pool["broken"]
+
+    def checked(**extra) -> CheckReport:
+        settings = {"folders": [str(pool)], "videos": [str(clip), str(broken)], **extra}
+        source = CamVid(clean_camvid, train=["train"], val=["val"])
+        dm = SegDataModule(source, cache_dir=tmp_path / "cache", unlabelled=settings)
+        report = CheckReport(str(clean_camvid), "CamVid", level)
+        check_unlabelled(dm, report, level)
+        return report
+
+    report = checked()
+    assert report.counts["unlabelled"] == {
+        f"folder {pool}": {"frames": 4, "labels": 0},
+        "video clip.mp4": {"frames": 2, "labels": 0},  # 2 s at one frame a second
+    }
+    by_kind = {f.kind: [] for f in report.findings}
+    for f in report.findings:
+        by_kind[f.kind].append(f)
+    assert sorted(f.path for f in by_kind["unreadable"]) == [str(broken), str(pool / "truncated.png")]
+    assert [f.path for f in by_kind["unlabelled_leak"]] == [str(pool / "renamed_val.png")]
+    assert by_kind["unlabelled_leak"][0].severity == "error" and not report.ok
+    assert all(f.split == "unlabelled" for f in report.findings)
+    assert not (tmp_path / "cache").exists(), "the check writes nothing"
+    asked = checked(transductive=True, max_frames=3)
+    assert [f.severity for f in asked.findings if f.kind == "unlabelled_leak"] == ["warning"]
+    assert asked.counts["unlabelled"]["all (max_frames=3)"]["frames"] == 3
+
+
+@pytest.mark.slow
+def test_check_cli_shows_the_unlabelled_set(clean_camvid, unlabelled_pool, tmp_path):
+    run = tmp_path / "run"
+    pool, clip = unlabelled_pool["pool"], unlabelled_pool["clip"]
+    proc = run_segvn(
+        "check", "data=camvid", f"data.root={clean_camvid}", f"data.unlabelled.folders=[{pool}]",
+        f"data.unlabelled.videos=[{clip}]", "width=250", f"hydra.run.dir={run}", root=tmp_path,
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in output, output[-3000:]
+    lines = output.splitlines()
+    assert re.search(r"unlabelled\s*│\s*video clip\.mp4\s*│\s*2\s*│\s*0\s*│", output), output
+    assert any("unlabelled_leak" in ln and "renamed_val.png" in ln for ln in lines), output
+    assert any("unreadable" in ln and "truncated.png" in ln for ln in lines), output
+    doc = json.loads((run / "check.json").read_text())
+    assert doc["counts"]["unlabelled"][f"folder {pool}"] == {"frames": 4, "labels": 0}

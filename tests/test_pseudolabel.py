@@ -123,9 +123,17 @@ def test_an_interrupted_round_continues_and_a_foreign_one_is_refused(camvid_root
 @pytest.mark.slow
 def test_command_as_a_user_runs_it(camvid_root, camvid_checkpoint, tmp_path) -> None:
     run = tmp_path / "run"
+    val_pool = (f"pool.folders=[{camvid_root / 'val'}]", "pool.pattern=0016E5_08*", "pool.max_frames=3")
+    leak = run_segvn(
+        "pseudolabel", f"ckpt_path={camvid_checkpoint}", *val_pool, f"hydra.run.dir={run}", root=tmp_path
+    )
+    said = leak.stdout + leak.stderr
+    assert leak.returncode == 1 and "Traceback" not in said, said[-3000:]
+    assert "data.unlabelled: 3 unlabelled frame(s) are also validation/test frames" in said
+    assert "data.unlabelled.transductive=true" in said and not (run / "pseudo").exists()
     proc = run_segvn(
-        "pseudolabel", f"ckpt_path={camvid_checkpoint}", f"pool.folders=[{camvid_root / 'val'}]",
-        "pool.pattern=0016E5_08*", "pool.max_frames=3", f"hydra.run.dir={run}", root=tmp_path,
+        "pseudolabel", f"ckpt_path={camvid_checkpoint}", *val_pool, "data.unlabelled.transductive=true",
+        f"hydra.run.dir={run}", root=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = json.loads((run / "pseudo" / RECORD_NAME).read_text())
@@ -136,6 +144,76 @@ def test_command_as_a_user_runs_it(camvid_root, camvid_checkpoint, tmp_path) -> 
     )  # fmt: skip
     assert empty.returncode == 1 and "pool: no frames matching 'nothing*'" in empty.stderr + empty.stdout
     assert "Traceback" not in empty.stderr
+
+
+@pytest.mark.slow
+def test_pool_from_a_street_and_a_real_video(camvid_root, camvid_checkpoint, video_path, tmp_path) -> None:
+    """The pool is the data layer's unlabelled set: frames of a street and frames drawn from a video."""
+    from tests.conftest import cut_clip
+
+    clip = cut_clip(video_path, tmp_path / "clip.mp4", seconds=2)
+    run = tmp_path / "run"
+    proc = run_segvn(
+        "pseudolabel", f"ckpt_path={camvid_checkpoint}", "data.unlabelled.streets=[0016E5]",
+        "data.unlabelled.pattern=0016E5_084*", "data.unlabelled.transductive=true",
+        f"data.unlabelled.videos=[{clip}]", "data.unlabelled.fps=2", "scales=[1.0]", "flip=false",
+        f"hydra.run.dir={run}", root=tmp_path,
+    )  # fmt: skip
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 0, said[-3000:]
+    record = json.loads((run / "pseudo" / RECORD_NAME).read_text())
+    street = sorted(p.stem for p in (camvid_root / "val").glob("0016E5_084*.png"))
+    street += sorted(p.stem for p in (camvid_root / "train").glob("0016E5_084*.png"))
+    video = ["clip_000000", "clip_000012", "clip_000025", "clip_000037"]  # 25 fps, 2 a second
+    assert sorted(record["frames"]) == sorted(street + video)
+    for name in video:
+        assert Path(record["frames"][name]).is_file()
+        with Image.open(run / "pseudo" / "pseudolabels" / f"{name}.png") as label:
+            assert label.size == (960, 540)  # at the video's size
+    assert f"pool: {len(street)} from street 0016E5, 4 from video clip.mp4" in said
+
+
+def _selftrain_benchmark():
+    import importlib.util
+
+    from .conftest import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location(
+        "selftrain_bench", REPO_ROOT / "benchmarks" / "selftrain.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_rounds_the_student_teaches_the_next_round(camvid_root, camvid_checkpoint, tmp_path, monkeypatch):
+    """``benchmarks/selftrain.py --rounds 2``: round 2 pseudo-labels with round 1's student; a re-run (after
+    a kill) reads the finished rounds back instead of training again."""
+    monkeypatch.setenv("SEGVN_ROOT", str(tmp_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    bench = _selftrain_benchmark()
+    bench.TRAIN_EXTRA.extend(
+        ["data.num_workers=0", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+         "trainer.limit_val_batches=1", "budget.validate_every=null", "test=false"]
+    )  # fmt: skip
+    pool = [f"data.unlabelled.folders=[{camvid_root / 'train'}]", "data.unlabelled.pattern=0006R0_*",
+            "data.unlabelled.max_frames=4", "scales=[1.0]", "flip=false"]  # fmt: skip
+    args = (str(camvid_checkpoint), 2, 30.0, 0.0, pool, [], "resnet18_selftrain", (64, 96), 1, tmp_path, "t")
+    rounds = bench.self_train(*args)
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert rounds[0]["teacher"] == str(camvid_checkpoint)
+    assert rounds[1]["teacher"] == rounds[0]["student"]["checkpoint"]  # the student became the teacher
+    second = json.loads((tmp_path / "t_r2_pseudo" / RECORD_NAME).read_text())
+    assert (
+        second["teacher_sha256"]
+        == hashlib.sha256(Path(rounds[0]["student"]["checkpoint"]).read_bytes()).hexdigest()
+    )
+    assert all(r["student"]["steps"] == 2 for r in rounds)
+    stamps = [(tmp_path / f"t_r{k}_student" / "metrics.json").stat().st_mtime_ns for k in (1, 2)]
+    again = bench.self_train(*args)
+    assert [r["student"]["checkpoint"] for r in again] == [r["student"]["checkpoint"] for r in rounds]
+    assert stamps == [(tmp_path / f"t_r{k}_student" / "metrics.json").stat().st_mtime_ns for k in (1, 2)]
 
 
 # -- the student ------------------------------------------------------------------------------------

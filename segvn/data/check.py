@@ -17,7 +17,10 @@ Errors (each kind can be demoted with ``data.check.warn_only=[kind, ...]``):
 - ``out_of_range``: index label values outside the dataset's table (e.g. 200 in CamVid, 259 in a
   16-bit map): corrupt or foreign labels (share per file);
 - ``leak``: the same frame (by content hash, so renamed copies too) in two of train/val/test;
-- ``street_leak``: one street listed in two of train/val/test (``split_mode=streets``).
+- ``street_leak``: one street listed in two of train/val/test (``split_mode=streets``);
+- ``unlabelled_leak``: a frame of the unlabelled set (``data.unlabelled``) that is also a validation/test
+  frame, by content hash (a warning with ``data.unlabelled.transductive=true``;
+  :func:`segvn.data.unlabelled.check_unlabelled`).
 
 Warnings:
 

@@ -21,6 +21,7 @@ from segvn.data.sampling import build_train_sampler, sampler_settings
 from segvn.data.sources import SPLITS, StreetSource
 from segvn.data.stats import LabelStats, class_weights, scan_labels
 from segvn.data.transforms import build_transforms
+from segvn.data.unlabelled import VIDEO_FOLDER, UnlabelledFrame, UnlabelledSet, evaluated_frames
 from segvn.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ class SegDataModule(L.LightningDataModule):
     pixels, ``strong``: strong augmentation on its frames, ``transductive``: allow pool frames that are
     also validation/test frames) adds pseudo-labelled frames to the training set; see
     :mod:`segvn.data.pseudo`.
+    ``unlabelled`` (``data.unlabelled``: streets, folders, videos, ``max_frames``, ``transductive``) is the
+    set of frames without labels that ``segvn.pseudolabel`` labels; it is no split of the loaders, so it
+    never reaches validation or test metrics; see :mod:`segvn.data.unlabelled`.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class SegDataModule(L.LightningDataModule):
         check: dict | None = None,
         sampler: dict | None = None,
         pseudo: dict | None = None,
+        unlabelled: dict | None = None,
     ) -> None:
         super().__init__()
         _check_settings(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
@@ -110,6 +115,8 @@ class SegDataModule(L.LightningDataModule):
                 "uniformly; set data.sampler.name=uniform"
             )
         self._pseudo: PseudoLabelDataset | None = None
+        video_dir = self.cache_dir / VIDEO_FOLDER if self.cache_dir is not None else None
+        self.unlabelled = UnlabelledSet(self.source, unlabelled, video_dir)
 
     @property
     def num_classes(self) -> int:
@@ -248,6 +255,27 @@ class SegDataModule(L.LightningDataModule):
         )
         self._pseudo = pseudo
         return pseudo
+
+    def unlabelled_frames(self) -> list[UnlabelledFrame]:
+        """The frames of ``data.unlabelled``, checked: none is a validation/test frame (by path or pixels)
+        unless ``data.unlabelled.transductive``; a :class:`DataError` names them otherwise."""
+        frames = self.unlabelled.frames()
+        if frames and not self.unlabelled.transductive:
+            try:
+                evaluated = evaluated_frames(self)
+            except DataError as err:
+                if self.source.root.is_dir():
+                    raise
+                log.warning("unlabelled set: not checked against validation/test frames (%s)", err)
+                return frames  # the student's data.pseudo check compares them when it trains
+            shared = shared_frames([f.image for f in frames], evaluated)
+            if shared:
+                raise DataError(
+                    f"data.unlabelled: {len(shared)} unlabelled frame(s) are also validation/test frames "
+                    f"({', '.join(shared[:3])}); leave them out of the pool, or set "
+                    "data.unlabelled.transductive=true to learn from the evaluated street's frames on purpose"
+                )
+        return frames
 
     def train_dataset(self) -> Dataset:
         """The training frames, with the pseudo-labelled ones after them when ``data.pseudo`` is set."""

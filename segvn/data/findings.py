@@ -19,6 +19,7 @@ ERROR_KINDS: tuple[str, ...] = (
     "out_of_range",
     "leak",
     "street_leak",
+    "unlabelled_leak",
 )
 WARNING_KINDS: tuple[str, ...] = (
     "unknown_colour",

@@ -24,7 +24,6 @@ Pseudo-labels are never human labels: they live in their own folder with that re
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -49,7 +48,7 @@ from segvn.inference.device import pick_device
 from segvn.inference.scale import ScaleRule, model_stride, training_size
 from segvn.models.checkpoint import Checkpoint
 from segvn.models.tta import predict_logits
-from segvn.utils.io import write_atomic, write_json
+from segvn.utils.io import sha256_file, write_atomic, write_json
 
 log = logging.getLogger("segvn.pseudolabel")
 
@@ -81,7 +80,8 @@ class PseudoLabelSettings:
 
 @dataclass
 class PoolOptions:
-    """The unlabelled frames: images in ``folders`` whose file name matches ``pattern``."""
+    """Shorthands for ``data.unlabelled`` (the pool is the data layer's unlabelled set): ``folders`` are
+    added to its folders, ``pattern`` and ``max_frames`` replace its own when set."""
 
     folders: list[str] = field(default_factory=list)
     pattern: str = "*"  # e.g. "0016E5_*" for one CamVid street
@@ -108,14 +108,6 @@ class PseudoLabelConfig:
 
 
 ConfigStore.instance().store(name="pseudolabel_schema", node=PseudoLabelConfig)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Teacher:

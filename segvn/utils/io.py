@@ -15,6 +15,7 @@ archive someone else made are checked with :func:`inside`, and archives are unpa
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -144,6 +145,15 @@ def unpack_zip(
             )
         zf.extractall(dest)
     return dest
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 hex digest of a file, read in chunks (archives and checkpoints can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> Path:

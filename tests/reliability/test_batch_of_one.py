@@ -14,22 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import TINY_TRAIN
 from .conftest import Probe, run_segvn
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
-TINY = [
-    "+experiment=resnet18",
-    "data=camvid_streets",
-    "data.image_size=[64,96]",
-    "data.num_workers=0",
-    "data.source.train=[0001TP]",
-    "data.source.val=[0016E5]",
-    "trainer.max_epochs=1",
-    "trainer.limit_val_batches=1",
-    "test=false",
-    "logger=csv",
-]
+TINY = (*TINY_TRAIN, "data.source.train=[0001TP]")
+"""The tests' tiny training on one training street: the subsets below hold only 0001TP and 0016E5."""
 
 
 def _camvid_subset(camvid_root: Path, root: Path, train: int, val: int = 2) -> Path:

@@ -100,19 +100,40 @@ def _whole_or_absent(run_dir: Path) -> list[str]:
     return broken
 
 
+def _kill_and_rerun(
+    probe,
+    tmp_path: Path,
+    verb: str,
+    first: tuple[str, ...],
+    again: tuple[str, ...],
+    ready: Path,
+    artefacts: Path,
+    seed: int,
+    window: float,
+    guard: Path | None = None,
+) -> None:
+    """Start ``segvn.<verb> first``, kill it once ``ready`` exists, check ``artefacts``, run ``again`` to the end."""
+    proc = _start(verb, *first, root=tmp_path)
+    assert _kill_after_setup(proc, ready, seed, window), "ended before the kill"
+    broken = _whole_or_absent(artefacts)
+    if broken:
+        probe.wrong(f"half-written artefacts after a kill: {broken}")
+    if guard is not None:
+        probe.guard(guard)
+    done = run_segvn(verb, *again, root=tmp_path, timeout=600)
+    probe.expect_ok(done)
+    assert not _whole_or_absent(artefacts)
+
+
 @pytest.mark.parametrize("seed", _seeds(11, 2))
 def test_killed_training_is_whole_and_resumes(camvid_root: Path, tmp_path: Path, probe, seed: int) -> None:
     run_dir = tmp_path / "run"
-    proc = _start("train", *TINY_TRAIN, f"seed={seed}", f"hydra.run.dir={run_dir}", root=tmp_path)
-    assert _kill_after_setup(proc, run_dir / "config.yaml", seed, window=10.0), "ended before the kill"
-    broken = _whole_or_absent(run_dir)
-    if broken:
-        probe.wrong(f"half-written artefacts after a kill: {broken}")
-    done = run_segvn("train", f"resume={run_dir}", root=tmp_path, timeout=600)
-    probe.expect_ok(done)
+    first = (*TINY_TRAIN, f"seed={seed}", f"hydra.run.dir={run_dir}")
+    _kill_and_rerun(
+        probe, tmp_path, "train", first, (f"resume={run_dir}",), run_dir / "config.yaml", run_dir, seed, 10.0
+    )
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert summary["global_step"] == 9, summary
-    assert not _whole_or_absent(run_dir)
 
 
 @pytest.mark.parametrize("seed", _seeds(21, 1))
@@ -125,19 +146,14 @@ def test_killed_folder_prediction_is_whole_and_completes(
         shutil.copy(src, frames / src.name)
     run_dir = tmp_path / "pred"
     args = (f"ckpt_path={camvid_checkpoint}", f"input={frames}", "save_labels=true", "progress=false")
-    proc = _start("predict", *args, f"hydra.run.dir={run_dir}", root=tmp_path)
-    assert _kill_after_setup(proc, run_dir / "config.yaml", seed, window=3.0), "ended before the kill"
-    broken = _whole_or_absent(run_dir)
-    if broken:
-        probe.wrong(f"half-written artefacts after a kill: {broken}")
-    probe.guard(frames)
-    done = run_segvn("predict", *args, f"hydra.run.dir={run_dir}", root=tmp_path)
-    probe.expect_ok(done)
+    args += (f"hydra.run.dir={run_dir}",)
+    _kill_and_rerun(
+        probe, tmp_path, "predict", args, args, run_dir / "config.yaml", run_dir, seed, 3.0, guard=frames
+    )
     names = {p.stem for p in frames.glob("*.png")}
     assert {p.stem for p in (run_dir / "overlays").glob("*.png")} == names
     assert {p.stem for p in (run_dir / "labels").glob("*.png")} == names
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "complete"
-    assert not _whole_or_absent(run_dir)
 
 
 @pytest.mark.parametrize("seed", _seeds(31, 1))
@@ -149,19 +165,12 @@ def test_killed_pseudolabelling_is_whole_and_continues(
         f"ckpt_path={camvid_checkpoint}",
         f"pool.folders=[{camvid_root / 'val'}]",
         "pool.max_frames=24",
+        "data.unlabelled.transductive=true",  # validation frames, on purpose
         f"out={out}",
     )
-    proc = _start("pseudolabel", *args, f"hydra.run.dir={tmp_path / 'run'}", root=tmp_path)
-    assert _kill_after_setup(proc, tmp_path / "run" / "config.yaml", seed, window=3.0), (
-        "ended before the kill"
-    )
-    broken = _whole_or_absent(out)
-    if broken:
-        probe.wrong(f"half-written artefacts after a kill: {broken}")
-    probe.guard(camvid_root)
-    done = run_segvn("pseudolabel", *args, f"hydra.run.dir={tmp_path / 'run2'}", root=tmp_path)
-    probe.expect_ok(done)
+    first, again = (*args, f"hydra.run.dir={tmp_path / 'run'}"), (*args, f"hydra.run.dir={tmp_path / 'run2'}")
+    ready = tmp_path / "run" / "config.yaml"
+    _kill_and_rerun(probe, tmp_path, "pseudolabel", first, again, ready, out, seed, 3.0, guard=camvid_root)
     record = json.loads((out / "pseudolabel.json").read_text())
     assert len(record["frames"]) == 24
     assert {p.stem for p in (out / "pseudolabels").glob("*.png")} == set(record["frames"])
-    assert not _whole_or_absent(out)

@@ -13,28 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import TINY_TRAIN
 from .conftest import Probe, run_segvn
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
-
-TINY = [
-    "+experiment=resnet18",
-    "data=camvid_streets",
-    "data.image_size=[64,96]",
-    "data.num_workers=0",
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=2",
-    "trainer.limit_val_batches=2",
-    "test=false",
-    "logger=csv",
-]
 
 
 @pytest.fixture(scope="module")
 def trained_run(camvid_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny real training run (one epoch of two steps), made once for this module."""
     run = tmp_path_factory.mktemp("resume") / "run"
-    proc = run_segvn("train", *TINY, f"hydra.run.dir={run}", root=run)
+    proc = run_segvn("train", *TINY_TRAIN, f"hydra.run.dir={run}", root=run)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "checkpoints" / "last.ckpt").is_file()
     return run

@@ -3,6 +3,7 @@ class names. Each probe uses real files: real CamVid frames, a real 16-bit PNG, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,24 @@ def _cut_head(raw: dict, channels: int, config_too: bool) -> dict:
     return out
 
 
+@pytest.fixture(scope="module")
+def trained_raw(camvid_checkpoint: Path) -> dict:
+    """The tiny real checkpoint as a dict, read once for this module."""
+    return torch.load(camvid_checkpoint, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture
+def five_output_ckpt(trained_raw: dict, tmp_path: Path) -> Callable[[bool], Path]:
+    """``make(config_too)``: the tiny checkpoint cut to 5 output channels under its 8 class names."""
+
+    def make(config_too: bool) -> Path:
+        bad = tmp_path / "five_outputs.ckpt"
+        torch.save(_cut_head(trained_raw, 5, config_too), bad)
+        return bad
+
+    return make
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("verb", "config_too", "args"),
@@ -89,11 +108,9 @@ def _cut_head(raw: dict, channels: int, config_too: bool) -> dict:
     ],
 )
 def test_checkpoint_whose_outputs_do_not_match_its_classes_is_refused(
-    probe, tmp_path, camvid_checkpoint, verb, config_too, args
+    probe, tmp_path, camvid_checkpoint, five_output_ckpt, verb, config_too, args
 ):
-    raw = torch.load(camvid_checkpoint, map_location="cpu", weights_only=True)
-    bad = tmp_path / "five_outputs.ckpt"
-    torch.save(_cut_head(raw, 5, config_too), bad)
+    bad = five_output_ckpt(config_too)
     probe.guard(camvid_checkpoint.parent)
     proc = run_segvn(verb, f"ckpt_path={bad}", *args, f"hydra.run.dir={tmp_path / 'run'}", root=tmp_path)
     if proc.returncode == 0:
@@ -103,11 +120,9 @@ def test_checkpoint_whose_outputs_do_not_match_its_classes_is_refused(
 
 @pytest.mark.slow
 def test_prelabel_refuses_a_checkpoint_whose_outputs_do_not_match(
-    probe, tmp_path, camvid_root, camvid_checkpoint
+    probe, tmp_path, camvid_root, five_output_ckpt
 ):
-    raw = torch.load(camvid_checkpoint, map_location="cpu", weights_only=True)
-    bad = tmp_path / "five_outputs.ckpt"
-    torch.save(_cut_head(raw, 5, True), bad)
+    bad = five_output_ckpt(True)
     street, _, _ = _street(tmp_path, camvid_root)
     probe.guard(street)
     proc = run_segvn(
@@ -120,7 +135,7 @@ def test_prelabel_refuses_a_checkpoint_whose_outputs_do_not_match(
 
 
 @pytest.fixture(scope="module")
-def five_output_exports(camvid_checkpoint, tmp_path_factory) -> dict[str, Path]:
+def five_output_exports(camvid_checkpoint, trained_raw, tmp_path_factory) -> dict[str, Path]:
     """ONNX and TorchScript files of a network with 5 output channels whose metadata name 8 classes."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -129,13 +144,12 @@ def five_output_exports(camvid_checkpoint, tmp_path_factory) -> dict[str, Path]:
     from segvn.models.checkpoint import Checkpoint
 
     out = tmp_path_factory.mktemp("five_exports")
-    raw = torch.load(camvid_checkpoint, map_location="cpu", weights_only=True)
-    cut = _cut_head(raw, 5, True)
+    cut = _cut_head(trained_raw, 5, True)
     model_cfg = OmegaConf.create(cut["segvn_config"]["model"])
     model_cfg.net.encoder_weights = None
     module = instantiate(model_cfg)
     module.load_state_dict(cut["state_dict"])
-    ckpt = Checkpoint(camvid_checkpoint, raw)  # the stored config: 8 class names
+    ckpt = Checkpoint(camvid_checkpoint, trained_raw)  # the stored config: 8 class names
     files = {}
     for fmt, suffix in (("onnx", ".onnx"), ("torchscript", ".pt")):
         files[fmt] = export_network(
