@@ -26,6 +26,11 @@ pytestmark = pytest.mark.slow
 INT8_FLOOR = 0.6  # a two-step model's logits are nearly tied (as in test_quantize); trained ones pass 0.95
 
 
+def error_lines(proc) -> list[str]:
+    """The ERROR lines a command printed (segvn's one line per user error, on stdout or stderr)."""
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
+
+
 @pytest.fixture(scope="module")
 def frames(camvid_root: Path) -> list[np.ndarray]:
     paths = sorted((camvid_root / "val").glob("*.png"))[:2]
@@ -205,11 +210,11 @@ def test_a_checkpoint_of_five_outputs_is_refused(camvid_checkpoint, tmp_path) ->
         "export", f"ckpt_path={bad}", "format=openvino", f"out={out}", f"hydra.run.dir={tmp_path / 'r'}"
     )
     assert proc.returncode == 1
-    errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
+    errors = error_lines(proc)
     assert (
         len(errors) == 1 and "5 channels" in errors[0] and "8 classes" in errors[0] and str(bad) in errors[0]
     )
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
     assert not out.exists() and not out.with_suffix(".bin").exists()
 
 
@@ -220,8 +225,10 @@ def test_bad_ir_inputs_are_one_line_errors(irs, camvid_checkpoint, tmp_path) -> 
     shutil.copy(irs["fp32"][0], lonely)
     proc = run_segvn("evaluate", f"ckpt_path={lonely}", "split=val", f"hydra.run.dir={tmp_path / 'e'}")
     assert proc.returncode == 1
-    errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
-    assert len(errors) == 1 and str(lonely) in errors[0] and "lonely.bin is missing" in errors[0], proc.stderr
+    errors = error_lines(proc)
+    assert len(errors) == 1 and str(lonely) in errors[0] and "lonely.bin is missing" in errors[0], (
+        proc.stdout + proc.stderr
+    )
     with pytest.raises(ExportError, match="lonely.bin is missing"):
         read_metadata(lonely)
 
@@ -241,7 +248,9 @@ def test_bad_ir_inputs_are_one_line_errors(irs, camvid_checkpoint, tmp_path) -> 
         f"input={frame.parent}", f"hydra.run.dir={tmp_path / 'p'}",
     )  # fmt: skip
     assert proc.returncode == 1
-    errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
-    assert len(errors) == 1 and str(other) in errors[0] and "5 channels" in errors[0], proc.stderr
+    errors = error_lines(proc)
+    assert len(errors) == 1 and str(other) in errors[0] and "5 channels" in errors[0], (
+        proc.stdout + proc.stderr
+    )
     with pytest.raises(ConfigError, match="an OpenVINO IR is a .xml file"):
         export_ir(five, tmp_path / "five.ir", {})
