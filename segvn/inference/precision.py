@@ -75,7 +75,7 @@ def native_bf16_cpu(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
 
 
 def choose_runtime(runtime: str, precision: str, device: Any, model_file: Any = None) -> tuple[str, bool]:
-    """The runtime of ``runtime=auto`` (predict's default), and whether to race torch bf16 against it.
+    """The runtime of ``runtime=auto`` (predict's default), and whether to race the others against it.
 
     auto: ``model_file``'s format when one is given; ``torch`` on a GPU; ``torch`` for ``precision=bf16``;
     else on the CPU ``onnx`` with ``True``: :func:`inference_model` then times it against OpenVINO fp32,
