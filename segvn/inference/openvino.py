@@ -104,6 +104,16 @@ def quantize_ir(
     return quantized, info
 
 
+def check_ir_path(out: str | Path) -> Path:
+    """``out`` as a Path; :class:`ConfigError` naming ``out=`` unless it ends in ``.xml``."""
+    out = Path(out)
+    if out.suffix != IR_SUFFIX:
+        raise ConfigError(
+            f"out={out}: an OpenVINO IR is a {IR_SUFFIX} file (its weights go beside it in .bin)"
+        )
+    return out
+
+
 def write_ir(model: Any, out: Path, meta: dict[str, Any]) -> Path:
     """Save ``model`` with ``meta`` in its ``rt_info`` as ``out`` (``.xml``) and ``out``'s ``.bin``.
 
@@ -112,11 +122,7 @@ def write_ir(model: Any, out: Path, meta: dict[str, Any]) -> Path:
     """
     import openvino as ov
 
-    out = Path(out)
-    if out.suffix != IR_SUFFIX:
-        raise ConfigError(
-            f"out={out}: an OpenVINO IR is a {IR_SUFFIX} file (its weights go beside it in .bin)"
-        )
+    out = check_ir_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model.set_rt_info(json.dumps(meta), [META_KEY])
     partial = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", suffix=".partial", dir=out.parent))
@@ -134,6 +140,7 @@ def export_ir(
 ) -> dict[str, Any]:
     """Write ``module``'s network as an IR at ``out`` (int8 when ``calibration`` images are given);
     returns the metadata written into it."""
+    check_ir_path(out)  # before the conversion, not after
     model = convert_network(module, meta)
     if calibration:
         log.info(
@@ -166,7 +173,13 @@ def read_ir(path: Path) -> tuple[dict[str, Any], int | None]:
             f"{path}: not a segvn export (no '{META_KEY}' rt_info); export it with python -m segvn.export "
             "format=openvino"
         )
-    meta = json.loads(str(model.get_rt_info([META_KEY]).astype(str)))
+    try:
+        meta = json.loads(str(model.get_rt_info([META_KEY]).astype(str)))
+    except ValueError as err:
+        raise ExportError(
+            f"{path}: its '{META_KEY}' rt_info is not JSON ({err}); export it again with python -m "
+            "segvn.export format=openvino"
+        ) from err
     shape = model.outputs[0].get_partial_shape()
     channels = shape[1].get_length() if shape.rank.is_static and shape[1].is_static else None
     return meta, channels
