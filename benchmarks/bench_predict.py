@@ -363,14 +363,22 @@ def main() -> None:
     results: dict = {"video": str(args.video), "checkpoint": str(ckpt), "size": list(args.size)}
     with tempfile.TemporaryDirectory(prefix="segvn_bench_predict_") as tmp:
         # the model segvn.predict runs with this runtime (an export made in tmp for onnx/torchscript);
-        # auto on a CPU with native bf16 races torch bf16 against onnx at --size, as predict does
+        # auto on a CPU races openvino (and on a CPU with native bf16 torch and openvino bf16) against onnx at
+        # --size, as predict does
         args.runtime, race = choose_runtime(args.runtime, "auto", device)
         network = module
         module = runtime_model(args.runtime, Checkpoint.read(ckpt), network, None, Path(tmp), device)
         precision = choose_precision("auto", None, device, args.runtime)
         if race:
-            module, args.runtime, precision = faster_runtime(module, network, tuple(args.size))
-        module = with_precision(module, precision)
+            from segvn.inference.openvino import OpenVINOModel
+            from segvn.inference.precision import native_bf16_cpu
+
+            twin = OpenVINOModel(module.path)
+            module, args.runtime, precision = faster_runtime(
+                module, network, tuple(args.size), None, twin, native_bf16_cpu()
+            )
+        if args.runtime != "openvino":  # openvino's precision is its compile hint, set by the race
+            module = with_precision(module, precision)
         args.workers = model_workers_for(args.workers or None, device, args.runtime, 0.0)
         print(
             f"{args.video.name}: {info.width}x{info.height}, {info.fps:g} fps; checkpoint {ckpt}; runtime "

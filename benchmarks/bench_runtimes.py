@@ -1,4 +1,4 @@
-"""Benchmark the runtimes of ``predict``/``evaluate``: PyTorch eager vs onnxruntime vs TorchScript.
+"""Benchmark the runtimes of ``predict``/``evaluate``: PyTorch eager vs onnxruntime vs TorchScript vs OpenVINO.
 
 For each input size (default 368x480, 720x1280 and 1088x1920), batch 1 (``--batch``), the same
 DeepLabV3+ ResNet-18 (8 classes; ``--ckpt`` for a trained one, else random weights: the speed is the
@@ -6,7 +6,9 @@ same) is timed through :class:`segvn.inference.export.RuntimeModel` (``onnx``, `
 in PyTorch: eager as ``runtime=torch`` runs it with ``precision=fp32 channels_last=false`` (``torch``),
 with channels_last weights and inputs (``torch_cl``), with bf16 autocast as well (``torch_bf16``), and
 ``torch.compile`` with Inductor's weight freezing (``torch_compile``), and the int8 ONNX network of
-``segvn.export quantize=int8`` (``onnx_int8``). All run on normalised tensors with the
+``segvn.export quantize=int8`` (``onnx_int8``), and OpenVINO (``runtime=openvino``) on the IR of
+``segvn.export format=openvino``: fp32 (``openvino``), the bf16 precision hint (``openvino_bf16``; fp32
+where the CPU has no native bf16) and NNCF int8 (``openvino_int8``, ``quantize=int8``). All run on normalised tensors with the
 stride padding included, after ``--warmup`` runs, as medians over ``--iters`` runs taken in
 ``--rounds`` interleaved rounds (each round times every runtime in turn, every other round in reverse
 order, so a drift of the shared machine's speed reaches them all alike).
@@ -15,10 +17,16 @@ In the same run a large fp32 GEMM (``--gemm`` square) measures the machine's GFL
 and after) with two libraries: MKL through ``torch.mm`` and MLAS through a one-node onnxruntime
 MatMul. On AMD CPUs MKL takes a slower code path than MLAS, so the reference is the faster of the two
 (both are in the JSON). Results from different or busy machines compare as ratios: ms x GFLOP/s is
-roughly constant.
+roughly constant. The int8 and bf16 matrix rates are measured the same way (before and after), as an
+n x n MatMul in OpenVINO, int8 (NNCF-quantized) and with the bf16 hint, with the kernels that ran them:
+the ceiling of the int8 and bf16 runtimes on this CPU.
+
+``--profile`` adds OpenVINO's per-layer profile (``PERF_COUNT``: time per layer type and the slowest
+layers) of the fastest OpenVINO variant at 720x1280 (else the first size) to the JSON.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_runtimes.py [--sizes 368x480 720x1280]
-        [--runtimes torch onnx ...] [--iters 10] [--threads N] [--out outputs/bench/runtimes.json]
+        [--runtimes torch onnx openvino ...] [--iters 10] [--threads N] [--profile]
+        [--out outputs/bench/runtimes.json]
 
 Prints one line per runtime and size and writes the JSON (latency ms, frames/s, GFLOP/s and its
 fraction of the GEMM rate, versions, threads). The headline gives each runtime's speed-up over eager
@@ -34,6 +42,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -69,6 +78,38 @@ def gemm_gflops(n: int, threads: int, repeats: int = 5) -> dict[str, float]:
         "mkl": round(flop / _best_seconds(lambda: torch.mm(a, b), repeats), 2),
         "mlas": round(flop / _best_seconds(lambda: session.run(None, feed), repeats), 2),
     }
+
+
+def matrix_rates(n: int, threads: int, repeats: int = 5) -> dict[str, dict[str, Any]]:
+    """GOP/s and kernel of an n x n MatMul in OpenVINO: fp32, the bf16 hint, and int8 (NNCF)."""
+    import nncf
+    import numpy as np
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    from segvn.inference.openvino import core
+
+    rng = np.random.default_rng(0)
+    x = ops.parameter([n, n], np.float32, name="x")
+    weights = ops.constant((rng.standard_normal((n, n)) / np.sqrt(n)).astype(np.float32))
+    fp32 = ov.Model([ops.matmul(x, weights, False, True)], [x], "gemm")
+    feed = rng.standard_normal((n, n)).astype(np.float32)
+    int8 = nncf.quantize(fp32, nncf.Dataset([feed]), subset_size=1)
+    rates = {}
+    for name, model, hint in (("fp32", fp32, "f32"), ("bf16", fp32, "bf16"), ("int8", int8, "f32")):
+        config = {
+            "INFERENCE_PRECISION_HINT": hint,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": threads,
+        }
+        compiled = core().compile_model(model, "CPU", config | {"PERF_COUNT": True})
+        request = compiled.create_infer_request()
+        seconds = _best_seconds(lambda request=request: request.infer({0: feed}), repeats)
+        kernels = sorted(
+            {i.exec_type for i in request.get_profiling_info() if "FullyConnected" in i.node_type}
+        )
+        rates[name] = {"gops": round(2 * n**3 / 1e9 / seconds, 2), "kernel": ", ".join(kernels)}
+    return rates
 
 
 def torch_variant(module: torch.nn.Module, runtime: str):
@@ -110,8 +151,11 @@ def main() -> None:
     parser.add_argument(
         "--runtimes",
         nargs="+",
-        default=["torch", "torch_cl", "torch_bf16", "torch_compile", "onnx", "onnx_int8", "torchscript"],
-    )
+        default=[
+            "torch", "torch_cl", "torch_bf16", "torch_compile", "onnx", "onnx_int8", "torchscript",
+            "openvino", "openvino_bf16", "openvino_int8",
+        ],
+    )  # fmt: skip
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -121,6 +165,11 @@ def main() -> None:
     parser.add_argument("--ckpt", type=Path, default=None)
     parser.add_argument("--out", "--json", type=Path, default=Path("outputs/bench/runtimes.json"))
     parser.add_argument("--quick", action="store_true", help="tiny sizes and one iteration (a smoke run)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="OpenVINO's per-layer profile of its fastest variant at 720x1280",
+    )
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.iters, args.warmup, args.rounds, args.gemm = ["96x128"], 1, 0, 1, 256
@@ -146,11 +195,23 @@ def main() -> None:
             "format": fmt, "class_names": module.class_names, "output_stride": 16, "training_image_size": None,
         }  # fmt: skip
     gemm_before = gemm_gflops(args.gemm, threads)
+    matrix_before = matrix_rates(args.gemm, threads)
     models = {}
     with tempfile.TemporaryDirectory() as tmp:
         for runtime in args.runtimes:
             if runtime.startswith("torch_") or runtime == "torch":
                 models[runtime] = torch_variant(module, runtime)
+            elif runtime.startswith("openvino"):  # int8 calibrated on noise, as onnx_int8
+                from segvn.inference.openvino import OpenVINOModel, export_ir
+
+                path = Path(tmp) / f"{runtime}.xml"
+                h, w = (int(v) for v in args.sizes[0].split("x"))
+                noise = (
+                    [torch.randn(1, 3, h, w).numpy() for _ in range(2)] if runtime.endswith("int8") else ()
+                )
+                export_ir(module, path, meta("openvino"), calibration=noise)
+                precision = "bf16" if runtime.endswith("bf16") else "fp32"
+                models[runtime] = OpenVINOModel(path, threads=threads, precision=precision)
             elif runtime == "onnx_int8":  # calibrated on noise: the ranges differ, the speed does not
                 from segvn.inference.quantize import quantize_onnx
 
@@ -189,11 +250,38 @@ def main() -> None:
                 print(
                     f"{runtime:12s} {h}x{w} batch {args.batch}: {ms:8.1f} ms  {row['frames_per_s']:6.2f} fps"
                 )
+        profile = None
+        if args.profile and any(r.startswith("openvino") for r in models):
+            from segvn.inference.openvino import layer_profile
+
+            at = [720, 1280] if any(r["size"] == [720, 1280] for r in results) else results[0]["size"]
+            rows = [r for r in results if r["size"] == at and r["runtime"].startswith("openvino")]
+            fastest = min(rows, key=lambda r: r["median_ms"])["runtime"]
+            profile = {
+                "runtime": fastest,
+                **layer_profile(models[fastest], torch.randn(args.batch, 3, *at).numpy()),
+            }
+            print(f"profile of {fastest} at {at[0]}x{at[1]}: " + ", ".join(
+                f"{t['type']} {t['ms']:.1f} ms" for t in profile["by_type"][:5]
+            ))  # fmt: skip
     gemm_after = gemm_gflops(args.gemm, threads)
+    matrix_after = matrix_rates(args.gemm, threads)
+    matrix = {
+        name: {
+            **matrix_after[name],
+            "gops": round((matrix_before[name]["gops"] + matrix_after[name]["gops"]) / 2, 2),
+        }
+        for name in matrix_before
+    }
     gemm = {lib: (gemm_before[lib] + gemm_after[lib]) / 2 for lib in gemm_before}
     gflops = max(gemm.values())
     for row in results:
         row["fraction_of_gemm"] = round(row["gflop_per_s"] / gflops, 4)
+        kind = (
+            "int8" if row["runtime"].endswith("int8") else "bf16" if row["runtime"].endswith("bf16") else None
+        )
+        if kind:  # against the matrix rate of its own number format
+            row[f"fraction_of_{kind}_matmul"] = round(row["gflop_per_s"] / matrix[kind]["gops"], 4)
     first = results[0]["size"]
     by = {r["runtime"]: r for r in results if r["size"] == first}
     headline = {"size": "x".join(map(str, first)), "gemm_gflops": round(gflops, 1)}
@@ -210,20 +298,35 @@ def main() -> None:
     best = min(goal_rows, key=lambda r: r["median_ms"])
     headline[f"best_at_{goal_size[0]}x{goal_size[1]}"] = best["runtime"]
     headline["best_fraction_of_gemm"] = best["fraction_of_gemm"]
+    for kind in ("int8", "bf16"):
+        if f"fraction_of_{kind}_matmul" in best:
+            headline[f"best_fraction_of_{kind}_matmul"] = best[f"fraction_of_{kind}_matmul"]
+    if "onnx_int8" in {r["runtime"] for r in goal_rows}:
+        int8_ms = next(r["median_ms"] for r in goal_rows if r["runtime"] == "onnx_int8")
+        headline["best_over_onnx_int8"] = round(int8_ms / best["median_ms"], 2)
     import onnxruntime
+    import openvino
 
     report = {
         "gemm": {"n": args.gemm, "gflops": round(gflops, 2), **{k: round(v, 2) for k, v in gemm.items()}},
         "gemm_runs": {"before": gemm_before, "after": gemm_after},
         "threads": threads,
-        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+        "matrix": {"n": args.gemm, "library": "openvino", **matrix},
+        "matrix_runs": {"before": matrix_before, "after": matrix_after},
+        "versions": {
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "openvino": openvino.__version__,
+        },  # fmt: skip
         "iters": args.iters,
         "rounds": args.rounds,
         "results": results,
         "headline": headline,
+        "profile": profile,
     }
     print(
-        f"fp32 GEMM {args.gemm}^2: MKL {gemm['mkl']:.1f}, MLAS {gemm['mlas']:.1f} GFLOP/s ({threads} threads)"
+        f"fp32 GEMM {args.gemm}^2: MKL {gemm['mkl']:.1f}, MLAS {gemm['mlas']:.1f} GFLOP/s ({threads} threads); "
+        + ", ".join(f"OpenVINO {k} {v['gops']:.1f} GOP/s ({v['kernel']})" for k, v in matrix.items())
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""Export a checkpoint: ``python -m segvn.export ckpt_path=PATH format=onnx|torchscript [out=FILE] [quantize=int8]``.
+"""Export a checkpoint: ``python -m segvn.export ckpt_path=PATH format=onnx|torchscript|openvino [out=FILE] [quantize=int8]``.
 
 Writes the network with a dynamic batch, height and width (sides multiples of the output stride; the
 runtimes pad and crop around it, see :mod:`segvn.inference.export`), its metadata (class names, training

@@ -44,8 +44,9 @@ def test_auto_is_bf16_channels_last_on_a_gpu_and_fp32_on_the_cpu() -> None:
 
 
 def test_runtime_auto_is_the_fastest_measured(monkeypatch, tmp_path: Path) -> None:
-    """auto: onnx (fp32) on the CPU, raced against torch bf16 where the CPU has native bf16; torch on a
-    GPU and for precision=bf16; an exported model_file its own format; other runtimes are kept."""
+    """auto: onnx (fp32) on the CPU, raced against OpenVINO (and torch bf16 where the CPU has native bf16:
+    inference_model); torch on a GPU and for precision=bf16; an exported model_file its own format; other
+    runtimes are kept."""
     import segvn.inference.precision as precision_module
 
     cpuinfo = tmp_path / "cpuinfo"
@@ -55,8 +56,8 @@ def test_runtime_auto_is_the_fastest_measured(monkeypatch, tmp_path: Path) -> No
     assert not native_bf16_cpu(cpuinfo)
     for native in (True, False):
         monkeypatch.setattr(precision_module, "native_bf16_cpu", lambda native=native: native)
-        assert choose_runtime("auto", "auto", torch.device("cpu")) == ("onnx", native)
-        assert choose_runtime("auto", "fp32", "cpu") == ("onnx", False)
+        assert choose_runtime("auto", "auto", torch.device("cpu")) == ("onnx", True)
+        assert choose_runtime("auto", "fp32", "cpu") == ("onnx", True)
         assert choose_runtime("auto", "bf16", "cpu") == ("torch", False)
         assert choose_runtime("auto", "auto", "cuda") == ("torch", False)
         assert choose_runtime("torchscript", "auto", "cpu") == ("torchscript", False)

@@ -45,7 +45,7 @@ from segvn.utils.io import replace_link
 
 log = logging.getLogger(__name__)
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "openvino": ".xml"}  # openvino: IR, weights in .bin
 META_KEY = "segvn"  # ONNX metadata_props key / TorchScript extra file "segvn.json", a JSON object
 MIN_AGREEMENT = 0.999
 MIN_AGREEMENT_INT8 = 0.95  # int8 approximates: this catches a broken calibration; evaluate measures the cost
@@ -66,9 +66,10 @@ def check_quantize(quantize: str | None, fmt: str) -> None:
         return
     if quantize not in QUANTIZE:
         raise ConfigError(f"quantize must be null or {' | '.join(QUANTIZE)}, got {quantize!r}")
-    if fmt != "onnx":
+    if fmt not in ("onnx", "openvino"):
         raise ConfigError(
-            f"quantize={quantize} needs format=onnx (ONNX Runtime runs the int8 network), got {fmt}"
+            f"quantize={quantize} needs format=onnx or format=openvino (their runtimes run the int8 network), "
+            f"got {fmt}"
         )
 
 
@@ -95,6 +96,11 @@ def _plain(node: Any) -> Any:
 
 def export_network(module: nn.Module, fmt: str, out: Path, meta: dict[str, Any]) -> Path:
     """Write the smp network of ``module`` (a SegModule) as ``fmt`` to ``out``, metadata included."""
+    if fmt == "openvino":  # converted from this function's ONNX graph (segvn.inference.openvino)
+        from segvn.inference.openvino import export_ir
+
+        export_ir(module, out, meta)
+        return out
     net = getattr(module, "net", module)
     inner = getattr(net, "model", net).eval()
     stride = model_stride(module)
@@ -157,6 +163,10 @@ def _read_export(path: str | Path) -> tuple[dict[str, Any], int | None]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"{path}: exported model not found; make one with python -m segvn.export")
+    if path.suffix == FORMATS["openvino"]:
+        from segvn.inference.openvino import read_ir
+
+        return read_ir(path)
     try:
         if path.suffix == ".onnx":
             import onnx
@@ -196,7 +206,7 @@ class RuntimeModel(nn.Module):
         self._session_lock = threading.Lock()
         self._script = None
         self.threads = int(threads) if threads else None
-        if self.format != "onnx":
+        if self.format == "torchscript":
             self._script = torch.jit.load(str(self.path), map_location="cpu")
             self._script.eval()
             channels = output_channels(dict(self._script.state_dict()))
@@ -220,6 +230,10 @@ class RuntimeModel(nn.Module):
             if key not in self._sessions:
                 self._sessions[key] = self._new_session(key)
             return self._sessions[key]
+
+    def _run(self, image: np.ndarray) -> np.ndarray:
+        """Logits of the padded numpy ``image`` (ONNX Runtime here; :class:`OpenVINOModel` overrides it)."""
+        return self._onnx_session(image.shape).run(None, {"image": image})[0]
 
     def _new_session(self, shape: tuple[int, ...] | None):
         import onnxruntime as ort
@@ -253,8 +267,7 @@ class RuntimeModel(nn.Module):
         x, h, w = pad_to_stride(x, self.stride)
         if self._script is None:
             image = x.detach().float().cpu().contiguous().numpy()
-            logits = self._onnx_session(image.shape).run(None, {"image": image})[0]
-            out = torch.from_numpy(logits).to(x.device)
+            out = torch.from_numpy(self._run(image)).to(x.device)
         else:
             out = self._script(x)
         return crop_to(out, h, w)
@@ -296,7 +309,7 @@ def verify_export(
     the argmax agrees on fewer than ``minimum`` of the pixels."""
     import cv2
 
-    exported = RuntimeModel(path)
+    exported = open_export(path)
     module = module.eval()
     checks = []
     for h, w in sizes:
@@ -365,6 +378,13 @@ def export_checkpoint(
 
         images = [normalised([cv2.resize(f, at_scale(*f.shape[:2])[::-1], interpolation=cv2.INTER_AREA)]).numpy()
                   for f in calibration]  # fmt: skip
+    if quantize and fmt == "openvino":  # NNCF on the same frames (segvn.inference.openvino)
+        from segvn.inference.openvino import export_ir
+
+        if not images:
+            raise ExportError(f"{path}: int8 quantization needs calibration frames (calibration.frames >= 1)")
+        meta = export_ir(module, path, meta, calibration=images)
+    elif quantize:
         partial = replace_link(path.with_name(path.name + ".partial"))
         log.info("quantizing to %s, calibrated on %d frames at the training scale", quantize, len(images))
         with tempfile.TemporaryDirectory() as tmp:
@@ -404,6 +424,11 @@ def _versions(fmt: str) -> dict[str, str]:
         import onnxruntime
 
         versions |= {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "opset": str(OPSET)}
+    if fmt == "openvino":
+        import nncf
+        import openvino
+
+        versions |= {"openvino": openvino.__version__, "nncf": nncf.__version__, "opset": str(OPSET)}
     return versions
 
 
@@ -411,7 +436,7 @@ def is_exported_file(path: str | Path) -> bool:
     """Whether ``path`` is a segvn export (ONNX by suffix; TorchScript: a zip with our metadata file)
     rather than a Lightning checkpoint."""
     path = Path(path).expanduser()
-    if path.suffix == ".onnx":
+    if path.suffix in (".onnx", FORMATS["openvino"]):
         return True
     if not path.is_file() or not zipfile.is_zipfile(path):
         return False
@@ -445,7 +470,7 @@ class ExportedCheckpoint(Checkpoint):
         return ckpt
 
     def model(self, model_cfg: Any = None) -> RuntimeModel:
-        model = RuntimeModel(self.path)
+        model = open_export(self.path)
         if model.class_names != self.class_names:
             raise CheckpointError(
                 f"{self.path}: its metadata names {len(model.class_names)} classes "
@@ -458,6 +483,15 @@ class ExportedCheckpoint(Checkpoint):
 def read_model_source(path: str | Path) -> Checkpoint:
     """``ckpt_path`` read once: a :class:`Checkpoint`, or an :class:`ExportedCheckpoint` for an export."""
     return ExportedCheckpoint.read(path) if is_exported_file(path) else Checkpoint.read(path)
+
+
+def open_export(path: str | Path, threads: int | None = None) -> RuntimeModel:
+    """The :class:`RuntimeModel` of an exported file: an OpenVINO IR (``.xml``) runs in OpenVINO."""
+    if Path(path).suffix == FORMATS["openvino"]:
+        from segvn.inference.openvino import OpenVINOModel
+
+        return OpenVINOModel(path, threads)
+    return RuntimeModel(path, threads)
 
 
 def runtime_name(model: nn.Module) -> str:
@@ -488,20 +522,18 @@ def runtime_model(
             )
         log.info("runtime %s: ckpt_path %s is a %s export", module.format, module.path, module.format)
         return module
-    if runtime == "onnx" and torch.device(device).type != "cpu" and not model_file:
-        log.warning(
-            "runtime=onnx runs on the CPU (onnxruntime's CPU provider); on %s runtime=torch is used", device
-        )
+    if runtime in ("onnx", "openvino") and torch.device(device).type != "cpu" and not model_file:
+        log.warning("runtime=%s runs on the CPU; on %s runtime=torch is used", runtime, device)
         runtime = "torch"
     if runtime == "torch":
         if model_file:
             raise ConfigError(
-                "model_file is run by runtime=onnx or runtime=torchscript; runtime=torch runs ckpt_path"
+                "model_file is run by runtime=onnx, openvino or torchscript; runtime=torch runs ckpt_path"
             )
         return module
     if model_file:
         path = Path(str(model_file)).expanduser()
-        expected = "onnx" if runtime == "onnx" else "torchscript"
+        expected = runtime
         meta = read_metadata(path)
         if meta.get("format") != expected:
             raise ConfigError(
@@ -509,10 +541,9 @@ def runtime_model(
                 f"set runtime={meta.get('format')} or export with format={expected}"
             )
     else:
-        fmt = "onnx" if runtime == "onnx" else "torchscript"
-        path = Path(out_dir) / f"model{FORMATS[fmt]}"
-        export_network(module, fmt, path, export_metadata(ckpt, module, fmt))
-    exported = RuntimeModel(path)
+        path = Path(out_dir) / f"model{FORMATS[runtime]}"
+        export_network(module, runtime, path, export_metadata(ckpt, module, runtime))
+    exported = open_export(path)
     if exported.class_names != list(module.class_names):
         raise CheckpointError(
             f"{path}: the exported model predicts {', '.join(exported.class_names)} but {ckpt.path} "
@@ -531,6 +562,7 @@ __all__ = [
     "export_checkpoint",
     "export_network",
     "is_exported_file",
+    "open_export",
     "read_metadata",
     "read_model_source",
     "runtime_model",

@@ -21,7 +21,7 @@ from omegaconf import MISSING
 from segvn.errors import ConfigError
 from segvn.utils.schema import VideoBackend, VideoConfig
 
-RUNTIMES = ("torch", "onnx", "torchscript")
+RUNTIMES = ("torch", "onnx", "torchscript", "openvino")
 LEGEND_CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
 
@@ -77,15 +77,17 @@ class PredictConfig:
     # stride, aspect kept; native if it was trained at native size; for input=null a resizing data config's
     # image_size), native = the frame size, [height, width] = that size (see segvn/inference/scale.py)
     image_size: Any = None
-    # auto | torch | onnx | torchscript: onnx and torchscript run model_file (from segvn.export), or without
-    # it an export of the checkpoint made in the run directory first. auto = the fastest measured
-    # (segvn/inference/precision.py): torch on a GPU; on the CPU onnx (fp32), and on a CPU with native bf16
-    # (AVX512-BF16, AMX) whichever of onnx and torch bf16 + channels_last runs this network faster, timed
-    # at start (measured: docs/notes/code_defaults.md)
+    # auto | torch | onnx | torchscript | openvino: onnx, torchscript and openvino run model_file (from
+    # segvn.export; openvino: an IR .xml), or without it an export of the checkpoint made in the run directory
+    # first. auto = the fastest measured (segvn/inference/precision.py): torch on a GPU; on the CPU whichever
+    # of onnx and openvino (fp32), and on a CPU with native bf16 (AVX512-BF16, AMX) torch bf16 +
+    # channels_last and openvino bf16, runs this network faster, timed at start
+    # (measured: docs/notes/code_defaults.md)
     runtime: str = "auto"
     model_file: Any = None
-    # runtime=torch only (segvn/inference/precision.py): auto = bf16 autocast on a GPU (and where runtime=auto
-    # picked torch bf16 on the CPU), else fp32 | fp32 (with runtime=auto: onnx on the CPU) | bf16
+    # runtime=torch and openvino (segvn/inference/precision.py): auto = bf16 autocast on a GPU (and where
+    # runtime=auto picked a bf16 runtime on the CPU), else fp32 | fp32 (with runtime=auto: onnx or openvino fp32
+    # on the CPU) | bf16 (openvino: its bf16 precision hint, fp32 where the CPU has no native bf16)
     precision: str = "auto"
     channels_last: bool | None = (
         None  # runtime=torch: NHWC weights and inputs; null = auto (with auto's bf16)
@@ -140,7 +142,7 @@ class EvaluateConfig:
     # only when the data's image_size differs from the training one (e.g. data.image_size=null): the model
     # sees frames at null = the training scale | native = the data's size | [h, w]; metrics at the data's size
     image_size: Any = None
-    # torch | onnx | torchscript | auto, as in PredictConfig; onnx (fp32) by default, not auto: the metrics of
+    # torch | onnx | torchscript | openvino | auto, as in PredictConfig; onnx (fp32) by default, not auto: the metrics of
     # training's own test step, not bf16's (which moves a few boundary pixels)
     runtime: str = "onnx"
     model_file: Any = None
@@ -178,9 +180,11 @@ class ExportConfig:
     """``conf/export.yaml``: a checkpoint's network as ONNX or TorchScript, verified against PyTorch."""
 
     ckpt_path: str = MISSING
-    format: str = "onnx"  # onnx | torchscript
-    out: Any = None  # the file; null = beside the checkpoint with .onnx / .pt (.int8.onnx when quantized)
-    quantize: Any = None  # null (fp32) | int8: ONNX only, calibrated on calibration.images
+    format: str = "onnx"  # onnx | torchscript | openvino (an IR: FILE.xml + FILE.bin)
+    # the file; null = beside the checkpoint with .onnx / .pt / .xml (.int8.onnx / .int8.xml when quantized)
+    out: Any = None
+    # null (fp32) | int8: ONNX (ONNX Runtime) or OpenVINO (NNCF), calibrated on calibration.images
+    quantize: Any = None
     calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
     verify: VerifyOptions = field(default_factory=VerifyOptions)
     task_name: str = "export"
@@ -290,7 +294,8 @@ def check_runtime(cfg: Any) -> None:
 
 def check_export(cfg: Any) -> None:
     """:class:`ConfigError` naming the setting for an unknown format or a negative frame count."""
-    _require(cfg.format in ("onnx", "torchscript"), f"format must be onnx or torchscript, got {cfg.format!r}")
+    formats = ("onnx", "torchscript", "openvino")
+    _require(cfg.format in formats, f"format must be one of {', '.join(formats)}, got {cfg.format!r}")
     _require(int(cfg.verify.frames) >= 0, f"verify.frames must be >= 0, got {cfg.verify.frames}")
     floor = cfg.verify.min_agreement
     _require(

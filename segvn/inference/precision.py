@@ -7,8 +7,9 @@ training's own test step computes and the exports are verified against; ``precis
 ``channels_last=true`` are there for CPUs where they pay (``benchmarks/bench_runtimes.py``; measured:
 docs/notes/code_defaults.md).
 
-``precision`` and ``channels_last`` apply to ``runtime=torch``; an exported file (ONNX, TorchScript)
-runs as it was exported, in fp32.
+``precision`` and ``channels_last`` apply to ``runtime=torch``; ``precision=bf16`` also to
+``runtime=openvino`` (its bf16 precision hint); other exported files (ONNX, TorchScript) run as they
+were exported, in fp32.
 """
 
 from __future__ import annotations
@@ -74,12 +75,13 @@ def native_bf16_cpu(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
 
 
 def choose_runtime(runtime: str, precision: str, device: Any, model_file: Any = None) -> tuple[str, bool]:
-    """The runtime of ``runtime=auto`` (predict's default), and whether to race torch bf16 against it.
+    """The runtime of ``runtime=auto`` (predict's default), and whether to race the others against it.
 
-    auto: ``model_file``'s format when one is given; ``torch`` on a GPU; on the CPU ``onnx`` (fp32),
-    ``torch`` for ``precision=bf16``, and where the CPU has native bf16 (:func:`native_bf16_cpu`) and
-    ``precision=auto``, ``onnx`` with ``True``: :func:`inference_model` then times both on this network
-    and keeps the faster (:func:`faster_runtime`). Any other ``runtime`` is kept as it is.
+    auto: ``model_file``'s format when one is given; ``torch`` on a GPU; ``torch`` for ``precision=bf16``;
+    else on the CPU ``onnx`` with ``True``: :func:`inference_model` then times it against OpenVINO fp32,
+    and where the CPU has native bf16 (:func:`native_bf16_cpu`) and ``precision=auto`` against torch bf16
+    and OpenVINO bf16 too, on this network, and keeps the fastest (:func:`faster_runtime`). Any other
+    ``runtime`` is kept as it is.
     """
     if runtime != "auto":
         return runtime, False
@@ -87,15 +89,15 @@ def choose_runtime(runtime: str, precision: str, device: Any, model_file: Any = 
         return str(read_metadata(Path(str(model_file)).expanduser()).get("format", "onnx")), False
     if torch.device(device).type != "cpu" or str(precision) == "bf16":
         return "torch", False
-    return "onnx", str(precision) == "auto" and native_bf16_cpu()
+    return "onnx", True
 
 
 RACE_SIZE = (352, 480)
 """The frame size of the race when the checkpoint was trained at native size."""
 
 RACE_MARGIN = 1.1
-"""torch bf16 replaces ONNX Runtime only when this much faster: two ONNX workers gain a little more in
-the video pipeline (``model_workers``) than a single frame's time shows."""
+"""torch bf16 or OpenVINO replaces ONNX Runtime only when this much faster: two ONNX workers gain a
+little more in the video pipeline (``model_workers``) than a single frame's time shows."""
 
 
 def latency_ms(model: nn.Module, size: tuple[int, int], repeats: int = 3) -> float:
@@ -112,25 +114,41 @@ def latency_ms(model: nn.Module, size: tuple[int, int], repeats: int = 3) -> flo
 
 
 def faster_runtime(
-    exported: nn.Module, module: nn.Module, size: tuple[int, int], channels_last: Any = None
+    exported: nn.Module,
+    module: nn.Module,
+    size: tuple[int, int],
+    channels_last: Any = None,
+    openvino: Any = None,
+    bf16: bool = True,
 ) -> tuple[nn.Module, str, InferencePrecision]:
-    """The faster on one ``size`` frame of ONNX Runtime fp32 (``exported``) and torch bf16 (``module``).
+    """The fastest on one ``size`` frame of ONNX Runtime fp32 (``exported``), torch bf16 (``module``; when
+    ``bf16``) and OpenVINO (``openvino``, an :class:`~segvn.inference.openvino.OpenVINOModel` of the same
+    export: fp32, and bf16 when ``bf16``).
 
     The network decides which is faster (docs/notes/code_defaults.md), so it is measured on one frame
-    and both times are logged.
+    and every time is logged; another runtime replaces ONNX Runtime when :data:`RACE_MARGIN` faster.
     """
     fast = InferencePrecision(bf16=True, channels_last=True if channels_last is None else bool(channels_last))
-    onnx_ms = latency_ms(exported, size)
-    bf16_ms = latency_ms(with_precision(module, fast), size)
-    won = bf16_ms * RACE_MARGIN < onnx_ms
+    times = {"onnx": latency_ms(exported, size)}
+    if bf16:
+        times["torch bf16"] = latency_ms(with_precision(module, fast), size)
+    if openvino is not None:
+        for name in ("fp32", "bf16") if bf16 else ("fp32",):
+            if openvino.set_precision(name) == name:  # a bf16 hint without native bf16 runs fp32: no race
+                times[f"openvino {name}"] = latency_ms(openvino, size)
+    won = min(times, key=lambda name: times[name] * (1 if name == "onnx" else RACE_MARGIN))
     log.info(
-        "runtime=auto on a CPU with native bf16: onnx %.1f ms, torch bf16 %.1f ms per %dx%d frame -> %s",
-        onnx_ms, bf16_ms, *size, "torch bf16" if won else "onnx",
+        "runtime=auto on the CPU: %s ms per %dx%d frame -> %s",
+        ", ".join(f"{name} {ms:.1f}" for name, ms in times.items()), *size, won,
     )  # fmt: skip
-    if won:
-        return module, "torch", fast
-    if fast.channels_last:  # back to the module as it was
+    if fast.channels_last and won != "torch bf16":  # back to the module as it was
         module.to(memory_format=torch.contiguous_format)
+    if won == "torch bf16":
+        return module, "torch", fast
+    if won.startswith("openvino"):
+        precision = won.split()[1]
+        openvino.set_precision(precision)
+        return openvino, "openvino", InferencePrecision(bf16=precision == "bf16")
     return exported, "onnx", InferencePrecision()
 
 
@@ -140,18 +158,21 @@ def choose_precision(
     """``precision`` (auto | fp32 | bf16) and ``channels_last`` (null = auto, true, false) for ``device``.
 
     auto: bf16 + channels_last on a GPU; fp32 (NCHW, :data:`CPU_CHANNELS_LAST`) on the CPU (``runtime=auto``
-    may still pick torch bf16 there: :func:`faster_runtime`). Exported runtimes run in fp32 as exported:
-    asking them for bf16 is a :class:`ConfigError`.
+    may still pick torch bf16 there: :func:`faster_runtime`). ``runtime=openvino`` takes fp32 or bf16 (its
+    precision hint; auto: fp32). The other exported runtimes run in fp32 as exported: asking them for
+    bf16 is a :class:`ConfigError`.
     """
     if str(precision) not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if channels_last not in (None, True, False):
         raise ConfigError(f"channels_last must be true, false or null (auto), got {channels_last!r}")
+    if runtime == "openvino" and not channels_last:
+        return InferencePrecision(bf16=str(precision) == "bf16")
     if runtime != "torch":
         if str(precision) == "bf16" or channels_last:
             raise ConfigError(
-                f"precision=bf16 and channels_last=true apply to runtime=torch; the {runtime} export runs in "
-                "fp32 as exported (set runtime=torch, or leave precision=auto)"
+                f"precision=bf16 and channels_last=true apply to runtime=torch (precision=bf16 to openvino "
+                f"too); the {runtime} export runs in fp32 as exported (set runtime=torch, or leave precision=auto)"
             )
         return InferencePrecision()
     gpu = torch.device(device).type == "cuda"
@@ -206,11 +227,22 @@ def inference_model(
     model = runtime_model(chosen, ckpt, module, cfg.model_file, out_dir, device)
     runtime = runtime_name(model)
     if race and runtime == "onnx" and model is not module:  # not for an exported ckpt_path
+        from segvn.inference.openvino import OpenVINOModel
+
         trained = training_size(ckpt.config) or RACE_SIZE
         size = ScaleRule(min(trained), model_stride(module))(*trained)  # rounded to the stride
-        model, runtime, precision = faster_runtime(model, module, size, cfg.channels_last)
+        bf16 = str(cfg.precision) == "auto" and native_bf16_cpu()
+        twin = OpenVINOModel(model.path)  # the same ONNX export, read by OpenVINO
+        model, runtime, precision = faster_runtime(model, module, size, cfg.channels_last, twin, bf16)
     else:
         precision = choose_precision(cfg.precision, cfg.channels_last, device, runtime)
-    if getattr(model, "precision", "fp32") == "int8":  # a quantized ONNX file (segvn.export quantize=int8)
+    if runtime == "openvino":  # its precision is a compile hint, not a wrapper
+        effective = model.set_precision("bf16" if precision.bf16 else "fp32")
+        if precision.bf16 and effective != "bf16":
+            log.warning("precision=bf16: this CPU has no native bf16, so OpenVINO computes in fp32")
+        precision = InferencePrecision(bf16=effective == "bf16")
+    if getattr(model, "precision", "fp32") == "int8":  # a quantized file (segvn.export quantize=int8)
         precision = InferencePrecision(int8=True)
+    if runtime == "openvino":
+        return model, runtime, precision, device
     return with_precision(model, precision), runtime, precision, device
