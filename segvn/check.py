@@ -50,7 +50,8 @@ def check(cfg: DictConfig) -> CheckReport:
     out = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, out / "config.yaml")
     dm = instantiate(cfg.data)
-    report = check_dataset(dm, cfg.level, dm.check["warn_only"], list(cfg.splits), raise_on_error=False)
+    splits = [str(s) for s in cfg.splits]
+    report = check_dataset(dm, str(cfg.level), dm.check["warn_only"], splits, raise_on_error=False)
     console = Console(width=cfg.width)
     for table in render(report, cfg.limit):
         console.print(table)
