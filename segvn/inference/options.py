@@ -77,6 +77,9 @@ class X264Preset(Choice):
     placebo = "placebo"
 
 
+MAX_EMA = 0.95
+"""The largest ``temporal.ema``: above it the average lags too far behind the video."""
+
 LEGEND_CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 LegendCorner = Choice("LegendCorner", [(c, c) for c in LEGEND_CORNERS])  # type: ignore[misc]
 """Where the class legend goes (the members are named as written: ``legend_corner=top-left``)."""
@@ -96,12 +99,11 @@ class OutputOptions:
 class TemporalOptions:
     """Smoothing over time and the temporal-consistency measure (videos only)."""
 
-    ema: float = bounded(0.0, ge=0.0, lt=1.0)  # EMA of class probabilities over frames: 0 = off
+    ema: float = bounded(0.0, ge=0.0, le=MAX_EMA)  # EMA of class probabilities over frames: 0 = off
     flow_aligned: bool = False  # warp the running average onto each new frame with DIS optical flow
     tc: bool = True  # measure temporal consistency (TC, Liu et al. 2020) on consecutive frames
-    tc_scale: float = bounded(
-        0.5, gt=0.0, le=1.0
-    )  # TC's flow and label comparison: this fraction of the size
+    # TC's flow and label comparison run at this fraction of the frame size
+    tc_scale: float = bounded(0.5, gt=0.0, le=1.0)
     tc_flow: FlowPreset = FlowPreset.ultrafast  # DIS preset of TC's flow (segvn.inference.consistency)
 
 

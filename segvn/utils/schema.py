@@ -153,7 +153,10 @@ def _out_of_bounds(node: DictConfig, prefix: str) -> Iterator[str]:
 
 def check_bounds(cfg: DictConfig) -> None:
     """One :class:`ConfigError` ``setting=value: out of range; give ...`` for the first number of a typed
-    config (and its typed sub-configs) outside the range its :func:`bounded` field declares."""
+    config (and its typed sub-configs) outside the range its :func:`bounded` field declares.
+    ``cfg`` may also be a schema's dataclass instance."""
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.structured(cfg)
     for message in _out_of_bounds(cfg, ""):
         raise ConfigError(message)
 
