@@ -32,7 +32,7 @@ def analyze(cfg: DictConfig) -> dict:
     save_resolved_config(cfg, out / "config.yaml")
     dm = instantiate(cfg.data)
     names = list(dm.class_names)
-    report = dataset_report(dm, list(cfg.splits))
+    report = dataset_report(dm, [str(s) for s in cfg.splits])
 
     for split, entry in report["splits"].items():
         if entry["status"] != "ok":

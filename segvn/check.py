@@ -52,8 +52,9 @@ def check(cfg: DictConfig) -> CheckReport:
     out = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, out / "config.yaml")
     dm = instantiate(cfg.data)
-    report = check_dataset(dm, cfg.level, dm.check["warn_only"], list(cfg.splits), raise_on_error=False)
-    check_unlabelled(dm, report, cfg.level, dm.check["warn_only"])  # data.unlabelled, when set
+    splits = [str(s) for s in cfg.splits]
+    report = check_dataset(dm, str(cfg.level), dm.check["warn_only"], splits, raise_on_error=False)
+    check_unlabelled(dm, report, str(cfg.level), dm.check["warn_only"])  # data.unlabelled, when set
     console = Console(width=cfg.width)
     for table in render(report, cfg.limit):
         console.print(table)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +35,7 @@ from segvn.inference.export import is_exported_file, read_model_source
 from segvn.models.checkpoint import FROZEN_STAGES, MOVED_MODEL_SETTINGS, Checkpoint, pop_moved_settings
 from segvn.utils.config import CONF_DIR, CONFIG_MODULE, CONFIG_PATH
 from segvn.utils.run import fail, make_output_dir, run_task, warn
-from segvn.utils.schema import check_numbers
+from segvn.utils.schema import check_bounds, check_numbers
 
 log = logging.getLogger("segvn")
 
@@ -259,7 +260,7 @@ def prepare_resume(argv: list[str]) -> str | None:
 
 def check_settings(cfg: DictConfig) -> None:
     """Before any set-up: no moved model setting (e.g. in a config file of one's own), every numeric
-    setting holds a number, and ``paths.output_dir`` can be created."""
+    setting holds a number in its schema's range, and ``paths.output_dir`` can be created."""
     model = cfg.get("model")
     for key in MOVED_MODEL_SETTINGS:
         if isinstance(model, DictConfig) and key in model:
@@ -267,9 +268,30 @@ def check_settings(cfg: DictConfig) -> None:
                 moved_setting(key, OmegaConf.select(model, key, throw_on_resolution_failure=False))
             )
     check_numbers(cfg)
+    check_bounds(cfg)
     out = OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False)
     if out:
         make_output_dir(str(out), "paths.output_dir")
+
+
+_OVERRIDE_ERROR = re.compile(r"^Error merging override (?P<key>[^=\s]+)=(?P<value>.*)$")
+_REPEATED_VALUE = re.compile(r"^(Invalid value|Value) '.*?'( of type '\w+')?,? ")
+
+
+def composition_error_line(err: BaseException) -> str:
+    """One line for an error of Hydra's composition: ``setting='value': what was expected``.
+
+    ``runtime=tensorrt`` against the schema's enum gives ``runtime='tensorrt': expected one of [auto,
+    torch, onnx, torchscript]``; ``batch_size=abc`` gives ``batch_size='abc': could not be converted to
+    Integer``. Other composition errors keep Hydra's text, on one line, with OmegaConf's reason after it.
+    """
+    text = " ".join(str(err).split())
+    cause = err.__cause__
+    reason = " ".join(str(cause).strip().split("\n")[0].split()) if cause is not None else ""
+    override = _OVERRIDE_ERROR.match(text)
+    if override and reason:
+        return f"{override['key']}={override['value']!r}: {_REPEATED_VALUE.sub('', reason)}"
+    return f"{text}; {reason}" if reason else text
 
 
 def run_hydra(main: Callable[[], Any]) -> Any:
@@ -277,7 +299,8 @@ def run_hydra(main: Callable[[], Any]) -> Any:
 
     Hydra prints composition errors (``batch_size=abc`` against a typed schema) over several lines
     without saying "error"; here they are caught (Hydra re-raises them under ``HYDRA_FULL_ERROR``) and
-    shown as one line naming the setting. Any other exception keeps its traceback.
+    shown as one line naming the setting (:func:`composition_error_line`). Any other exception keeps
+    its traceback.
     """
     from hydra.errors import ConfigCompositionException
     from omegaconf.errors import OmegaConfBaseException
@@ -289,12 +312,7 @@ def run_hydra(main: Callable[[], Any]) -> Any:
     except (ConfigCompositionException, OmegaConfBaseException) as err:
         if user_full:
             raise
-        text = " ".join(str(err).split())
-        if isinstance(
-            err.__cause__, OmegaConfBaseException
-        ):  # the why, without its full_key/object_type lines
-            text += "; " + " ".join(str(err.__cause__).strip().split("\n")[0].split())
-        fail(text)
+        fail(composition_error_line(err))
     finally:
         if not user_full:
             os.environ.pop("HYDRA_FULL_ERROR", None)

@@ -10,18 +10,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from segvn.cli import command
-from segvn.errors import ConfigError
+from segvn.utils.schema import require
 from segvn.viz.curves import draw_progress, find_run_csv
 
 log = logging.getLogger("segvn.curves")
 
 
 def curves(cfg: DictConfig) -> Path:
-    if OmegaConf.is_missing(cfg, "run_dir"):
-        raise ConfigError("no run directory given: python -m segvn.curves run_dir=DIR")
+    require(cfg, "run_dir")
     run_dir = Path(cfg.run_dir).expanduser().resolve()
     csv_path = find_run_csv(run_dir)
     out = Path(cfg.out).expanduser() if cfg.out else run_dir / "training_progress.png"

@@ -9,22 +9,22 @@ from __future__ import annotations
 
 import logging
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from segvn.cli import command
 from segvn.data.extract import ExtractSummary, extract_frames
 from segvn.data.video import FrameSelection
 from segvn.errors import ConfigError
+from segvn.utils.schema import require
 
 log = logging.getLogger("segvn.extract")
 
 
 def run(cfg: DictConfig) -> ExtractSummary:
-    """Validate the config and extract, with a rich progress bar per video."""
-    missing = [key for key in ("input", "street") if OmegaConf.is_missing(cfg, key)]
-    if missing:
-        raise ConfigError(f"missing required setting(s): {', '.join(f'{k}=...' for k in missing)}")
+    """Extract as the config (:class:`~segvn.utils.command_configs.ExtractConfig`) says, with a rich
+    progress bar per video."""
+    require(cfg, "input", "street")
     try:
         selection = FrameSelection(num_frames=cfg.num_frames, every_n=cfg.every_n, fps=cfg.fps)
     except ValueError as err:
@@ -43,9 +43,9 @@ def run(cfg: DictConfig) -> ExtractSummary:
             cfg.street,
             cfg.out,
             selection,
-            backend=cfg.video.backend,
-            image_format=cfg.image_format,
-            threads=cfg.video.get("threads", 0),
+            backend=str(cfg.video.backend),
+            image_format=str(cfg.image_format),
+            threads=cfg.video.threads,
             progress=progress,
             on_error=str(cfg.on_error),
         )

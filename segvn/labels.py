@@ -5,8 +5,9 @@
 ``python -m segvn.labels prelabel ckpt_path=PATH street=STREET_DIR format=cvat|labelstudio|palette [out=DIR]``
 ``python -m segvn.labels next n=K ckpt_path=PATH street=STREET_DIR [min_gap=3 min_distance=0.02 out=DIR]``
 
-Only composes the config and calls :mod:`segvn.data.labelformats`. Per-file problems are reported and
-skipped; bad settings, or an import where nothing could be imported, end in one error line and exit 1.
+Only composes the config (:class:`~segvn.utils.command_configs.LabelsConfig`) and calls
+:mod:`segvn.data.labelformats`. Per-file problems are reported and skipped; bad settings, or an import
+where nothing could be imported, end in one error line and exit 1.
 """
 
 from __future__ import annotations
@@ -20,17 +21,20 @@ from omegaconf import DictConfig, OmegaConf
 from segvn.cli import command
 from segvn.data.labelformats import REPORT_NAME, export_labels, import_labels
 from segvn.errors import ConfigError
+from segvn.utils.command_configs import LABEL_ACTION_NEEDS, LabelAction
+from segvn.utils.schema import require
 
 log = logging.getLogger("segvn.labels")
-ACTIONS = ("import", "export", "prelabel", "next")
+ACTIONS = tuple(a.value for a in LabelAction)
 
 
-def _required(cfg: DictConfig, *keys: str) -> None:
-    missing = [k for k in keys if OmegaConf.is_missing(cfg, k) or cfg.get(k) in (None, "")]
-    if missing:
+def _check_needs(cfg: DictConfig) -> None:
+    """:class:`ConfigError` for no action, or a setting the action cannot go without (``LABEL_ACTION_NEEDS``)."""
+    if OmegaConf.is_missing(cfg, "action"):
         raise ConfigError(
-            f"missing required setting(s) for {cfg.action}: {', '.join(f'{k}=...' for k in missing)}"
+            f"action=None: start with {', '.join(f'`{a}`' for a in ACTIONS)} (python -m segvn.labels import ...)"
         )
+    require(cfg, *LABEL_ACTION_NEEDS[str(cfg.action)], needed_for=str(cfg.action))
 
 
 def _number(cfg: DictConfig, key: str, kind: type, minimum: float) -> int | float:
@@ -53,7 +57,6 @@ def _next(cfg: DictConfig) -> str:
     """``next``: propose the next ``n`` frames of the street to label (segvn.inference.next_frames)."""
     from segvn.inference.next_frames import next_frames  # torch only when a model runs
 
-    _required(cfg, "street", "ckpt_path")
     count = _number(cfg, "n", int, 1)
     min_gap = _number(cfg, "min_gap", int, 0)
     min_distance = _number(cfg, "min_distance", float, 0.0)
@@ -73,26 +76,22 @@ def _next(cfg: DictConfig) -> str:
 
 
 def run(cfg: DictConfig) -> str:
-    """Run the import or export named by ``cfg.action``; returns the summary line."""
-    if OmegaConf.is_missing(cfg, "action") or cfg.action not in ACTIONS:
-        action = None if OmegaConf.is_missing(cfg, "action") else cfg.action
-        raise ConfigError(
-            f"action={action!r}: start with `import`, `export`, `prelabel` or `next` (python -m segvn.labels import ...)"
-        )
+    """Run the import, export, pre-labelling or next-frames proposal named by ``cfg.action``; returns the
+    summary line."""
+    _check_needs(cfg)
     if cfg.action == "next":
         return _next(cfg)
-    _required(cfg, "format", "street")
     mapping = OmegaConf.to_container(cfg.mapping) if isinstance(cfg.mapping, DictConfig) else cfg.mapping
     mapping = mapping or {}
     if not isinstance(mapping, dict):
         raise ConfigError(
             f"mapping={cfg.mapping}: give a dict such as mapping={{bike: ignore, pedestrian: person}}"
         )
+    fmt = str(cfg.format)
     if cfg.action == "import":
-        _required(cfg, "src")
         root = Path(cfg.out or cfg.default_data_root)
         report = import_labels(
-            cfg.format,
+            fmt,
             cfg.src,
             root / str(cfg.street),
             mapping=mapping,
@@ -107,11 +106,10 @@ def run(cfg: DictConfig) -> str:
     if cfg.action == "prelabel":
         from segvn.inference.prelabel import prelabel  # torch only when a model runs
 
-        _required(cfg, "ckpt_path")
         out, count = prelabel(
             cfg.ckpt_path,
             cfg.street,
-            cfg.format,
+            fmt,
             cfg.out or Path(cfg.paths.output_dir) / "prelabels",
             device=cfg.device,
             image_size=list(cfg.image_size) if cfg.image_size else None,
@@ -119,10 +117,9 @@ def run(cfg: DictConfig) -> str:
             all_frames=bool(cfg.all_frames),
             label_first_count=int(cfg.label_first),
         )
-        return f"{cfg.format}: pre-labelled {count} frame(s) of {cfg.street} into {out}"
-    _required(cfg, "out")
-    out = export_labels(cfg.format, cfg.street, cfg.out, labels_dir=cfg.labels_dir)
-    return f"{cfg.format}: exported the labels of {cfg.street} to {out}"
+        return f"{fmt}: pre-labelled {count} frame(s) of {cfg.street} into {out}"
+    out = export_labels(fmt, cfg.street, cfg.out, labels_dir=cfg.labels_dir)
+    return f"{fmt}: exported the labels of {cfg.street} to {out}"
 
 
 def _labels(cfg: DictConfig) -> str:

@@ -1,4 +1,4 @@
-"""Every config group and experiment composes and instantiates."""
+"""Every config group and experiment composes and instantiates; every command has a typed schema."""
 
 from __future__ import annotations
 
@@ -7,13 +7,23 @@ from pathlib import Path
 import lightning as L
 import pytest
 import yaml
+from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
+import segvn
+import segvn.inference.options  # noqa: F401 - registers the predict/evaluate/export schemas
+import segvn.inference.pseudolabel  # noqa: F401 - registers the pseudolabel schema
+from segvn.cli import check_settings, composition_error_line
 from segvn.data.datamodule import SegDataModule
+from segvn.data.labelformats import EXPORT_FORMATS, IMPORT_FORMATS
+from segvn.errors import ConfigError
+from segvn.inference.prelabel import PRELABEL_FORMATS
+from segvn.labels import ACTIONS
 from segvn.models.module import SegModule
 from segvn.utils import CONF_DIR, instantiate_dict
+from segvn.utils.command_configs import LABEL_ACTION_NEEDS, LabelFormat
 
 CONF = Path(CONF_DIR)
 
@@ -129,3 +139,101 @@ def test_overrides_reach_the_objects(compose_cfg):
     assert model.optimizer_factory(params=model.parameters()).defaults["lr"] == 0.05
     assert model.class_weighting == "none"
     assert instantiate(cfg.data).batch_size == 2
+
+
+# -- every command's typed schema ------------------------------------------------------------------
+COMMAND_CASES = {
+    # verb: (overrides that compose it without a checkpoint, a value its schema refuses as the config
+    # composes (enum, type or key), a value out of the range its schema declares (None: it has no number))
+    "predict": (["data=synthetic", "model=deeplabv3plus"], "runtime=tensorrt", "batch_size=0"),
+    "evaluate": (["data=synthetic", "model=deeplabv3plus"], "split=dev", "max_images=-1"),
+    "export": (["model=deeplabv3plus"], "format=tflite", "verify.min_agreement=1.5"),
+    "pseudolabel": ([], "flip=maybe", "keep=0"),
+    "analyze": ([], "splits=[train,dev]", "grid.ncols=0"),
+    "check": ([], "level=deep", "limit=-1"),
+    "curves": (["run_dir=run"], "per_class=maybe", "smoothing=1"),
+    "extract": ([], "image_format=gif", "fps=0"),
+    "labels": ([], "format=voc", "batch_size=0"),
+    "merge": ([], "sweepdir=x", None),
+    "visualize": (
+        ["data=synthetic", "model=deeplabv3plus"],
+        "activations.normalize=layer",
+        "class_vis.steps=0",
+    ),
+}
+"""Every command but segvn.train (whose config instantiates its objects)."""
+
+
+NOT_COMMANDS = {"__init__", "api", "cli", "errors", "train"}
+
+
+def test_every_command_has_a_case() -> None:
+    verbs = {p.stem for p in (Path(segvn.__file__).parent).glob("*.py")} - NOT_COMMANDS
+    assert verbs == set(COMMAND_CASES)
+
+
+@pytest.mark.parametrize("verb", sorted(COMMAND_CASES))
+def test_every_command_has_a_typed_schema(compose_cfg, verb) -> None:
+    """Each command's config is one dataclass: composed with no values, its settings are the schema's defaults."""
+    base, _, _ = COMMAND_CASES[verb]
+    cfg = compose_cfg(base, config_name=verb)
+    schema = OmegaConf.get_type(cfg)
+    assert schema.__name__.endswith("Config"), schema
+    text = (CONF / f"{verb}.yaml").read_text()
+    assert f"- {verb}_schema" in text
+    for line in text.splitlines():  # the YAML composes; the values live in the dataclass
+        assert line.startswith(("#", " ", "-", "defaults:", "hydra:")) or not line.strip(), line
+
+
+@pytest.mark.parametrize("verb", sorted(COMMAND_CASES))
+def test_a_bad_value_is_one_line_naming_the_setting(compose_cfg, verb) -> None:
+    base, bad, out_of_range = COMMAND_CASES[verb]
+    key, value = bad.split("=", 1)
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_cfg([*base, bad], config_name=verb)
+    line = composition_error_line(err.value)
+    assert "\n" not in line and (f"{key}='{value}'" in line or f"'{key}'" in line), line
+    if out_of_range is None:
+        return
+    cfg = compose_cfg([*base, out_of_range], config_name=verb)  # a number of the right type composes...
+    with pytest.raises(ConfigError) as err:  # ...and its range is checked before any work
+        check_settings(cfg)
+    key, value = out_of_range.split("=", 1)
+    line = str(err.value)
+    assert "\n" not in line and line.startswith(f"{key}=") and "out of range; give" in line, line
+    assert float(line.split(":")[0].split("=")[1]) == float(value)
+
+
+def test_enum_errors_list_the_allowed_values(compose_cfg) -> None:
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_cfg(["level=deep"], config_name="check")
+    assert composition_error_line(err.value) == "level='deep': expected one of [cheap, full]"
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_cfg(["video.backend=decrod", "input=v.mp4", "street=s"], config_name="extract")
+    assert composition_error_line(err.value) == "video.backend='decrod': expected one of [decord, pyav]"
+
+
+def test_existing_spellings_still_compose(compose_cfg) -> None:
+    """Values written as before (hyphens, Python keywords, null) still compose, and compare as text."""
+    cfg = compose_cfg(
+        [
+            "data=synthetic",
+            "model=deeplabv3plus",
+            "legend_corner=top-left",
+            "output.preset=fast",
+            "runtime=onnx",
+        ],
+        config_name="predict",
+    )
+    assert cfg.legend_corner == "top-left" and f"{cfg.output.preset}" == "fast" and cfg.runtime == "onnx"
+    assert compose_cfg(["action=import"], config_name="labels").action == "import"  # a Python keyword
+    views = compose_cfg(
+        ["data=synthetic", "model=deeplabv3plus", "activations.normalize=global"], "visualize"
+    )
+    assert views.activations.normalize == "global"
+    assert compose_cfg(["model=deeplabv3plus", "quantize=null"], config_name="export").quantize is None
+
+
+def test_label_formats_cover_every_action() -> None:
+    assert {f.value for f in LabelFormat} == {*IMPORT_FORMATS, *EXPORT_FORMATS, *PRELABEL_FORMATS}
+    assert set(LABEL_ACTION_NEEDS) == set(ACTIONS)

@@ -65,3 +65,19 @@ def test_train_refuses_a_bad_ckpt_path_in_one_line(tmp_path: Path) -> None:
         "train", f"ckpt_path={bad}", "logger=csv", f"hydra.run.dir={tmp_path / 'run'}", root=tmp_path
     )
     _one_line_error(proc, str(bad), "truncated or corrupt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "needles", "composes"),
+    [
+        (("level=deep",), ("level='deep'", "expected one of [cheap, full]"), False),
+        (("limit=-1",), ("limit=-1", "out of range", ">= 0"), True),
+    ],
+)
+def test_a_value_outside_the_schema_is_one_line(tmp_path: Path, args, needles, composes) -> None:
+    """A bad enum fails as the config composes (nothing written), a number out of range before any work."""
+    run_dir = tmp_path / "run"
+    proc = run_segvn("check", *args, f"hydra.run.dir={run_dir}", root=tmp_path, HYDRA_FULL_ERROR="0")
+    _one_line_error(proc, *needles)
+    assert run_dir.exists() == composes and not (run_dir / "check.json").exists()

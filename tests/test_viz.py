@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX, PALETTE, camvid_lut
@@ -38,6 +39,8 @@ from segvn.viz.overlay import (
     overlay_torch,
 )
 from segvn.viz.plots import (
+    DPI,
+    confusion_matrix_figure,
     plot_class_frequency,
     plot_class_metrics,
     plot_confusion_matrix,
@@ -268,6 +271,41 @@ def test_plot_confusion_matrix(tmp_path, normalize):
     cm = np.random.default_rng(0).integers(0, 500, (8, 8)) + np.diag(np.full(8, 5000))
     cm[3] = 0  # a class without truth pixels must not break row normalisation
     _assert_png(plot_confusion_matrix(cm, CLASS_NAMES, tmp_path / "cm.png", normalize=normalize))
+
+
+def test_confusion_matrix_png_names_the_classes_and_reads_as_percentages(tmp_path):
+    """The picture evaluate writes: class names on both axes, each cell's share of its true class as
+    ``93.0``, the diagonal dark and the rest light on the PNG itself, a class without pixels all 0."""
+    cm = np.full((8, 8), 10)
+    np.fill_diagonal(cm, 930)  # rows of 1000 pixels: 93% right, 1% to each other class
+    cm[3] = 0
+    fig = confusion_matrix_figure(cm, CLASS_NAMES)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(CLASS_NAMES)
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(CLASS_NAMES)
+    cells = np.array([t.get_text() for t in ax.texts]).reshape(8, 8)
+    assert cells[0, 0] == "93.0" and cells[0, 1] == "1.0" and (cells[3] == "0.0").all()
+    assert len(fig.axes) == 2, "the colour bar"
+
+    png = tmp_path / "confusion_matrix.png"
+    FigureCanvasAgg(fig)
+    fig.set_dpi(DPI)
+    fig.savefig(png, dpi=DPI)
+    _assert_png(png)
+    with Image.open(png) as im:
+        grey = np.asarray(im.convert("L"), dtype=np.float64)
+
+    def shade(i: int, j: int) -> float:  # the PNG's grey level just above the centre of cell (row i, col j)
+        x, y = ax.transData.transform((j, i - 0.3))
+        return grey[int(round(grey.shape[0] - y)), int(round(x))]
+
+    diagonal = [shade(i, i) for i in range(8) if i != 3]
+    off = [shade(i, j) for i in range(8) for j in range(8) if i != j]
+    assert max(diagonal) < 150 < min(off), (diagonal, off)
+    assert (
+        plot_confusion_matrix(cm, CLASS_NAMES, tmp_path / "saved.png").read_bytes()[:8]
+        == b"\x89PNG\r\n\x1a\n"
+    )
 
 
 def _run_toy_training(log_dir: Path) -> Path:

@@ -26,11 +26,12 @@ from torch import nn
 from segvn.errors import ConfigError
 from segvn.inference.device import pick_device
 from segvn.inference.export import read_metadata, runtime_model, runtime_name
+from segvn.inference.options import Precision
 from segvn.inference.scale import ScaleRule, model_stride, training_size
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = tuple(p.value for p in Precision)
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 """CPU flags (``/proc/cpuinfo``) of native bf16 arithmetic, where bf16 autocast pays on the CPU."""

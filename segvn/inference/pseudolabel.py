@@ -49,6 +49,7 @@ from segvn.inference.scale import ScaleRule, model_stride, training_size
 from segvn.models.checkpoint import Checkpoint
 from segvn.models.tta import predict_logits
 from segvn.utils.io import sha256_file, write_atomic, write_json
+from segvn.utils.schema import bounded
 
 log = logging.getLogger("segvn.pseudolabel")
 
@@ -97,8 +98,8 @@ class PseudoLabelConfig:
     pool: PoolOptions = field(default_factory=PoolOptions)
     scales: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25])  # TTA, x the training scale
     flip: bool = True  # also each mirrored frame
-    keep: float = 0.5  # per class, the most confident share of its pixels kept
-    max_threshold: float = 0.9  # a pixel this confident is always kept
+    keep: float = bounded(0.5, gt=0.0, le=1.0)  # per class, the most confident share of its pixels kept
+    max_threshold: float = bounded(0.9, gt=0.0, le=1.0)  # a pixel this confident is always kept
     device: str = "auto"
     task_name: str = "pseudolabel"
     tags: list[str] = field(default_factory=lambda: ["pseudolabel"])

@@ -15,9 +15,8 @@ import torch
 from torch import Tensor
 
 from segvn.errors import ConfigError
+from segvn.inference.options import MAX_EMA
 from segvn.metrics.temporal import dis_flow, warp_values
-
-MAX_EMA = 0.95
 
 
 class TemporalEMA:

@@ -13,6 +13,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from segvn.utils.command_configs import register_command_schemas
 from segvn.utils.io import write_atomic
 from segvn.utils.schema import register_schemas
 
@@ -146,3 +147,4 @@ def instantiate_dict(cfg: DictConfig | None) -> list[Any]:
 
 register_resolvers()
 register_schemas()
+register_command_schemas()

@@ -1,7 +1,7 @@
 """Report charts saved as PNG: class frequency, confusion matrix, training progress, per-class metrics.
 
-Uses matplotlib's object-oriented API with the Agg canvas (no pyplot, no display), so it works headless
-and never touches global figure state. Every function takes the output path and returns it.
+Uses matplotlib's object-oriented API with the Agg canvas (no display, no pyplot figures), so it works
+headless and never touches global figure state. Every function takes the output path and returns it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from torchmetrics.utilities.plot import plot_confusion_matrix as draw_confusion_matrix
 
 from segvn.data.classes import CLASS_NAMES, PALETTE
 from segvn.utils.io import replace_link
@@ -114,7 +116,21 @@ def plot_confusion_matrix(
     title: str | None = None,
     cmap: str = "Blues",
 ) -> Path:
-    """Heatmap of a C x C confusion matrix (rows = truth, columns = prediction), values annotated.
+    """:func:`confusion_matrix_figure` saved as a PNG at ``out``."""
+    return _save(confusion_matrix_figure(confmat, class_names, normalize, title, cmap), out)
+
+
+def confusion_matrix_figure(
+    confmat: np.ndarray,
+    class_names: Sequence[str] = CLASS_NAMES,
+    normalize: str | None = "true",
+    title: str | None = None,
+    cmap: str = "Blues",
+) -> Figure:
+    """Heatmap of a C x C confusion matrix (rows = truth, columns = prediction), values annotated, drawn by
+    torchmetrics (:func:`torchmetrics.utilities.plot.plot_confusion_matrix`, what
+    ``MulticlassConfusionMatrix.plot`` draws) on a figure of its own, with a colour bar; the cells read
+    ``85.4`` (percent, one decimal) or ``1.2M`` (pixel counts).
 
     ``normalize``: ``"true"`` divides each row by its total (per-class recall on the diagonal, the
     MATLAB ``confusionchart`` row summary), ``"pred"`` each column, ``"all"`` the whole matrix, and
@@ -138,32 +154,27 @@ def plot_confusion_matrix(
     if normalize:
         values *= 100.0  # shown as percentages, cells and colour bar alike
 
-    size = max(5.0, 0.7 * n + 2.5)
+    vmax = 100.0 if normalize else max(values.max(), 1.0)
+
+    size = max(5.0, 0.8 * n + 2.5)
     fig = Figure(figsize=(size + 1.0, size), layout="constrained")
     ax = fig.subplots()
-    vmax = 100.0 if normalize else max(values.max(), 1.0)
-    im = ax.imshow(values, cmap=cmap, vmin=0.0, vmax=vmax)
+    draw_confusion_matrix(torch.from_numpy(values), ax=ax, labels=list(class_names), cmap=cmap)
+    im = ax.images[0]
+    im.set_clim(0.0, vmax)  # percentages on a fixed 0-100 scale, comparable between reports; counts from 0
     fig.colorbar(im, ax=ax, shrink=0.8, label="%" if normalize else "pixels")
-    for i in range(n):
-        for j in range(n):
-            v = values[i, j]
-            text = f"{v:.1f}" if normalize else _human(v)
-            ax.text(
-                j,
-                i,
-                text,
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="white" if v > 0.55 * vmax else "black",
-            )
-    ax.set_xticks(np.arange(n), class_names, rotation=45, ha="right")
-    ax.set_yticks(np.arange(n), class_names)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    cell_font = 10 if n <= 12 else 7
+    for text, v in zip(ax.texts, values.ravel(), strict=True):  # row by row, as torchmetrics draws them
+        text.set_text(f"{v:.1f}" if normalize else _human(v))
+        text.set_fontsize(cell_font)
+        text.set_color("white" if im.norm(v) > 0.55 else "black")  # against the colour on the fixed scale
+    ax.set_xticks(np.arange(n), class_names, rotation=45, ha="right", fontsize=10)
+    ax.set_yticks(np.arange(n), class_names, rotation=0, fontsize=10)
+    ax.set_xlabel("predicted class", fontsize=11)
+    ax.set_ylabel("true class", fontsize=11)
     unit = {"true": " (% of true class)", "pred": " (% of predicted class)", "all": " (% of all pixels)"}
     ax.set_title(title or "Confusion matrix" + unit.get(normalize or "", " (pixels)"))
-    return _save(fig, out)
+    return fig
 
 
 # ----------------------------------------------------------------------------------- training progress
