@@ -1,5 +1,5 @@
 """Typed configs of the commands whose options need no model code: analyze, check, curves, extract,
-labels, merge and visualize.
+labels, merge, serve and visualize.
 
 One dataclass per command, stored in Hydra's ConfigStore as ``<verb>_schema`` and named first in
 ``conf/<verb>.yaml``'s defaults list, as :mod:`segvn.inference.options` does for predict, evaluate
@@ -247,6 +247,60 @@ class VisualizeConfig:
     paths: Any = None
 
 
+# -------------------------------------------------------------------------------------------- serve
+@dataclass
+class FinetuneOptions:
+    """POST /webhook: on ANNOTATION_CREATED/UPDATED, train on the annotations so far in the background
+    (segvn.train data=vietnam on the street ``street`` under ``workdir``/data, plus ``overrides``), one run
+    at a time, then serve the run's best checkpoint."""
+
+    enabled: bool = False
+    workdir: str = "${paths.output_dir}/finetune"
+    street: str = "labelstudio"
+    overrides: list[str] = field(default_factory=lambda: ["+experiment=resnet18"])
+    timeout_s: float = bounded(86400.0, gt=0)
+
+
+@dataclass
+class ServeConfig:
+    """``conf/serve.yaml``: a Label Studio ML backend (docs/guide/labelling_loop.md)."""
+
+    ckpt_path: str = MISSING
+    # the address to listen on: loopback only by default (0.0.0.0 for every interface, with a token)
+    host: str = "127.0.0.1"
+    port: int = bounded(9090, ge=0, le=65535)
+    # null: no authentication; else every request needs it (Label Studio: "Basic Authentication" with the
+    # token as password, or an Authorization: Token <token> header)
+    token: str | None = None
+    # where the model runs, as for segvn.load_model (runtime: auto | torch | onnx | torchscript | openvino);
+    # image_size null: the checkpoint's training scale
+    device: str = "auto"
+    runtime: str = "auto"
+    image_size: Any = None
+    batch_size: int = bounded(4, ge=1)  # frames of one request per forward pass
+    # the only local folders images are read from: Label Studio's local-files document root
+    # (/data/local-files/?d=PATH is read as ROOT/PATH) or plain paths under them; none by default
+    roots: list[str] = field(default_factory=list)
+    # Label Studio's media/upload folder, for tasks of uploaded files (/data/upload/...); null: fetched from
+    # label_studio_url, or refused without it
+    upload_dir: str | None = None
+    # the Label Studio that sends tasks: images on its host are fetched (with label_studio_token, its API
+    # token; /setup also gives it), and http(s) images only from it or from allowed_hosts ("host:port")
+    label_studio_url: str | None = None
+    label_studio_token: str | None = None
+    allowed_hosts: list[str] = field(default_factory=list)
+    # an image over max_pixels (width x height, from its header) or max_bytes is refused (413), as is a
+    # request body over max_request_bytes
+    max_pixels: int = bounded(50_000_000, ge=1)
+    max_bytes: int = bounded(200_000_000, ge=1)
+    max_request_bytes: int = bounded(20_000_000, ge=1)
+    fetch_timeout_s: float = bounded(30.0, gt=0)  # seconds to wait for an image from a host
+    log_level: str = "info"
+    finetune: FinetuneOptions = field(default_factory=FinetuneOptions)
+    task_name: str = "serve"
+    paths: Any = None
+
+
 COMMAND_SCHEMAS: dict[str, type] = {
     "analyze": AnalyzeConfig,
     "check": CheckConfig,
@@ -254,6 +308,7 @@ COMMAND_SCHEMAS: dict[str, type] = {
     "extract": ExtractConfig,
     "labels": LabelsConfig,
     "merge": MergeConfig,
+    "serve": ServeConfig,
     "visualize": VisualizeConfig,
 }
 
