@@ -6,7 +6,7 @@ same) is timed through :class:`segvn.inference.export.RuntimeModel` (``onnx``, `
 in PyTorch: eager as ``runtime=torch`` runs it with ``precision=fp32 channels_last=false`` (``torch``),
 with channels_last weights and inputs (``torch_cl``), with bf16 autocast as well (``torch_bf16``), and
 ``torch.compile`` with Inductor's weight freezing (``torch_compile``), and the int8 ONNX network of
-``segvn.export quantize=int8`` (``onnx_int8``). All run on normalised tensors with the
+``segvn.export quantize=int8`` (``onnx_int8``). All run on RGB 0-255 tensors (the network normalises) with the
 stride padding included, after ``--warmup`` runs, as medians over ``--iters`` runs taken in
 ``--rounds`` interleaved rounds (each round times every runtime in turn, every other round in reverse
 order, so a drift of the shared machine's speed reaches them all alike).
@@ -157,7 +157,7 @@ def main() -> None:
                 fp32 = export_network(module, "onnx", Path(tmp) / "fp32.onnx", meta("onnx"))
                 h, w = (int(v) for v in args.sizes[0].split("x"))
                 path = Path(tmp) / "model.int8.onnx"
-                quantize_onnx(fp32, path, [torch.randn(1, 3, h, w).numpy() for _ in range(2)])
+                quantize_onnx(fp32, path, [torch.rand(1, 3, h, w).mul(255).numpy() for _ in range(2)])
                 write_onnx_metadata(path, {**meta("onnx"), "precision": "int8"})
                 models[runtime] = RuntimeModel(path, threads=threads)
             else:
@@ -167,7 +167,7 @@ def main() -> None:
         results = []
         for size in args.sizes:
             h, w = (int(v) for v in size.split("x"))
-            x = torch.randn(args.batch, 3, h, w)
+            x = torch.rand(args.batch, 3, h, w).mul(255)
             with FlopCounterMode(display=False) as counter, torch.no_grad():
                 module(x)
             flops = counter.get_total_flops()

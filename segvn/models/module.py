@@ -16,7 +16,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX
 from segvn.errors import ConfigError
 from segvn.metrics import SegmentationMetrics, class_indices
-from segvn.models.factory import encoder_stages
+from segvn.models.factory import encoder_stages, network_of
 from segvn.models.losses import build_region_loss, ohem_cross_entropy, sample_weighted_cross_entropy
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,7 @@ class SegModule(L.LightningModule):
         return [m for m in self._encoder().modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
     def _encoder(self) -> nn.Module:
-        net = getattr(self.net, "_orig_mod", self.net)  # torch.compile wraps the network
-        return net.model.encoder
+        return network_of(self).model.encoder
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B, C, H, W) at the input's resolution."""
