@@ -6,7 +6,7 @@
   (decode thread -> batched model -> writer thread with overlay, legend, H.264; TC thread), timed from
   opening the file to the closed mp4;
 * **model-only**: :class:`segvn.inference.predictor.Predictor` alone on the frames already decoded in memory
-  (resize, normalise, network, upsampling, argmax, class shares), the pipeline's ceiling;
+  (resize, network with its normalisation, upsampling, argmax, class shares), the pipeline's ceiling;
 * **naive**: one frame at a time in one thread: read, infer (batch 1), blend + legend, encode, TC.
 
 Model-only is the faster of two ways to run the model alone: one caller with every core, and
@@ -273,9 +273,11 @@ def labels(module, video, args) -> list[dict]:
     """upsampled_labels vs interpolate + argmax on the model's scores of two real frames."""
     frames = first_frames(video, 2)
     predictor = Predictor(module, args.device, args.size)
-    small = torch.from_numpy(predictor._model_frames(frames)).permute(0, 3, 1, 2).float()
+    small = torch.from_numpy(predictor.resizer(frames)).permute(
+        0, 3, 1, 2
+    )  # RGB uint8: the network normalises
     with torch.inference_mode():
-        scores = module((small / 255 - predictor._mean) / predictor._std)
+        scores = module(small)
 
     def timed(fn, repeats: int = 20) -> float:
         fn()

@@ -8,7 +8,8 @@ with channels_last weights and inputs (``torch_cl``), with bf16 autocast as well
 ``torch.compile`` with Inductor's weight freezing (``torch_compile``), and the int8 ONNX network of
 ``segvn.export quantize=int8`` (``onnx_int8``), and OpenVINO (``runtime=openvino``) on the IR of
 ``segvn.export format=openvino``: fp32 (``openvino``), the bf16 precision hint (``openvino_bf16``; fp32
-where the CPU has no native bf16) and NNCF int8 (``openvino_int8``, ``quantize=int8``). All run on normalised tensors with the
+where the CPU has no native bf16) and NNCF int8 (``openvino_int8``, ``quantize=int8``). All run on RGB
+0-255 tensors (the network normalises) with the
 stride padding included, after ``--warmup`` runs, as medians over ``--iters`` runs taken in
 ``--rounds`` interleaved rounds (each round times every runtime in turn, every other round in reverse
 order, so a drift of the shared machine's speed reaches them all alike).
@@ -207,7 +208,9 @@ def main() -> None:
                 path = Path(tmp) / f"{runtime}.xml"
                 h, w = (int(v) for v in args.sizes[0].split("x"))
                 noise = (
-                    [torch.randn(1, 3, h, w).numpy() for _ in range(2)] if runtime.endswith("int8") else ()
+                    [torch.rand(1, 3, h, w).mul(255).numpy() for _ in range(2)]
+                    if runtime.endswith("int8")
+                    else ()
                 )
                 export_ir(module, path, meta("openvino"), calibration=noise)
                 precision = "bf16" if runtime.endswith("bf16") else "fp32"
@@ -218,7 +221,7 @@ def main() -> None:
                 fp32 = export_network(module, "onnx", Path(tmp) / "fp32.onnx", meta("onnx"))
                 h, w = (int(v) for v in args.sizes[0].split("x"))
                 path = Path(tmp) / "model.int8.onnx"
-                quantize_onnx(fp32, path, [torch.randn(1, 3, h, w).numpy() for _ in range(2)])
+                quantize_onnx(fp32, path, [torch.rand(1, 3, h, w).mul(255).numpy() for _ in range(2)])
                 write_onnx_metadata(path, {**meta("onnx"), "precision": "int8"})
                 models[runtime] = RuntimeModel(path, threads=threads)
             else:
@@ -228,7 +231,7 @@ def main() -> None:
         results = []
         for size in args.sizes:
             h, w = (int(v) for v in size.split("x"))
-            x = torch.randn(args.batch, 3, h, w)
+            x = torch.rand(args.batch, 3, h, w).mul(255)
             with FlopCounterMode(display=False) as counter, torch.no_grad():
                 module(x)
             flops = counter.get_total_flops()
@@ -259,7 +262,7 @@ def main() -> None:
             fastest = min(rows, key=lambda r: r["median_ms"])["runtime"]
             profile = {
                 "runtime": fastest,
-                **layer_profile(models[fastest], torch.randn(args.batch, 3, *at).numpy()),
+                **layer_profile(models[fastest], torch.rand(args.batch, 3, *at).mul(255).numpy()),
             }
             print(f"profile of {fastest} at {at[0]}x{at[1]}: " + ", ".join(
                 f"{t['type']} {t['ms']:.1f} ms" for t in profile["by_type"][:5]

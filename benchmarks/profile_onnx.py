@@ -51,7 +51,7 @@ def main() -> None:
         for name, size in (("batch", 1), ("height", h), ("width", w)):
             options.add_free_dimension_override_by_name(name, size)
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        feed = {"image": torch.randn(1, 3, h, w).numpy()}
+        feed = {"images": torch.rand(1, 3, h, w).mul(255).numpy()}
         for _ in range(args.warmup):
             session.run(None, feed)
         start = time.perf_counter()

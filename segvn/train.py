@@ -23,7 +23,7 @@ from omegaconf import DictConfig, open_dict
 from segvn.callbacks import ConfigInCheckpoint, LastCheckpoint, trim_csv_log
 from segvn.cli import command, frozen_stages, resumable_checkpoint
 from segvn.errors import ConfigError
-from segvn.models.factory import pooled_norms
+from segvn.models.factory import network_of, pooled_norms
 from segvn.utils import instantiate_dict, save_resolved_config, to_container
 from segvn.utils.io import write_json
 
@@ -64,7 +64,7 @@ def _checkpoint_paths(trainer: L.Trainer) -> tuple[ModelCheckpoint | None, str]:
 
 def _check_classes(model: L.LightningModule, datamodule) -> None:
     """One clear error, before any expensive set-up, when the network's classes are not the data's."""
-    outputs = getattr(getattr(model, "net", None), "num_classes", 0)
+    outputs = getattr(network_of(model), "num_classes", 0)
     if outputs and outputs != datamodule.num_classes:
         raise ConfigError(
             f"model.net.num_classes={outputs} but the data has {datamodule.num_classes} classes "
@@ -77,7 +77,7 @@ def _check_batch_of_one(cfg: DictConfig, model: L.LightningModule) -> None:
     one = int(cfg.data.get("batch_size", 0) or 0) == 1
     if not one or not cfg.get("train", True) or cfg.trainer.get("sync_batchnorm"):
         return  # synchronised BatchNorm normalises over the batches of all processes
-    norms = pooled_norms(getattr(model, "net", model))
+    norms = pooled_norms(network_of(model))
     if norms:
         raise ConfigError(
             f"data.batch_size=1 cannot train this network: its BatchNorm after global pooling ({norms[0]}) "

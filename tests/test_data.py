@@ -103,7 +103,10 @@ def test_camvid_class_mapping_on_real_label_pixels(camvid_root):
         want = CLASS_NAMES.index(OURS_FROM_CAMVID[name]) if name in OURS_FROM_CAMVID else IGNORE_INDEX
         assert got.tolist() == [want], name
     item = ds[0]
-    assert item["image"].shape == (3, 360, 480) and item["image"].dtype == torch.float32
+    assert item["image"].shape == (3, 360, 480) and item["image"].dtype == torch.uint8
+    # the frame as it is on disk, RGB 0-255: the network normalises, not the data pipeline
+    frame = np.asarray(Image.open(ds.samples[0].image).convert("RGB"))
+    assert np.array_equal(item["image"].permute(1, 2, 0).numpy(), frame)
     assert item["mask"].shape == (360, 480) and item["mask"].dtype == torch.long
 
 
@@ -113,6 +116,7 @@ def test_camvid_loader_batches_and_weights(camvid_root, tmp_path):
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (4, 3, 96, 128) and batch["mask"].shape == (4, 96, 128)
+    assert batch["image"].dtype == torch.uint8 and int(batch["image"].max()) > 1  # 0-255, not 0-1
     assert set(batch["mask"].unique().tolist()) <= set(range(8)) | {IGNORE_INDEX}
     w = dm.class_weights("median_frequency")
     stats = dm.label_stats()

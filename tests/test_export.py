@@ -19,7 +19,7 @@ from PIL import Image
 
 from segvn.cli import composition_error_line
 from segvn.errors import ConfigError, ExportError
-from segvn.inference.export import RuntimeModel, compare_models, normalised, read_metadata
+from segvn.inference.export import RuntimeModel, as_batch, compare_models, read_metadata
 from segvn.inference.predictor import Predictor
 from segvn.models.checkpoint import Checkpoint
 
@@ -74,7 +74,7 @@ def test_round_trip_at_two_frame_sizes(exported, camvid_checkpoint, frames, fmt)
     module = Checkpoint.read(camvid_checkpoint).model()
     runtime = RuntimeModel(exported[fmt][0])
     for h, w in ((100, 150), (368, 480)):  # 100x150 is no multiple of 16: padded and cropped back
-        batch = normalised([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames])
+        batch = as_batch([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames])
         with torch.inference_mode():
             assert runtime(batch).shape == (2, len(runtime.class_names), h, w)  # dynamic batch
         result = compare_models(module, runtime, [batch])
@@ -91,7 +91,7 @@ def test_onnx_fixes_the_first_shapes_then_runs_dynamic(
     module = Checkpoint.read(camvid_checkpoint).model()
     runtime = RuntimeModel(exported["onnx"][0])
     batches = [
-        normalised([cv2.resize(f, (w, h)) for f in frames[:n]]) for n, h, w in ((1, 64, 96), (2, 100, 150))
+        as_batch([cv2.resize(f, (w, h)) for f in frames[:n]]) for n, h, w in ((1, 64, 96), (2, 100, 150))
     ]
     for batch in (*batches, batches[0]):
         assert compare_models(module, runtime, [batch])["argmax_agreement"] >= 0.999
@@ -189,3 +189,71 @@ def test_an_exported_file_stands_in_for_its_checkpoint(
         assert results[name]["image_size"] == results["ckpt"]["image_size"], "the training scale travels"
     with pytest.raises(CheckpointError, match="needs the PyTorch checkpoint"):
         checkpoint_reader("visualize", exports=False)(str(exported["onnx"][0]))
+
+
+def _export_as_main_did(module, ckpt: Checkpoint, fmt: str, out: Path) -> Path:
+    """An export as segvn wrote them before the network normalised: the smp network alone, input
+    ``image`` ImageNet-normalised, and metadata whose ``input`` says so (no ``rgb255``)."""
+    import warnings
+
+    from segvn.inference.export import META_KEY, OPSET, export_metadata, write_onnx_metadata
+
+    meta = export_metadata(ckpt, module, fmt)
+    meta["input"] = "RGB float (B, 3, H, W), ImageNet-normalised, H and W multiples of output_stride"
+    inner = module.net.model.eval()
+    sample = torch.zeros(1, 3, 64, 96)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if fmt == "onnx":
+            torch.onnx.export(
+                inner, (sample,), str(out), dynamo=False, opset_version=OPSET,
+                input_names=["image"], output_names=["logits"],
+                dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                              "logits": {0: "batch", 2: "height", 3: "width"}},
+            )  # fmt: skip
+            write_onnx_metadata(out, meta)
+        else:
+            torch.jit.save(
+                torch.jit.trace(inner, sample), str(out), _extra_files={f"{META_KEY}.json": json.dumps(meta)}
+            )
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_old_exports_still_predict_like_new_ones(exported, camvid_checkpoint, frames, tmp_path, fmt) -> None:
+    """A file exported before the graph carried the normalisation is normalised for by RuntimeModel: on real
+    CamVid frames its labels are those of the new export and of the checkpoint."""
+    ckpt = Checkpoint.read(camvid_checkpoint)
+    module = ckpt.model()
+    old = RuntimeModel(_export_as_main_did(module, ckpt, fmt, tmp_path / f"old{dict(FORMATS)[fmt]}"))
+    new = RuntimeModel(exported[fmt][0])
+    assert read_metadata(exported[fmt][0])["input"] == "rgb255" and old.meta["input"] != "rgb255"
+    assert old.normalize is not None and new.normalize is None
+    labels = {
+        name: Predictor(model, "cpu", (100, 150), num_classes=8)(frames).labels
+        for name, model in (("checkpoint", module), ("old", old), ("new", new))
+    }
+    assert len(np.unique(labels["checkpoint"])) > 1
+    for name in ("old", "new"):
+        assert labels[name].shape == (2, 360, 480)
+        assert (labels[name] == labels["checkpoint"]).mean() >= 0.999, name
+    assert (labels["old"] == labels["new"]).mean() >= 0.999
+    # and the old file fed 0-255 without that normalisation would be wrong: the test can tell
+    batch = as_batch([cv2.resize(f, (96, 64), interpolation=cv2.INTER_AREA) for f in frames])
+    old.normalize = None
+    assert compare_models(module, old, [batch])["argmax_agreement"] < 0.9
+
+
+@pytest.mark.slow
+def test_onnx_graph_normalises_rgb255(exported, camvid_checkpoint, frames) -> None:
+    """The ONNX file alone (no segvn code around it) takes RGB 0-255 as ``images`` and gives the checkpoint's logits."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(exported["onnx"][0]), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    batch = as_batch([cv2.resize(f, (96, 64), interpolation=cv2.INTER_AREA) for f in frames])
+    logits = session.run(None, {"images": batch.numpy()})[0]
+    with torch.inference_mode():
+        expected = Checkpoint.read(camvid_checkpoint).model()(batch)
+    assert np.abs(logits - expected.numpy()).max() < 1e-3

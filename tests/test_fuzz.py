@@ -22,7 +22,7 @@ from PIL import Image
 from segvn.data.classes import IGNORE_INDEX, PALETTE, camvid_known, camvid_lut, index_to_rgb, rgb_to_index
 from segvn.data.extract import MANIFEST_COLUMNS, read_manifest
 from segvn.data.io import read_image, read_label
-from segvn.data.transforms import build_transforms, denormalize
+from segvn.data.transforms import build_transforms, to_image
 from segvn.errors import DataError, ExtractError, SegvnError
 from tests.conftest import REPO_ROOT, run_python
 
@@ -110,7 +110,7 @@ def test_train_transforms_keep_label_painted_from_image(seed, blocks, hflip, tra
     label = np.kron(coarse, np.ones((8, 8), np.uint8))
     image = index_to_rgb(label)  # the image is the label's colours; ignore is black
     out = build_transforms(True, None, hflip=hflip, translate_px=translate)(image=image, mask=label)
-    img, mask = denormalize(out["image"]), out["mask"].numpy()
+    img, mask = to_image(out["image"]), out["mask"].numpy()
     assert mask.shape == img.shape[:2] == label.shape
     assert set(np.unique(mask)) <= {*range(NUM), IGNORE_INDEX}
     expected = index_to_rgb(mask)  # padding is black/ignore, flipped and shifted pixels keep their pair
@@ -128,7 +128,7 @@ def test_train_crop_is_a_window_of_the_frame_with_its_label(seed, crop):
     out = build_transforms(True, None, hflip=0.0, translate_px=0, crop=crop)(
         image=index_to_rgb(label), mask=label
     )
-    img, mask = denormalize(out["image"]), out["mask"].numpy()
+    img, mask = to_image(out["image"]), out["mask"].numpy()
     assert mask.shape == img.shape[:2] == tuple(crop)
     assert np.abs(img.astype(int) - index_to_rgb(mask).astype(int)).max() <= 1  # image and label aligned
     h, w = min(crop[0], 32), min(crop[1], 40)
@@ -145,7 +145,7 @@ def test_resize_keeps_label_consistent_away_from_edges(seed, size):
     coarse = rng.choice([*range(NUM), IGNORE_INDEX], size=(3, 4)).astype(np.uint8)
     label = np.kron(coarse, np.ones((10, 10), np.uint8))
     out = build_transforms(False, size)(image=index_to_rgb(label), mask=label)
-    img, mask = denormalize(out["image"]), out["mask"].numpy()
+    img, mask = to_image(out["image"]), out["mask"].numpy()
     assert mask.shape == tuple(size) and set(np.unique(mask)) <= {*range(NUM), IGNORE_INDEX}
     agree = (np.abs(img.astype(int) - index_to_rgb(mask).astype(int)).max(-1) <= 1).mean()
     assert agree >= 0.7  # only pixels at block edges may blend

@@ -12,9 +12,9 @@ from PIL import Image
 
 from segvn.data.camvid import CamVid
 from segvn.data.datamodule import SegDataModule
-from segvn.data.transforms import normalize
+from segvn.data.transforms import to_tensor
 from segvn.errors import ConfigError, WeightsError
-from segvn.models.factory import build_network
+from segvn.models.factory import Normalize, build_network
 from segvn.models.module import SegModule
 from segvn.models.weights import load_encoder_weights, read_state_dict
 
@@ -27,6 +27,25 @@ def test_any_image_size_is_padded_and_cropped_back(size):
     assert out.shape == (1, 8, *size)
 
 
+def test_network_takes_rgb255_and_normalises_inside():
+    """network(x 0-255) is the smp model on the ImageNet-normalised x; uint8 and float give the same."""
+    torch.manual_seed(0)
+    net = build_network(encoder_name="resnet18", num_classes=8).eval()
+    x = torch.randint(0, 256, (2, 3, 64, 96), dtype=torch.uint8)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = net.model((x.float() / 255 - mean) / std)
+        got = net(x)
+        assert torch.allclose(got, expected, atol=1e-4)
+        assert torch.allclose(net(x.float()), got, atol=1e-5)
+        assert not torch.allclose(net.model(x.float()), got, atol=1e-2)  # the test can tell
+    # the statistics are buffers that are not saved: state_dict (every checkpoint) is the smp model's
+    assert not any(key.startswith("normalize") for key in net.state_dict())
+    assert {k.removeprefix("model.") for k in net.state_dict()} == set(net.model.state_dict())
+    assert net.normalize.mean.device == net.model.encoder.conv1.weight.device
+
+
 def test_output_stride_16_and_timm_encoder():
     net = build_network(encoder_name="resnet18")
     assert net.stride == 16
@@ -36,7 +55,7 @@ def test_output_stride_16_and_timm_encoder():
 
 
 def _classify(model: torch.nn.Module, path) -> tuple[int, float]:
-    x = normalize(np.asarray(Image.open(path).convert("RGB")))[None]
+    x = Normalize()(to_tensor(np.asarray(Image.open(path).convert("RGB")))[None])  # a torchvision classifier
     with torch.no_grad():
         p = model.eval()(x).softmax(1)[0]
     return int(p.argmax()), float(p.max())

@@ -147,6 +147,30 @@ def test_video_outputs(module, video_path: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_checkpoint_predicts_as_with_normalisation_outside(
+    module, camvid_checkpoint, camvid_root: Path
+) -> None:
+    """The network normalises inside now: a checkpoint gives the labels it gave when callers normalised
+    (ImageNet mean/std on 0-1 frames) and fed the smp model, on real CamVid frames, I420 as well."""
+    ckpt = load_checkpoint(camvid_checkpoint)
+    assert not any("normalize" in key for key in ckpt["state_dict"])  # the file did not change
+    frames = [
+        np.asarray(Image.open(p).convert("RGB")) for p in sorted((camvid_root / "val").glob("*.png"))[:3]
+    ]
+    got = Predictor(module, "cpu", SMALL, num_classes=8)(frames).labels
+    small = np.stack([cv2.resize(f, SMALL[::-1], interpolation=cv2.INTER_AREA) for f in frames])
+    x = torch.from_numpy(small).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        before = module.net.model((x - mean) / std)  # SMALL is a multiple of the stride: no padding
+        assert torch.allclose(module(torch.from_numpy(small).permute(0, 3, 1, 2)), before, atol=1e-4)
+    expected = upsampled_labels(before, frames[0].shape[:2]).numpy()
+    assert got.shape == (3, 360, 480) and (got == expected).mean() >= 0.9999
+    assert len(np.unique(expected)) > 1  # a real prediction, not one class everywhere
+
+
+@pytest.mark.slow
 def test_cli_whole_video(camvid_checkpoint, video_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run_segvn(
@@ -701,8 +725,7 @@ def test_upsampled_labels_of_a_real_model_on_a_real_frame(module, video_path: Pa
     predictor = Predictor(module, "cpu", SMALL)
     small = torch.from_numpy(cv2.resize(frame, SMALL[::-1], interpolation=cv2.INTER_AREA)).permute(2, 0, 1)
     with torch.inference_mode():
-        x = (small[None].float() / 255 - predictor._mean) / predictor._std
-        scores = module(x)
+        scores = module(small[None])  # RGB uint8: the network normalises
     size = frame.shape[:2]
     expected = _reference_labels(scores, size)
     assert len(expected.unique()) >= 2  # classes meet: there are blocks to interpolate

@@ -17,9 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
+from segvn.data.yuv import I420Frame
 from segvn.errors import ConfigError
 from segvn.inference.predictor import Predictor
-from segvn.inference.scale import ImageSizeChoice, ResizedModel, ScaleRule, model_stride, resolve_image_size
+from segvn.inference.scale import FrameResizer, ImageSizeChoice, ScaleRule, model_stride, resolve_image_size
 
 CAMVID_FRAME = "0016E5_07959.png"
 
@@ -73,10 +74,26 @@ def test_predictor_computes_the_size_per_frame_size() -> None:
     assert spy.shapes == [(32, 48)]
 
 
-def test_resized_model_brings_logits_back() -> None:
-    spy = _Spy()
-    out = ResizedModel(spy, ImageSizeChoice(ScaleRule(64, 16), "training-scale"))(torch.zeros(2, 3, 360, 480))
-    assert spy.shapes == [(64, 80)] and out.shape == (2, 3, 360, 480)
+def test_frame_resizer_is_the_one_resize_path(caplog) -> None:
+    """RGB and I420 frames reach the model's size the same way (area-averaged when shrinking), the
+    size is logged once per frame size, and a frame already at that size is not touched."""
+    rng = np.random.default_rng(0)
+    rgb = cv2.GaussianBlur(rng.integers(0, 256, (360, 480, 3), dtype=np.uint8), (9, 9), 3)
+    resizer = FrameResizer(ImageSizeChoice(ScaleRule(64, 16), "training-scale").for_frame)
+    with caplog.at_level(logging.INFO, logger="segvn.inference.scale"):
+        small = resizer([rgb, rgb])
+        resizer([rgb])
+    assert small.shape == (2, 64, 80, 3) and small.dtype == np.uint8
+    assert np.array_equal(small[0], cv2.resize(rgb, (80, 64), interpolation=cv2.INTER_AREA))
+    assert caplog.text.count("frames of 360x480 go through the model at 64x80") == 1
+    assert resizer.sizes_used == {(360, 480): (64, 80)}
+    yuv = I420Frame(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420))
+    from_i420 = resizer([yuv])[0]
+    assert (
+        np.abs(from_i420.astype(int) - small[0].astype(int)).mean() < 6
+    )  # planes resized, then converted (chroma at half size)
+    for same in (FrameResizer(None), FrameResizer((360, 480))):
+        assert np.array_equal(same([rgb])[0], rgb)
 
 
 @pytest.fixture

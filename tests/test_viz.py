@@ -13,6 +13,7 @@ from PIL import Image
 
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX, PALETTE, camvid_lut
 from segvn.data.yuv import I420Frame
+from segvn.models.factory import Normalize, SegmentationNetwork
 from segvn.models.introspect import (
     class_score,
     class_visualization,
@@ -490,6 +491,22 @@ def test_class_visualization_raises_class_score_and_leaves_model_alone(make_mode
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN statistics unchanged
     if not isinstance(make_model, str):  # cheap enough to run twice
         assert np.array_equal(picture, class_visualization(model, 2, **kwargs))  # deterministic for a seed
+
+
+def test_introspection_of_a_segvn_network_sees_the_normalised_frame(tiny_deeplab):
+    """A segvn network takes RGB 0-255: its activations (named as in its smp model) are the smp model's on
+    the normalised frame, and its class pictures raise its class score."""
+    net = SegmentationNetwork(tiny_deeplab)
+    image = _frame(64, 64)
+    x = to_tensor(image)
+    got = layer_activations(net, x, ["encoder.layer1"])["encoder.layer1"]
+    expected = layer_activations(tiny_deeplab, Normalize()(x), ["encoder.layer1"])["encoder.layer1"]
+    assert torch.allclose(got, expected, atol=1e-4)
+    raw = layer_activations(tiny_deeplab, x, ["encoder.layer1"])["encoder.layer1"]
+    assert not torch.allclose(got, raw, atol=1e-2)  # the test can tell
+    kwargs = {"size": (64, 64), "steps": 10, "octaves": 1, "jitter": 4, "seed": 3}
+    picture = class_visualization(net, 2, **kwargs)
+    assert class_score(net, picture, 2) - class_score(net, initial_noise((64, 64), seed=3), 2) > 0.005
 
 
 def test_class_visualizations_grid(tiny_deeplab):

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback
 
 from segvn.callbacks.config import ConfigInCheckpoint
 from segvn.data.classes import IGNORE_INDEX
-from segvn.data.transforms import denormalize
+from segvn.data.transforms import to_image
 from segvn.metrics import class_indices, metrics_from_confmat
 from segvn.viz.plots import plot_confusion_matrix
 
@@ -205,7 +205,7 @@ class WandbMedia(Callback):
                     truth = item["mask"].cpu().numpy().astype(np.uint8)
                     images.append(
                         wandb.Image(
-                            denormalize(item["image"]),
+                            to_image(item["image"]),
                             masks={
                                 "prediction": {"mask_data": pred, "class_labels": labels},
                                 "ground_truth": {"mask_data": truth, "class_labels": labels},

@@ -75,7 +75,7 @@ def to_rgb(img: Image.Image) -> np.ndarray:
     if img.mode in WIDE_MODES:
         grey = _wide_to_uint8(img)
         return np.repeat(grey[..., None], 3, axis=2)
-    return np.asarray(img.convert("RGB"))
+    return np.array(img.convert("RGB"))  # writable: a tensor made from it (ToTensorV2) owns safe memory
 
 
 def read_image(path: Path) -> np.ndarray:

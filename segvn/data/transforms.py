@@ -1,4 +1,9 @@
-"""Albumentations pipelines: the thesis augmentation for training, plain normalisation otherwise."""
+"""Albumentations pipelines: the thesis augmentation for training, a plain conversion otherwise.
+
+They yield what the network takes: RGB ``uint8`` tensors ``(3, H, W)`` with values 0-255. The network
+normalises them itself (:class:`segvn.models.factory.Normalize`), so batches stay ``uint8`` (a quarter
+of the bytes of float32) until they reach it, on the GPU too.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,6 @@ from albumentations.pytorch import ToTensorV2
 
 from segvn.data.classes import IGNORE_INDEX
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 def build_transforms(
     train: bool,
@@ -26,7 +28,7 @@ def build_transforms(
     crop: Sequence[int] | None = None,
     strong: bool = False,
 ) -> A.Compose:
-    """Resize (optional), then for training random flip/translation/scale/crop/colour, then normalise.
+    """Resize (optional), then for training random flip/translation/scale/crop/colour, then a uint8 tensor.
 
     Translation pads the frame with black and the label with the ignore value, like MATLAB's
     ``imtranslate`` with ``OutputView='same'`` leaving undefined pixels. ``crop`` ([h, w]) trains on
@@ -77,21 +79,18 @@ def build_transforms(
             A.ToGray(p=0.2),
             A.GaussianBlur(sigma_limit=(0.1, 2.0), p=0.5),
         ]
-    steps += [A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD), ToTensorV2()]
+    steps.append(ToTensorV2())  # uint8 (3, H, W): the network normalises
     return A.Compose(steps)
 
 
-def normalize(image: np.ndarray) -> torch.Tensor:
-    """An RGB uint8 frame (H, W, 3) as an ImageNet-normalised float tensor (3, H, W)."""
-    t = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (t - mean) / std
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """An RGB uint8 frame (H, W, 3) as the network's input tensor: uint8 (3, H, W), 0-255."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
 
 
-def denormalize(tensor: torch.Tensor) -> np.ndarray:
-    """Undo :func:`normalize` for display: (3, H, W) float -> (H, W, 3) uint8."""
-    mean = torch.tensor(IMAGENET_MEAN, device=tensor.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=tensor.device).view(3, 1, 1)
-    img = (tensor.detach().float() * std + mean).clamp(0, 1).mul(255).round().byte()
-    return img.permute(1, 2, 0).cpu().numpy()
+def to_image(tensor: torch.Tensor) -> np.ndarray:
+    """A network input (3, H, W) back to an RGB uint8 frame (H, W, 3) for display (values clamped to 0-255)."""
+    img = tensor.detach()
+    if img.is_floating_point():
+        img = img.clamp(0, 255).round()
+    return img.to(torch.uint8).permute(1, 2, 0).cpu().numpy()

@@ -18,16 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 
 from segvn.data.classes import IGNORE_INDEX
-from segvn.data.transforms import denormalize
+from segvn.data.transforms import to_image
 from segvn.inference.options import absent_mode
 from segvn.inference.precision import inference_model
 from segvn.inference.scale import (
+    FrameResizer,
     ImageSizeChoice,
-    ResizedModel,
     model_stride,
     resolve_image_size,
     training_size,
@@ -63,8 +64,12 @@ def evaluate_split(
     max_pictures: int | None = None,
     advance: Callable[[int], None] | None = None,
     tta_flip: bool = False,
+    resizer: FrameResizer | None = None,
 ) -> Evaluation:
-    """Metrics of ``model`` over ``loader`` (batches of ``image``, ``mask``, ``path``).
+    """Metrics of ``model`` over ``loader`` (batches of ``image``: RGB 0-255 ``uint8``, ``mask``, ``path``).
+
+    ``resizer`` brings the frames to the model's input size first (on the CPU, still ``uint8``), and the
+    logits are brought back to the frames' size (bilinear) before they are scored.
 
     With ``pictures`` (a folder), the first ``max_pictures`` frames (all with ``None``) get
     ``<stem>_overlay.png`` and ``<stem>_compare.png`` there. ``tta_flip`` averages the logits with
@@ -79,14 +84,22 @@ def evaluate_split(
     saved = 0
     with torch.inference_mode():
         for batch in loader:
-            images, target = batch["image"].to(device), batch["mask"].to(device)
-            preds = class_indices(predict_logits(model, images, tta_flip))
+            images, target = batch["image"], batch["mask"].to(device)
+            x = images
+            if resizer is not None:
+                x = torch.from_numpy(resizer([to_image(image) for image in images])).permute(0, 3, 1, 2)
+            logits = predict_logits(model, x.to(device).contiguous(), tta_flip)
+            if logits.shape[-2:] != images.shape[-2:]:
+                logits = F.interpolate(
+                    logits.float(), size=images.shape[-2:], mode="bilinear", align_corners=False
+                )
+            preds = class_indices(logits)
             metric.update(preds, target)
             paths.extend(batch["path"])
             for i in range(images.shape[0]):
                 if pictures is None or (max_pictures is not None and saved >= max_pictures):
                     break
-                frame = denormalize(images[i])
+                frame = to_image(images[i])
                 pred, truth = preds[i].cpu().numpy(), target[i].cpu().numpy()
                 stem = Path(batch["path"][i]).stem
                 save_image(overlay(frame, pred), pictures / f"{stem}_overlay.png")
@@ -132,7 +145,7 @@ def evaluate_checkpoint(
     dataset = dm.require(cfg.split)
     choice = evaluation_image_size(cfg.get("image_size"), ckpt, module, dm.image_size)
     runtime, engine, precision, device = inference_model(cfg, ckpt, module, out)
-    model = ResizedModel(runtime, choice)  # records the size used; a no-op at the data's size
+    resizer = FrameResizer(choice.for_frame)  # records the size used; a no-op at the data's size
     log.info(
         "model input: %s (image_size rule %s), runtime %s %s",
         choice.describe(), choice.rule, engine, precision.describe(),
@@ -141,13 +154,13 @@ def evaluate_checkpoint(
     if pictures is not None:
         pictures.mkdir(parents=True, exist_ok=True)
     run = evaluate_split(
-        model, dm.eval_dataloader(cfg.split, cfg.batch_size), list(dm.class_names), device,
+        runtime, dm.eval_dataloader(cfg.split, cfg.batch_size), list(dm.class_names), device,
         absent_mode(cfg), cfg.metrics.bf_tolerance, pictures, cfg.max_images,
-        progress(len(dataset)) if progress is not None else None, cfg.tta_flip,
+        progress(len(dataset)) if progress is not None else None, cfg.tta_flip, resizer,
     )  # fmt: skip
     sizes = {
         "image_size_rule": choice.rule,
-        "image_size": _first_size(model.sizes_used, choice, dm.image_size),
+        "image_size": _first_size(resizer.sizes_used, choice, dm.image_size),
     }
     if pictures is not None:
         shutil.rmtree(out / "images", ignore_errors=True)

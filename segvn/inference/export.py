@@ -1,7 +1,8 @@
 """Exporting a checkpoint's network to ONNX or TorchScript, and running exported files like the model.
 
-The exported graph is the smp network itself (``SegmentationNetwork.model``) with a dynamic batch,
-height and width; it needs sides divisible by the output stride. Padding to the stride and cropping
+The exported graph is the network's normalisation and its smp network (``SegmentationNetwork.normalize``
+and ``.model``) with a dynamic batch, height and width: input ``images``, RGB 0-255 float32 ``(B, 3, H, W)``
+as the PyTorch network takes it, sides divisible by the output stride. Padding to the stride and cropping
 back are done outside the graph, by the same :func:`~segvn.models.factory.pad_to_stride` /
 :func:`~segvn.models.factory.crop_to` the PyTorch model uses, in :class:`RuntimeModel` (the runtimes'
 common wrapper). This exports cleanly with the TorchScript-based ONNX exporter (``dynamo=False``) and
@@ -9,8 +10,12 @@ common wrapper). This exports cleanly with the TorchScript-based ONNX exporter (
 both record as a shape computation, so one file runs at any stride-multiple size.
 
 Metadata travel with the file (ONNX ``metadata_props``; TorchScript ``_extra_files["segvn.json"]``):
-``class_names``, ``training_image_size``, ``output_stride``, ``checkpoint``, ``format`` and the stored
-``data``/``model`` ``config``. At export the file is checked on real frames against PyTorch
+``class_names``, ``training_image_size``, ``output_stride``, ``checkpoint``, ``format``, ``input``
+(:data:`INPUT_RGB255`: the graph normalises) and the stored ``data``/``model`` ``config``. A file whose
+``input`` is not :data:`INPUT_RGB255` is an older export of the smp network alone, which takes
+ImageNet-normalised input: :class:`RuntimeModel` normalises for it, so it runs as before.
+
+At export the file is checked on real frames against PyTorch
 (:func:`verify_export`), and the numbers are written to ``<file>.verify.json``. Because the config
 travels too, an exported file can stand in for its checkpoint: ``ckpt_path=model.onnx`` in
 ``evaluate`` and ``predict`` (:class:`ExportedCheckpoint`, :func:`read_model_source`).
@@ -25,6 +30,7 @@ import threading
 import time
 import warnings
 import zipfile
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,13 +40,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from segvn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segvn.errors import CheckpointError, ConfigError, ExportError
 from segvn.inference.options import RUNTIMES
-from segvn.inference.scale import model_stride, training_size
+from segvn.inference.scale import model_stride, resize_frame, training_size
 from segvn.metrics import class_indices
 from segvn.models.checkpoint import CONFIG_KEY, Checkpoint, output_channels
-from segvn.models.factory import crop_to, pad_to_stride
+from segvn.models.factory import Normalize, crop_to, network_of, pad_to_stride
 from segvn.utils.io import replace_link
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,8 @@ MIN_AGREEMENT_INT8 = 0.95  # int8 approximates: this catches a broken calibratio
 QUANTIZE = ("int8",)
 OPSET = 17
 STATIC_SHAPES = 4  # input shapes given a fixed-shape ONNX Runtime session each (RuntimeModel)
+INPUT_RGB255 = "rgb255"
+"""Metadata ``input`` of an export whose graph normalises: it takes RGB 0-255 like the PyTorch network."""
 
 
 def check_format(fmt: str, name: str = "format") -> str:
@@ -81,7 +88,7 @@ def export_metadata(ckpt: Checkpoint, module: nn.Module, fmt: str) -> dict[str, 
         "training_image_size": list(trained) if trained else None,
         "output_stride": model_stride(module),
         "checkpoint": str(ckpt.path.resolve()),
-        "input": "RGB float (B, 3, H, W), ImageNet-normalised, H and W multiples of output_stride",
+        "input": INPUT_RGB255,  # RGB 0-255 float (B, 3, H, W), H and W multiples of output_stride
         "output": "logits (B, C, H, W)",
         # what evaluate/predict rebuild from a checkpoint, so the file can replace it (ckpt_path=FILE)
         "config": {key: _plain(ckpt.config.get(key)) for key in ("data", "model")},
@@ -95,14 +102,15 @@ def _plain(node: Any) -> Any:
 
 
 def export_network(module: nn.Module, fmt: str, out: Path, meta: dict[str, Any]) -> Path:
-    """Write the smp network of ``module`` (a SegModule) as ``fmt`` to ``out``, metadata included."""
+    """Write the network of ``module`` (a SegModule) as ``fmt`` to ``out``, metadata included: its
+    normalisation and smp network (not the padding, done around the runtime), input ``images`` 0-255."""
     if fmt == "openvino":  # converted from this function's ONNX graph (segvn.inference.openvino)
         from segvn.inference.openvino import export_ir
 
         export_ir(module, out, meta)
         return out
-    net = getattr(module, "net", module)
-    inner = getattr(net, "model", net).eval()
+    net = network_of(module)
+    inner = nn.Sequential(OrderedDict(normalize=net.normalize, model=net.model)).eval()
     stride = model_stride(module)
     sample = torch.zeros(1, 3, 4 * stride, 6 * stride)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -122,8 +130,8 @@ def export_network(module: nn.Module, fmt: str, out: Path, meta: dict[str, Any])
         if fmt == "onnx":
             torch.onnx.export(
                 inner, (sample,), str(partial), dynamo=False, opset_version=OPSET,
-                input_names=["image"], output_names=["logits"],
-                dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
+                input_names=["images"], output_names=["logits"],
+                dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"},
                               "logits": {0: "batch", 2: "height", 3: "width"}},
             )  # fmt: skip
             write_onnx_metadata(partial, meta)
@@ -185,10 +193,14 @@ def _read_export(path: str | Path) -> tuple[dict[str, Any], int | None]:
 
 
 class RuntimeModel(nn.Module):
-    """An exported file run like the PyTorch model: normalised ``(B, 3, H, W)`` in, logits at that size out.
+    """An exported file run like the PyTorch network: RGB 0-255 ``(B, 3, H, W)`` (float or uint8) in, logits
+    at that size out.
 
     Pads to the output stride and crops back around the runtime, exactly as ``SegmentationNetwork``
-    does. ``class_names``, ``training_image_size`` and ``stride`` come from the file's metadata. ONNX runs
+    does. An older export (metadata ``input`` not :data:`INPUT_RGB255`: the smp network alone) gets its
+    input normalised here first, so it predicts as it always did.
+
+    ``class_names``, ``training_image_size`` and ``stride`` come from the file's metadata. ONNX runs
     on onnxruntime's CPU provider (CUDA provider when the input is on a GPU and it is installed).
     """
 
@@ -200,6 +212,8 @@ class RuntimeModel(nn.Module):
         self.class_names = list(self.meta["class_names"])
         self.stride = int(self.meta["output_stride"])
         self.precision = str(self.meta.get("precision", "fp32"))  # fp32, or int8 (quantized ONNX)
+        # an older export takes ImageNet-normalised input: normalise for it, outside the graph
+        self.normalize = None if self.meta.get("input") == INPUT_RGB255 else Normalize()
         trained = self.meta.get("training_image_size")
         self.training_image_size = tuple(trained) if trained else None
         self._sessions: dict[tuple[int, ...] | None, Any] = {}  # by input shape; None: dynamic
@@ -233,7 +247,8 @@ class RuntimeModel(nn.Module):
 
     def _run(self, image: np.ndarray) -> np.ndarray:
         """Logits of the padded numpy ``image`` (ONNX Runtime here; :class:`OpenVINOModel` overrides it)."""
-        return self._onnx_session(image.shape).run(None, {"image": image})[0]
+        session = self._onnx_session(image.shape)
+        return session.run(None, {session.get_inputs()[0].name: image})[0]  # "image" in older exports
 
     def _new_session(self, shape: tuple[int, ...] | None):
         import onnxruntime as ort
@@ -264,21 +279,19 @@ class RuntimeModel(nn.Module):
         return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x) if self.normalize is not None else x.float()
         x, h, w = pad_to_stride(x, self.stride)
         if self._script is None:
-            image = x.detach().float().cpu().contiguous().numpy()
+            image = x.detach().cpu().contiguous().numpy()
             out = torch.from_numpy(self._run(image)).to(x.device)
         else:
             out = self._script(x)
         return crop_to(out, h, w)
 
 
-def normalised(frames: Sequence[np.ndarray]) -> torch.Tensor:
-    """RGB uint8 frames of one size as an ImageNet-normalised float batch."""
-    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+def as_batch(frames: Sequence[np.ndarray]) -> torch.Tensor:
+    """RGB uint8 frames ``(H, W, 3)`` of one size as the network's input: float ``(B, 3, H, W)``, 0-255."""
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float()
 
 
 @torch.inference_mode()
@@ -307,13 +320,11 @@ def verify_export(
 ) -> dict[str, Any]:
     """``path`` against ``module`` on ``frames`` resized to each of ``sizes``; :class:`ExportError` when
     the argmax agrees on fewer than ``minimum`` of the pixels."""
-    import cv2
-
     exported = open_export(path)
     module = module.eval()
     checks = []
     for h, w in sizes:
-        batch = normalised([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames])
+        batch = as_batch([resize_frame(f, (h, w)) for f in frames])
         result = compare_models(module, exported, [batch[i : i + 1] for i in range(len(batch))])
         checks.append({"size": [h, w], "frames": len(frames), **result})
         log.info(
@@ -372,12 +383,9 @@ def export_checkpoint(
 
     start = time.perf_counter()
     if quantize:
-        import cv2
-
         from segvn.inference.quantize import quantize_onnx
 
-        images = [normalised([cv2.resize(f, at_scale(*f.shape[:2])[::-1], interpolation=cv2.INTER_AREA)]).numpy()
-                  for f in calibration]  # fmt: skip
+        images = [as_batch([resize_frame(f, at_scale(*f.shape[:2]))]).numpy() for f in calibration]
     if quantize and fmt == "openvino":  # NNCF on the same frames (segvn.inference.openvino)
         from segvn.inference.openvino import export_ir
 
@@ -557,7 +565,9 @@ __all__ = [
     "ExportError",
     "ExportedCheckpoint",
     "FORMATS",
+    "INPUT_RGB255",
     "RuntimeModel",
+    "as_batch",
     "compare_models",
     "export_checkpoint",
     "export_network",

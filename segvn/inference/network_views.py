@@ -20,7 +20,9 @@ from omegaconf import ListConfig
 
 from segvn.errors import ConfigError
 from segvn.inference.device import pick_device
+from segvn.inference.scale import resize_frame
 from segvn.metrics import class_indices
+from segvn.models.factory import network_of
 from segvn.models.introspect import (
     check_layers,
     class_visualizations,
@@ -74,6 +76,7 @@ def network_views(
     device = pick_device(cfg.device)
     module.to(device)
     names = list(module.class_names)
+    net = network_of(module)  # takes RGB 0-255; layer names are those of its smp model
     model, multiple = inner_model(module)
     layers = pick_layers(cfg.layer, model)
     image = frame  # shown at its own size; the model sees it at image_size
@@ -81,7 +84,7 @@ def network_views(
         model_size = tuple(int(v) for v in cfg.image_size)
     if model_size is not None and tuple(model_size) != frame.shape[:2]:
         h, w = model_size
-        image = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+        image = resize_frame(frame, (h, w))
     x = to_tensor(image, device)
     summary: dict[str, Any] = {
         **(meta or {}),
@@ -97,7 +100,7 @@ def network_views(
 
     summary["layers"] = {}
     acts = cfg.activations
-    for layer, act in layer_activations(model, x, layers, pad_to=multiple).items():
+    for layer, act in layer_activations(net, x, layers, pad_to=multiple).items():
         stem, shape = _file_name(layer), list(act.shape[1:])
         grid = activation_grid(act, max_channels=acts.max_channels, normalize=acts.normalize)
         if grid.ndim == 2:
@@ -134,7 +137,7 @@ def network_views(
                 f"class_vis.classes={classes}: class indices go from 0 to {len(names) - 1} ({', '.join(names)})"
             )
         pictures = class_visualizations(
-            module.net, classes, size=tuple(int(v) for v in cv.size), steps=cv.steps, octaves=cv.octaves,
+            net, classes, size=tuple(int(v) for v in cv.size), steps=cv.steps, octaves=cv.octaves,
             lr=cv.lr, jitter=cv.jitter, blur_every=cv.blur_every, seed=cv.seed,
         )  # fmt: skip
         save_image(class_grid(pictures, [names[c] for c in classes]), out / "class_visualizations.png")

@@ -72,7 +72,7 @@ def convert_network(module: nn.Module, meta: dict[str, Any]) -> Any:
 def quantize_ir(
     model: Any, images: Sequence[np.ndarray], keep_head: bool = True
 ) -> tuple[Any, dict[str, Any]]:
-    """``model`` quantized to int8 by NNCF, calibrated on ``images`` (normalised ``(1, 3, H, W)`` float32,
+    """``model`` quantized to int8 by NNCF, calibrated on ``images`` (RGB 0-255 ``(1, 3, H, W)`` float32,
     sides multiples of the output stride); ``keep_head``: the segmentation head stays in float.
 
     Returns the int8 model and what the metadata records about the calibration.

@@ -103,7 +103,7 @@ little more in the video pipeline (``model_workers``) than a single frame's time
 
 def latency_ms(model: nn.Module, size: tuple[int, int], repeats: int = 3) -> float:
     """The fastest of ``repeats`` calls of ``model`` on one ``size`` frame, after a warm-up call (ms)."""
-    x = torch.randn(1, 3, *size)
+    x = torch.randint(0, 256, (1, 3, *size), dtype=torch.uint8)  # an RGB frame as predict feeds it
     with torch.inference_mode():
         model(x)  # oneDNN primitives, ONNX Runtime allocations
         times = []

@@ -3,7 +3,8 @@
 :class:`Predictor` is the model half of ``segvn.predict``: it takes a batch of frames as they come out of
 a video decoder (RGB ``uint8``, or the decoder's I420 planes, :mod:`segvn.data.yuv`), optionally resizes
 them to the model's input size (models trained at a low resolution are run on 1080p video this way; I420
-planes are resized before they are converted), normalises them, runs the network, applies an optional
+planes are resized before they are converted; :class:`~segvn.inference.scale.FrameResizer`), moves them
+to the device as ``uint8`` (the network normalises them itself), runs the network, applies an optional
 temporal smoothing hook (:class:`~segvn.inference.smoothing.TemporalEMA`), takes the labels of the scores
 brought back to the frame size (bilinear; :func:`~segvn.inference.upsample.upsampled_labels` computes
 that argmax without resizing every class map) and returns the label maps and the share of each class
@@ -25,16 +26,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segvn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from segvn.data.yuv import I420Frame, image_size, resize_interpolation
+from segvn.data.yuv import I420Frame, image_size
 from segvn.errors import ConfigError
 from segvn.inference.device import pick_device
+from segvn.inference.scale import FrameResizer
 from segvn.inference.smoothing import TemporalEMA
 from segvn.inference.upsample import upsampled_labels
 from segvn.models.tta import predict_logits
@@ -74,8 +74,9 @@ class BatchPrediction:
 class Predictor:
     """Run a segmentation model on batches of RGB ``uint8`` frames of one size (see the module docstring).
 
-    ``model(images)`` must return logits ``(B, C, h, w)`` at the input size (segvn's ``SegModule`` does, for
-    any size). ``image_size=(h, w)`` resizes the frames before the model (``INTER_AREA`` when shrinking)
+    ``model(images)`` takes RGB 0-255 ``(B, 3, h, w)`` (``uint8`` here) and must return logits
+    ``(B, C, h, w)`` at the input size (segvn's ``SegModule`` does, for any size). ``image_size=(h, w)``
+    resizes the frames before the model (:class:`~segvn.inference.scale.FrameResizer`)
     and upsamples the scores back, so labels always match the frames; a callable ``(H, W) -> (h, w)``
     (a :class:`~segvn.inference.scale.ScaleRule`, the training-scale default of ``segvn.predict``)
     picks the size per batch from the frame size. ``sizes_used`` maps each frame size seen to the
@@ -98,11 +99,9 @@ class Predictor:
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.image_size = image_size if callable(image_size) else check_image_size(image_size)
-        self.sizes_used: dict[tuple[int, int], tuple[int, int]] = {}
+        self.resizer = FrameResizer(self.image_size)
         self.smoother = smoother if smoother is not None and smoother.ema > 0 else None
         self.num_classes = num_classes or len(getattr(model, "class_names", ())) or None
-        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         self.uncertainty = uncertainty
         self.tta_flip = tta_flip
         self.frames = 0
@@ -140,28 +139,18 @@ class Predictor:
     def reset_timing(self) -> None:
         self.frames, self.seconds = 0, 0.0
 
+    @property
+    def sizes_used(self) -> dict[tuple[int, int], tuple[int, int]]:
+        """Each frame size seen and the model input size it got."""
+        return self.resizer.sizes_used
+
+    @sizes_used.setter
+    def sizes_used(self, value: dict[tuple[int, int], tuple[int, int]]) -> None:
+        self.resizer.sizes_used = value
+
     def model_size(self, height: int, width: int) -> tuple[int, int]:
         """The size the model sees a ``height`` x ``width`` frame at."""
-        if self.image_size is None:
-            return height, width
-        if callable(self.image_size):
-            h, w = self.image_size(height, width)
-            return int(h), int(w)
-        return self.image_size
-
-    def _model_frames(self, frames: Sequence[Image]) -> np.ndarray:
-        height, width = image_size(frames[0])
-        h, w = self.model_size(height, width)
-        if (height, width) not in self.sizes_used:
-            self.sizes_used[(height, width)] = (h, w)
-            log.info("frames of %dx%d go through the model at %dx%d", height, width, h, w)
-        interp = resize_interpolation((h, w), (height, width))
-        return np.stack([
-            f.to_rgb((h, w)) if isinstance(f, I420Frame)  # resized, then converted (segvn.data.yuv)
-            else f if (h, w) == (height, width)
-            else cv2.resize(f, (w, h), interpolation=interp)
-            for f in frames
-        ])  # fmt: skip
+        return self.resizer.model_size(height, width)
 
     @torch.inference_mode()
     def __call__(self, frames: Sequence[Image], probabilities: bool = False) -> BatchPrediction:
@@ -186,9 +175,8 @@ class Predictor:
 
     def _predict(self, frames: Sequence[Image], probabilities: bool = False) -> BatchPrediction:
         height, width = image_size(frames[0])
-        small = self._model_frames(frames)
-        x = torch.from_numpy(small).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        x = (x.div_(255.0) - self._mean) / self._std
+        small = self.resizer(frames)
+        x = torch.from_numpy(small).to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # uint8 0-255
         scores = predict_logits(self.model, x.contiguous(), self.tta_flip)
         if self.smoother is not None:
             flow_frames = small if self.smoother.flow_aligned else None

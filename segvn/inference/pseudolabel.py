@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -42,10 +41,10 @@ from PIL import Image
 
 from segvn.data.io import read_image
 from segvn.data.pseudo import RECORD_NAME, STARTED_NAME
-from segvn.data.transforms import normalize
+from segvn.data.transforms import to_tensor
 from segvn.errors import ConfigError, DataError
 from segvn.inference.device import pick_device
-from segvn.inference.scale import ScaleRule, model_stride, training_size
+from segvn.inference.scale import ScaleRule, model_stride, resize_frame, training_size
 from segvn.models.checkpoint import Checkpoint
 from segvn.models.tta import predict_logits
 from segvn.utils.io import sha256_file, write_atomic, write_json
@@ -140,12 +139,7 @@ class Teacher:
         total = None
         sizes = self.sizes(height, width)
         for h, w in sizes:
-            resized = (
-                image
-                if (h, w) == (height, width)
-                else cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-            )
-            x = normalize(resized).unsqueeze(0).to(self.device)
+            x = to_tensor(resize_frame(image, (h, w))).unsqueeze(0).to(self.device)
             probs = predict_logits(self.module, x, flip=self.settings.flip).float().softmax(1)
             if (h, w) != (height, width):
                 probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)

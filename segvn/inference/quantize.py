@@ -19,20 +19,27 @@ import numpy as np
 
 from segvn.errors import ExportError
 
-KEEP_FP32 = "/segmentation_head/"  # node-name prefix of smp's head in the export
+KEEP_FP32 = "/segmentation_head/"  # node-name part of smp's head in the export (under "/model/")
 
 
 def fp32_nodes(path: Path) -> list[str]:
     """The nodes left in fp32: the segmentation head's."""
     import onnx
 
-    return [node.name for node in onnx.load(str(path)).graph.node if node.name.startswith(KEEP_FP32)]
+    return [node.name for node in onnx.load(str(path)).graph.node if KEEP_FP32 in node.name]
+
+
+def _input_name(path: Path) -> str:
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph.input[0].name
 
 
 def quantize_onnx(src: Path, out: Path, images: Sequence[np.ndarray]) -> dict[str, Any]:
     """Write ``src`` (an fp32 segvn ONNX export) as int8 to ``out``, calibrated on ``images``.
 
-    ``images``: normalised ``(1, 3, H, W)`` float32 inputs, sides multiples of the output stride.
+    ``images``: ``(1, 3, H, W)`` float32 RGB 0-255 inputs (the graph normalises), sides multiples of the
+    output stride.
     Returns what the file's metadata records about the calibration.
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -43,12 +50,13 @@ def quantize_onnx(src: Path, out: Path, images: Sequence[np.ndarray]) -> dict[st
 
     class Frames(CalibrationDataReader):
         def __init__(self) -> None:
-            self.feeds: Iterator[dict[str, np.ndarray]] = ({"image": image} for image in images)
+            self.feeds: Iterator[dict[str, np.ndarray]] = ({name: image} for image in images)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.feeds, None)
 
     excluded = fp32_nodes(src)
+    name = _input_name(src)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"  # BN folded, shapes inferred: what quantization expects
         quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)

@@ -20,16 +20,17 @@ The ``image_size`` setting (:func:`resolve_image_size`):
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-import torch.nn.functional as F
+import cv2
+import numpy as np
 from omegaconf import ListConfig
-from torch import nn
 
+from segvn.data.yuv import I420Frame, image_size, resize_interpolation
 from segvn.errors import ConfigError
+from segvn.models.factory import network_of
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def training_size(stored_config: Any) -> tuple[int, int] | None:
 
 def model_stride(module: Any, default: int = 32) -> int:
     """The side multiple the network needs: ``SegmentationNetwork.stride`` (16 for DeepLabV3+ OS16)."""
-    net = getattr(module, "net", module)
+    net = network_of(module)
     stride = getattr(net, "stride", None)
     if stride is None:
         stride = getattr(getattr(net, "encoder", None), "output_stride", default)
@@ -141,36 +142,65 @@ def resolve_image_size(setting: Any, trained: tuple[int, int] | None, stride: in
     return ImageSizeChoice(size, "explicit")
 
 
-class ResizedModel(nn.Module):
-    """``model`` run at :class:`ImageSizeChoice`'s size for each batch, logits brought back to the input size.
+SizeSetting = Callable[[int, int], tuple[int, int]] | tuple[int, int] | None
+"""A model input size: ``None`` (the frame's), ``(h, w)``, or a rule ``(H, W) -> (h, w)`` such as
+:class:`ScaleRule` or :meth:`ImageSizeChoice.for_frame`."""
 
-    Used by ``segvn.evaluate`` on normalised batches when the data's size is not the training one.
+
+def resize_frame(frame: np.ndarray | I420Frame, size: tuple[int, int]) -> np.ndarray:
+    """An RGB uint8 frame (or I420, resized before it is converted) as RGB uint8 ``(h, w, 3)`` of ``size``.
+
+    OpenCV on uint8: ``INTER_AREA`` when shrinking (it averages, so fine detail does not alias),
+    ``INTER_LINEAR`` otherwise (:func:`~segvn.data.yuv.resize_interpolation`).
+    """
+    h, w = size
+    if isinstance(frame, I420Frame):
+        return frame.to_rgb((h, w))
+    if frame.shape[:2] == (h, w):
+        return frame
+    return cv2.resize(frame, (w, h), interpolation=resize_interpolation((h, w), frame.shape[:2]))
+
+
+class FrameResizer:
+    """Batches of frames of one size brought to the model's input size: the one resize path of
+    ``segvn.predict`` (:class:`~segvn.inference.predictor.Predictor`) and ``segvn.evaluate``.
+
+    Resizes before the frames become tensors, with :func:`resize_frame` (uint8, OpenCV, I420 planes
+    resized before conversion): on the CPU that is the cheap place, and the batch that travels to
+    the device is the small uint8 one. ``sizes_used`` maps each frame size seen to the model input size
+    it got; the first time a frame size is seen it is logged.
     """
 
-    def __init__(self, model: nn.Module, choice: ImageSizeChoice) -> None:
-        super().__init__()
-        self.model = model
-        self.choice = choice
+    def __init__(self, size: SizeSetting = None) -> None:
+        self.size = size
         self.sizes_used: dict[tuple[int, int], tuple[int, int]] = {}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = (int(s) for s in x.shape[-2:])
-        h, w = self.choice.for_frame(height, width)
+    def model_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size the model sees a ``height`` x ``width`` frame at."""
+        if self.size is None:
+            return height, width
+        if callable(self.size):
+            h, w = self.size(height, width)
+            return int(h), int(w)
+        return int(self.size[0]), int(self.size[1])
+
+    def __call__(self, frames: Sequence[np.ndarray | I420Frame]) -> np.ndarray:
+        """RGB uint8 ``(B, h, w, 3)``: the frames (RGB ``(H, W, 3)`` or I420, one size) at the model's size."""
+        height, width = image_size(frames[0])
+        h, w = self.model_size(height, width)
         if (height, width) not in self.sizes_used:
             self.sizes_used[(height, width)] = (h, w)
             log.info("frames of %dx%d go through the model at %dx%d", height, width, h, w)
-        if (h, w) == (height, width):
-            return self.model(x)
-        small = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=h < height)
-        return F.interpolate(self.model(small), size=(height, width), mode="bilinear", align_corners=False)
+        return np.stack([resize_frame(f, (h, w)) for f in frames])
 
 
 __all__ = [
+    "FrameResizer",
     "ImageSizeChoice",
-    "ResizedModel",
     "ScaleRule",
     "model_stride",
     "parse_size",
+    "resize_frame",
     "resolve_image_size",
     "training_size",
 ]

@@ -23,13 +23,49 @@ def pad_to_stride(x: torch.Tensor, stride: int) -> tuple[torch.Tensor, int, int]
     return x, h, w
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""The ImageNet statistics the pretrained encoders were trained with, on a 0-1 scale."""
+
+
+class Normalize(nn.Module):
+    """RGB 0-255 ``(B, 3, H, W)`` (float, or uint8 cast here) to ImageNet-normalised float32.
+
+    The network's first step, as mmsegmentation's ``data_preprocessor``: every caller feeds frames as
+    they are, and an exported graph carries the normalisation. ``mean`` and ``std`` (0-255 scale) are
+    non-persistent buffers, so they follow ``.to(device)`` but stay out of ``state_dict``: checkpoints
+    are the same with or without this module.
+    """
+
+    def __init__(
+        self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+    ) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_floating_point():
+            x = x.to(self.mean.dtype)  # float32; bf16 when the whole network is (Lightning's bf16-true)
+        return (x - self.mean) / self.std
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised values back to RGB 0-255 (float, not clamped)."""
+        return x * self.std + self.mean
+
+
 def crop_to(out: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """The top-left ``h`` x ``w`` of ``out`` (undoes :func:`pad_to_stride`)."""
     return out[..., :h, :w] if out.shape[-2:] != (h, w) else out
 
 
 class SegmentationNetwork(nn.Module):
-    """An smp model that accepts any image size.
+    """An smp model that takes RGB frames as they are and accepts any image size.
+
+    Input: RGB, ``(B, 3, H, W)``, values 0-255, float32 or uint8 (cast here); the network normalises
+    with the ImageNet mean and standard deviation itself (:class:`Normalize`, its ``normalize``), so no
+    caller can forget it and an exported graph carries it. Output: logits ``(B, C, H, W)`` at the
+    input's size. ``model`` (the smp network) takes the normalised input.
 
     DeepLabV3+ needs sides divisible by its output stride; frames such as 360x480 or
     1080x1920 are padded (reflect) up to the next multiple and the logits cropped back, so the
@@ -38,6 +74,7 @@ class SegmentationNetwork(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
+        self.normalize = Normalize()
         self.model = model
         self.stride = int(getattr(model.encoder, "output_stride", 32))
         head = getattr(model, "segmentation_head", None)
@@ -45,8 +82,18 @@ class SegmentationNetwork(nn.Module):
         """Output channels (classes) of the network; 0 when it cannot be told."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, h, w = pad_to_stride(x, self.stride)
+        x, h, w = pad_to_stride(self.normalize(x), self.stride)
         return crop_to(self.model(x), h, w)
+
+
+def network_of(module: nn.Module) -> nn.Module:
+    """The network inside ``module``: a LightningModule's ``net``, unwrapped from ``torch.compile``.
+
+    The one way to get from a SegModule (or a checkpoint's model) to its :class:`SegmentationNetwork`;
+    anything else (a network already, an exported-file runtime) is returned as it is.
+    """
+    net = getattr(module, "net", module)
+    return getattr(net, "_orig_mod", net)
 
 
 def build_network(

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from segvn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from segvn.errors import ConfigError
+from segvn.models.factory import Normalize, SegmentationNetwork, network_of
 
 
 def check_layers(model: nn.Module, names: Sequence[str]) -> list[str]:
@@ -42,8 +42,13 @@ def check_layers(model: nn.Module, names: Sequence[str]) -> list[str]:
 
 def inner_model(module: nn.Module) -> tuple[nn.Module, int]:
     """The smp model inside a SegModule (layer names are relative to it) and the input multiple it needs."""
-    net = getattr(module, "net", module)
+    net = network_of(module)
     return getattr(net, "model", net), int(getattr(net, "stride", 32))
+
+
+def _layers(model: nn.Module) -> nn.Module:
+    """Where layer names start: the smp model inside a segvn network, else the model itself."""
+    return model.model if isinstance(model, SegmentationNetwork) else model
 
 
 @contextmanager
@@ -112,7 +117,8 @@ def layer_activations(
 ) -> dict[str, torch.Tensor]:
     """Outputs of the named layers for one forward pass, captured with forward hooks.
 
-    ``image_tensor`` is a normalised (N, 3, H, W) batch (usually N = 1). Returns detached CPU tensors
+    ``image_tensor`` is the (N, 3, H, W) batch ``model`` takes (usually N = 1): RGB 0-255 for a segvn
+    :class:`~segvn.models.factory.SegmentationNetwork`, whose layer names are those of its smp model. Returns detached CPU tensors
     (N, C, h, w) keyed by name, in the order asked. The model runs in eval mode without gradients and
     is left as it was. Modules that return a list (an smp encoder returns all its stages) give their
     last tensor. Unknown names raise ``ValueError`` listing the valid ones.
@@ -120,7 +126,7 @@ def layer_activations(
     ``pad_to`` (e.g. 16 or 32 for smp models, which reject other sizes) replicate-pads the bottom and
     right edges up to a multiple and crops every activation back to the share covering the real image.
     """
-    modules = _resolve(model, layer_names)
+    modules = _resolve(_layers(model), layer_names)
     captured: dict[str, torch.Tensor] = {}
 
     def hook_for(name: str):
@@ -194,24 +200,14 @@ def default_layers(model: nn.Module) -> list[str]:
     return _spread(stages, 4)
 
 
-def _normaliser(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    return mean, std
-
-
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """A normalised (1, 3, H, W) tensor back to an RGB uint8 image."""
-    mean, std = _normaliser(x.device)
-    rgb = (x.detach() * std + mean).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
-    return np.round(rgb * 255).astype(np.uint8)
+    """A network input (1, 3, H, W), RGB 0-255, back to an RGB uint8 image (clamped, rounded)."""
+    return x.detach()[0].clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 def to_tensor(image_rgb: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """An RGB uint8 image to a normalised (1, 3, H, W) float tensor (ImageNet mean/std)."""
-    x = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(device).permute(2, 0, 1)[None].float() / 255.0
-    mean, std = _normaliser(x.device)
-    return (x - mean) / std
+    """An RGB uint8 image as a network input: a (1, 3, H, W) float tensor, RGB 0-255."""
+    return torch.from_numpy(np.ascontiguousarray(image_rgb)).to(device).permute(2, 0, 1)[None].float()
 
 
 def initial_noise(size: tuple[int, int], seed: int = 0) -> np.ndarray:
@@ -258,6 +254,9 @@ def class_visualization(
 ) -> np.ndarray:
     """A picture the model finds most like ``class_index`` (the idea of MATLAB's ``deepDreamImage``).
 
+    ``model`` takes RGB 0-255 (a segvn network normalises inside). The picture is optimised in
+    ImageNet-normalised units (:class:`~segvn.models.factory.Normalize`) and given to the model in 0-255,
+    so for a segvn network the steps are those on its smp model's own input.
     Starting from :func:`initial_noise`, the (normalised) input is changed by gradient ascent on the
     mean logit of the class over the output, with the usual regularisers that keep the result
     readable instead of adversarial noise: a random roll of up to ``jitter`` px (at most 1/8 of the
@@ -273,15 +272,18 @@ def class_visualization(
     """
     device = _device(model)
     gen = torch.Generator().manual_seed(seed)
-    mean, std = _normaliser(device)
-    lo, hi = (0 - mean) / std, (1 - mean) / std
+    norm = Normalize().to(device)
+    lo, hi = (
+        norm(torch.zeros(1, 3, 1, 1, device=device)),
+        norm(torch.full((1, 3, 1, 1), 255.0, device=device)),
+    )
     full_h, full_w = size
     sizes = [
         (_round_to(full_h / octave_scale**k, multiple), _round_to(full_w / octave_scale**k, multiple))
         for k in reversed(range(max(1, octaves)))
     ]
     sizes[-1] = (full_h, full_w)
-    x = to_tensor(initial_noise(sizes[0], seed), device)
+    x = norm(to_tensor(initial_noise(sizes[0], seed), device))
 
     with _frozen_eval(model):
         for h, w in sizes:
@@ -291,7 +293,8 @@ def class_visualization(
             for step in range(steps):
                 dy, dx = (int(v) for v in torch.randint(-shift, shift + 1, (2,), generator=gen))
                 shifted = torch.roll(x, shifts=(dy, dx), dims=(2, 3)).requires_grad_(True)
-                objective = _class_score(model, shifted, class_index) - l2_decay * shifted.pow(2).mean()
+                score = _class_score(model, norm.inverse(shifted), class_index)
+                objective = score - l2_decay * shifted.pow(2).mean()
                 (grad,) = torch.autograd.grad(objective, shifted)
                 with torch.no_grad():
                     grad = torch.roll(grad, shifts=(-dy, -dx), dims=(2, 3))
@@ -301,7 +304,7 @@ def class_visualization(
                     x = torch.max(torch.min(x, hi), lo)
     if x.shape[-2:] != (full_h, full_w):
         x = F.interpolate(x, size=(full_h, full_w), mode="bilinear", align_corners=False)
-    return to_uint8(x)
+    return to_uint8(norm.inverse(x))
 
 
 def class_visualizations(model: nn.Module, classes: Sequence[int], **kwargs) -> list[np.ndarray]:

@@ -13,6 +13,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX
 from segvn.errors import ConfigError
 from segvn.metrics import SegmentationMetrics, class_indices
+from segvn.models.factory import network_of
 from segvn.models.losses import build_region_loss, ohem_cross_entropy, sample_weighted_cross_entropy
 
 
@@ -77,8 +78,7 @@ class SegModule(L.LightningModule):
         """The latest dataset metrics per stage (``confmat`` included), reduced across processes."""
 
     def _encoder(self) -> nn.Module:
-        net = getattr(self.net, "_orig_mod", self.net)  # torch.compile wraps the network
-        return net.model.encoder
+        return network_of(self).model.encoder
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B, C, H, W) at the input's resolution."""
