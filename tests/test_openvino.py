@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from segvn.errors import CheckpointError, ConfigError, ExportError
-from segvn.inference.export import ExportedCheckpoint, compare_models, normalised, open_export, read_metadata
+from segvn.inference.export import ExportedCheckpoint, as_batch, compare_models, open_export, read_metadata
 from segvn.models.checkpoint import Checkpoint
 
 from .conftest import run_segvn
@@ -69,7 +69,7 @@ def test_fp32_ir_agrees_with_torch(irs, camvid_checkpoint, frames) -> None:
     module = Checkpoint.read(camvid_checkpoint).model().eval()
     ir = open_export(path)
     assert ir.format == "openvino" and type(ir).__name__ == "OpenVINOModel"
-    batch = normalised([np.ascontiguousarray(f[:100, :150]) for f in frames])
+    batch = as_batch([np.ascontiguousarray(f[:100, :150]) for f in frames])
     result = compare_models(module, ir, [batch[i : i + 1] for i in range(len(batch))])
     assert result["pixels"] == 2 * 100 * 150
     assert result["argmax_agreement"] >= 0.999, result
