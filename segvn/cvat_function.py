@@ -83,10 +83,18 @@ class SegvnFunction:
 def polygons(region: np.ndarray) -> list[list[float]]:
     """The outer outlines of a boolean region as CVAT polygon points ``[x1, y1, x2, y2, ...]``.
 
-    CVAT's polygons have no holes: a hole inside a region is covered by its outline.
+    CVAT's polygons have no holes: a hole inside a region is covered by its outline. A speck or a straight
+    line one pixel wide (an outline of one or two points) becomes the four corners of its bounding box, as
+    a polygon needs three points at least.
     """
     contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    return [c.reshape(-1, 2).astype(float).ravel().tolist() for c in contours if len(c) >= 3]
+    outlines = []
+    for contour in contours:
+        if len(contour) < 3:
+            x, y, w, h = cv2.boundingRect(contour)
+            contour = np.array([[x, y], [x + w - 1, y], [x + w - 1, y + h - 1], [x, y + h - 1]])
+        outlines.append(contour.reshape(-1, 2).astype(float).ravel().tolist())
+    return outlines
 
 
 def _image_size(value: Any) -> Any:
