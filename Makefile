@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast reliability lint check-size docs format train bench clean labelstudio test-labelstudio
+.PHONY: install test test-fast test-benchmarks reliability lint check-size docs format train bench clean labelstudio test-labelstudio
 
 install:  ## a .venv with pinned dependencies and segvn installed editable
 	$(PYTHON) -m venv $(VENV)
@@ -12,10 +12,10 @@ install:  ## a .venv with pinned dependencies and segvn installed editable
 
 # two pytest workers on two cores: one torch thread each, else they fight over the cores
 test:  ## the whole suite (real data from ../shared or $$SEGVN_SHARED; skipped clearly without it)
-	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -m "not labelstudio" $(PYTEST_ARGS)
+	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -m "not labelstudio and not benchmark" $(PYTEST_ARGS)
 
 test-fast:  ## without the tests marked slow (every test that trains or starts a command)
-	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow and not labelstudio" $(PYTEST_ARGS)
+	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow and not labelstudio and not benchmark" $(PYTEST_ARGS)
 
 reliability:  ## the reliability probes alone, then their tally (outputs/reliability/summary.json)
 	rm -rf outputs/reliability
@@ -26,6 +26,9 @@ reliability:  ## the reliability probes alone, then their tally (outputs/reliabi
 labelstudio:  ## Label Studio in its own venv, .venv-labelstudio (it pins numpy/opencv apart from segvn's)
 	$(PYTHON) -m venv .venv-labelstudio
 	.venv-labelstudio/bin/pip install --quiet label-studio==1.23.2
+
+test-benchmarks:  ## the benchmark protocols end to end at tiny sizes (benchmarks/active_learning.py; minutes)
+	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m benchmark tests/test_bench.py $(PYTEST_ARGS)
 
 test-labelstudio:  ## the end-to-end test with a real Label Studio (make labelstudio first)
 	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m labelstudio tests/test_labelstudio_e2e.py $(PYTEST_ARGS)

@@ -42,6 +42,7 @@ def test_profile_onnx_names_the_operators() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.benchmark
 @pytest.mark.timeout(1500)
 def test_active_learning_smoke(camvid_root: Path, tmp_path: Path) -> None:
     """``benchmarks/active_learning.py`` end to end at tiny sizes: both policies, 2 rounds, 1 seed; the
