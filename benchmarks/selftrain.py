@@ -176,6 +176,7 @@ def self_train(
     seed: int,
     work: Path,
     tag: str,
+    init: str = "teacher",
 ) -> list[dict]:
     """``rounds`` rounds of pseudo-labelling with the teacher and training a student, each student the next
     round's teacher, in ``work/<tag>_r<k>_*`` (finished steps are read back: a killed run continues).
@@ -207,7 +208,11 @@ def self_train(
             student_minutes,
             seed,
             work,
-            [f"pseudo={pseudo_dir}", *student_extra],
+            [
+                f"pseudo={pseudo_dir}",
+                *student_extra,
+                *([f"init_from={teacher}"] if init == "teacher" else []),
+            ],
         )
         spent += student["minutes"]
         record = json.loads((pseudo_dir / "pseudolabel.json").read_text())
@@ -231,6 +236,12 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=45.0, help="the total budget of each arm")
     parser.add_argument("--teacher-share", type=float, default=0.5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43])
+    parser.add_argument(
+        "--student-init",
+        choices=["teacher", "imagenet"],
+        default="teacher",
+        help="the student starts from its teacher's weights (init_from=) or from the recipe's ImageNet encoder",
+    )
     parser.add_argument("--protocols", nargs="+", default=["transductive", "inductive"])
     parser.add_argument(
         "--rounds", type=int, default=1, help="self-training rounds (the student teaches the next)"
@@ -282,7 +293,7 @@ def main() -> None:
                 student_extra.append(f"data.root={root}")
             done = self_train(
                 teacher["checkpoint"], args.rounds, budget, overhead, pool, student_extra, selftrain, args.size,
-                seed, work, tag,
+                seed, work, tag, args.student_init,
             )  # fmt: skip
             student = done[-1]["student"]
             pl_minutes = sum(r["pseudolabel_minutes"] for r in done)

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, open_dict
 from segvn.callbacks import ConfigInCheckpoint, LastCheckpoint, trim_csv_log
 from segvn.cli import command, frozen_stages, resumable_checkpoint
 from segvn.errors import ConfigError
+from segvn.models.checkpoint import Checkpoint
 from segvn.models.factory import network_of, pooled_norms
 from segvn.utils import instantiate_dict, save_resolved_config, to_container
 from segvn.utils.io import write_json
@@ -53,6 +54,27 @@ def _resume_point(cfg: DictConfig, model: L.LightningModule) -> int | None:
         return None
     ckpt = resumable_checkpoint(cfg.ckpt_path, cfg.model, model, frozen_stages(cfg))
     return int(ckpt.raw.get("global_step", 0))
+
+
+def _init_weights(cfg: DictConfig, model: L.LightningModule) -> str | None:
+    """Load the network weights of ``init_from`` into ``model`` (fine-tuning: fresh optimiser, schedule and
+    budget); one clear error when they do not fit or when a resume is asked for too. Returns the path."""
+    path = cfg.get("init_from")
+    if not path:
+        return None
+    if cfg.get("ckpt_path"):
+        raise ConfigError(
+            f"init_from={path} and ckpt_path={cfg.ckpt_path} both given: init_from starts a new run from a "
+            "checkpoint's weights, ckpt_path (or resume=) goes on with its training state; choose one"
+        )
+    ckpt = Checkpoint.read(path)
+    ckpt.require_classes(list(getattr(model, "class_names", [])))
+    ckpt.require_fits(cfg.model, model)
+    prefix = "net."
+    weights = {k[len(prefix) :]: v for k, v in ckpt.raw["state_dict"].items() if k.startswith(prefix)}
+    network_of(model).load_state_dict(weights, strict=True)
+    log.info("init_from: the network starts from %s (%d tensors)", path, len(weights))
+    return str(path)
 
 
 def _checkpoint_paths(trainer: L.Trainer) -> tuple[ModelCheckpoint | None, str]:
@@ -100,6 +122,7 @@ def train(cfg: DictConfig) -> dict:
     _check_classes(model, datamodule)
     _check_batch_of_one(cfg, model)
     resume_step = _resume_point(cfg, model)  # before config.yaml, the CSV log or a plot is written
+    init_from = _init_weights(cfg, model)
     rank_zero_only(save_resolved_config)(cfg, out_dir / "config.yaml")
     callbacks = instantiate_dict(cfg.get("callbacks"))
     for cb in callbacks:
@@ -154,6 +177,7 @@ def train(cfg: DictConfig) -> dict:
         "effective_batch_size": effective,
         "world_size": trainer.world_size,
         "resumed_from_step": resume_step,
+        "init_from": init_from,
         "seconds": round(time.time() - start, 2),
         "output_dir": str(out_dir),
     }
