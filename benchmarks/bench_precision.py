@@ -7,7 +7,8 @@ four settings interleaved over ``--rounds`` so machine noise hits them alike; th
 setting's best ms/step and its speed-up over fp32 contiguous; then the same for a validation batch
 (forward only, no gradients), which is what ``callbacks.memory_format.channels_last=eval`` runs in
 NHWC. On CPUs with AVX512-BF16 (or AMX) oneDNN runs bf16 convolutions much faster than fp32, which is
-why the fast recipes train with ``trainer.precision=bf16-mixed`` and
+why the fast recipes train with ``trainer.precision=bf16-mixed`` there (fp32 on CPUs without them, where
+bf16 is emulated and slower) and
 ``callbacks.memory_format.channels_last=true`` (``eval`` for MobileNetV2, whose NHWC bf16 backward is
 wrong on the CPU). ``--frozen-stages 2 3`` also times bf16 NCHW training steps with the encoder's
 first N stages frozen (``callbacks.freeze_encoder.frozen_stages``: no backward through them), against

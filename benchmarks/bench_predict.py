@@ -373,7 +373,7 @@ def main() -> None:
         precision = choose_precision("auto", None, device, args.runtime)
         if race:
             from segvn.inference.openvino import OpenVINOModel
-            from segvn.inference.precision import native_bf16_cpu
+            from segvn.utils.cpu import native_bf16_cpu
 
             twin = OpenVINOModel(module.path)
             module, args.runtime, precision = faster_runtime(

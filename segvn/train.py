@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -26,6 +27,7 @@ from segvn.errors import ConfigError
 from segvn.models.checkpoint import Checkpoint
 from segvn.models.factory import network_of, pooled_norms
 from segvn.utils import instantiate_dict, save_resolved_config, to_container
+from segvn.utils.cpu import BF16_CPU_FLAGS, native_bf16_cpu
 from segvn.utils.io import write_json
 
 log = logging.getLogger("segvn.train")
@@ -77,6 +79,21 @@ def _init_weights(cfg: DictConfig, model: L.LightningModule) -> str | None:
     return str(path)
 
 
+def _check_precision(cfg: DictConfig) -> None:
+    """Log the training precision; warn when bf16 would be emulated (a CPU without native bf16)."""
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and "bf16" in precision and not native_bf16_cpu():
+        log.warning(
+            "trainer.precision=%s on a CPU without native bf16 (no %s flag): bf16 is emulated, several "
+            "times slower per step than fp32; set trainer.precision=32-true",
+            precision, " or ".join(BF16_CPU_FLAGS),
+        )  # fmt: skip
+    else:
+        log.info("trainer.precision=%s on %s", precision, accelerator)
+
+
 def _checkpoint_paths(trainer: L.Trainer) -> tuple[ModelCheckpoint | None, str]:
     """The best-by-metric checkpoint callback and the path of last.ckpt."""
     best = next((cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), None)
@@ -121,6 +138,7 @@ def train(cfg: DictConfig) -> dict:
     model = instantiate(cfg.model)
     _check_classes(model, datamodule)
     _check_batch_of_one(cfg, model)
+    _check_precision(cfg)
     resume_step = _resume_point(cfg, model)  # before config.yaml, the CSV log or a plot is written
     init_from = _init_weights(cfg, model)
     rank_zero_only(save_resolved_config)(cfg, out_dir / "config.yaml")

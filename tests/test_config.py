@@ -238,3 +238,16 @@ def test_existing_spellings_still_compose(compose_cfg) -> None:
 def test_label_formats_cover_every_action() -> None:
     assert {f.value for f in LabelFormat} == {*IMPORT_FORMATS, *EXPORT_FORMATS, *PRELABEL_FORMATS}
     assert set(LABEL_ACTION_NEEDS) == set(ACTIONS)
+
+
+@pytest.mark.parametrize("recipe", ["resnet18_fast", "mobilenetv2_fast"])
+def test_fast_recipes_train_in_bf16_only_where_it_is_native(compose_cfg, recipe) -> None:
+    """On a CPU without native bf16 the fast recipes train in fp32 (emulated bf16 is slower); on a GPU in bf16."""
+    from segvn.utils.cpu import native_bf16_cpu
+
+    cpu = compose_cfg([f"+experiment={recipe}"])
+    assert cpu.trainer.precision == ("bf16-mixed" if native_bf16_cpu() else "32-true")
+    gpu = compose_cfg(["trainer=gpu", f"+experiment={recipe}"])
+    assert gpu.trainer.precision == "bf16-mixed"
+    explicit = compose_cfg([f"+experiment={recipe}", "trainer.precision=16-mixed"])
+    assert explicit.trainer.precision == "16-mixed"

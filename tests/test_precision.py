@@ -23,12 +23,12 @@ from segvn.inference.precision import (
     choose_runtime,
     faster_runtime,
     latency_ms,
-    native_bf16_cpu,
     with_precision,
 )
 from segvn.inference.predictor import Predictor
 from segvn.models.checkpoint import Checkpoint
 from segvn.models.factory import Normalize
+from segvn.utils.cpu import bf16_if_native, native_bf16_cpu
 
 
 def test_auto_is_bf16_channels_last_on_a_gpu_and_fp32_on_the_cpu() -> None:
@@ -55,6 +55,9 @@ def test_runtime_auto_is_the_fastest_measured(monkeypatch, tmp_path: Path) -> No
     assert native_bf16_cpu(cpuinfo) and not native_bf16_cpu(tmp_path / "absent")
     cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
     assert not native_bf16_cpu(cpuinfo)
+    assert bf16_if_native("cpu", cpuinfo) == "32-true" and bf16_if_native("gpu", cpuinfo) == "bf16-mixed"
+    cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile\n")
+    assert bf16_if_native("cpu", cpuinfo) == "bf16-mixed"
     for native in (True, False):
         monkeypatch.setattr(precision_module, "native_bf16_cpu", lambda native=native: native)
         assert choose_runtime("auto", "auto", torch.device("cpu")) == ("onnx", True)

@@ -34,13 +34,13 @@ from segvn.inference.options import (
     preset_for,
 )
 from segvn.inference.outputs import SharesCSV
-from segvn.inference.precision import native_bf16_cpu
 from segvn.inference.predictor import BatchPrediction, Predictor
 from segvn.inference.smoothing import TemporalEMA
 from segvn.inference.streaming import Item, run_stream
 from segvn.inference.upsample import upsampled_labels
 from segvn.inference.video import collect_inputs, predict_video, run_prediction
 from segvn.models.checkpoint import load_checkpoint, model_from_checkpoint
+from segvn.utils.cpu import native_bf16_cpu
 from segvn.viz.overlay import overlay
 
 from .conftest import run_segvn

@@ -28,13 +28,11 @@ from segvn.inference.device import pick_device
 from segvn.inference.export import read_metadata, runtime_model, runtime_name
 from segvn.inference.options import Precision
 from segvn.inference.scale import ScaleRule, model_stride, training_size
+from segvn.utils.cpu import native_bf16_cpu
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = tuple(p.value for p in Precision)
-
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-"""CPU flags (``/proc/cpuinfo``) of native bf16 arithmetic, where bf16 autocast pays on the CPU."""
 
 
 @dataclass(frozen=True)
@@ -58,21 +56,6 @@ CPU_CHANNELS_LAST = False
 """On the CPU ``runtime=torch`` runs as the LightningModule does by default (fp32, NCHW), so evaluate
 reproduces the test metrics of training exactly; the fast CPU path is the default ``runtime=onnx``
 (channels_last and bf16 are measured beside it in ``benchmarks/bench_runtimes.py``)."""
-
-
-def native_bf16_cpu(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX; Linux, from ``cpuinfo``).
-
-    There bf16 autocast with channels_last can beat ONNX Runtime fp32 for some networks (ResNet-18) and not
-    for others (MobileNetV2's depthwise convolutions; measured: docs/notes/code_defaults.md); without
-    native bf16 it is emulated and slower than fp32.
-    """
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return False
-    flags = set(text.split())
-    return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
 def choose_runtime(runtime: str, precision: str, device: Any, model_file: Any = None) -> tuple[str, bool]:

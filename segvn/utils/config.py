@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from segvn.utils.command_configs import register_command_schemas
+from segvn.utils.cpu import bf16_if_native
 from segvn.utils.io import write_atomic
 from segvn.utils.schema import register_schemas
 
@@ -122,6 +123,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("segvn.unique", unique_suffix, use_cache=True)
     if not OmegaConf.has_resolver("segvn.sweep_group"):
         OmegaConf.register_new_resolver("segvn.sweep_group", sweep_group)
+    if not OmegaConf.has_resolver("segvn.bf16_if_native"):  # a fast recipe's trainer.precision
+        OmegaConf.register_new_resolver("segvn.bf16_if_native", bf16_if_native)
     if not OmegaConf.has_resolver("segvn.budget_interval"):
         OmegaConf.register_new_resolver("segvn.budget_interval", budget_interval)
 
