@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +37,26 @@ def test_validation_runs_at_shares_of_the_budget(compose_cfg) -> None:
     assert cfg.trainer.max_time == {"minutes": 10}
     cfg = compose_cfg(["+budget=45min", "budget.validate_every=null"])
     assert cfg.trainer.val_check_interval is None, "null: Lightning's default, every epoch"
+    cpu = compose_cfg(["+budget=45min", "budget.minutes=10", "budget.clock=cpu"])
+    assert cpu.trainer.max_time is None and cpu.trainer.val_check_interval is None, "the callback ends it"
+    assert cpu.callbacks.time_budget.clock == "cpu"
+    with pytest.raises(ConfigError, match="budget.clock=sundial"):
+        TimeBudgetSchedule(10, clock="sundial")
+
+
+def test_cpu_clock_counts_work_not_waiting() -> None:
+    """The CPU clock advances while this process computes and stands still while it sleeps."""
+    from segvn.callbacks.budget import cpu_seconds
+
+    start = cpu_seconds()
+    time.sleep(0.4)
+    slept = cpu_seconds() - start
+    start, t0 = cpu_seconds(), time.process_time()
+    x = 0
+    while time.process_time() - t0 < 0.3:  # 0.3 s of this process's own CPU time, however busy the machine
+        x += 1
+    worked = cpu_seconds() - start
+    assert slept < 0.1 and 0.28 < worked < 0.6, (slept, worked)
 
 
 @pytest.mark.slow
@@ -59,6 +80,26 @@ def test_budgeted_run_ends_on_time_with_a_decayed_learning_rate(tmp_path: Path) 
     assert last["callbacks"], "the elapsed budget is saved for a resume"
     elapsed = next(v["elapsed"] for k, v in last["callbacks"].items() if "TimeBudget" in k)
     assert budget_s * 0.5 < elapsed < budget_s + 5
+
+
+@pytest.mark.slow
+def test_cpu_budget_ends_the_run_on_cpu_time(tmp_path: Path) -> None:
+    """``budget.clock=cpu``: the callback (not Lightning's wall-clock max_time) ends the run once the
+    training process has used the budget's CPU seconds, validates once more, and saves the CPU time used."""
+    run_dir = tmp_path / "run"
+    budget_s = 8
+    proc = run_segvn(
+        "train", "+budget=45min", f"budget.minutes={budget_s / 60}", "budget.clock=cpu", "logger=csv",
+        "data.source.height=48", "data.source.width=64", "test=false", f"hydra.run.dir={run_dir}", root=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["global_step"] > 0 and "val/miou" in summary["metrics"]
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    elapsed = next(v["elapsed"] for k, v in last["callbacks"].items() if "TimeBudget" in k)
+    assert budget_s <= elapsed < budget_s + 5, f"ended on the CPU budget ({elapsed:.1f} CPU s)"
+    lr = last["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert lr < 0.25 * 0.001, f"the learning rate is decayed at the end ({lr})"
 
 
 @pytest.mark.slow
@@ -156,7 +197,8 @@ def test_ema_keeps_the_average_outside_fitting() -> None:
     ("experiment", "size"), [("resnet18_fast", (176, 240)), ("mobilenetv2_fast", (352, 480))]
 )
 def test_fast_recipes_have_right_bf16_gradients(compose_cfg, experiment: str, size: tuple) -> None:
-    """The recipe's precision and memory order give the fp32 gradients up to bf16 rounding.
+    """The recipe's memory order with bf16 (its precision where the CPU has native bf16) gives the fp32
+    gradients up to bf16 rounding.
 
     With bf16 autocast, torch's CPU backward of dilated depthwise convolutions (MobileNetV2's encoder
     at output stride 16) in channels_last order returns wrong weight gradients; mobilenetv2_fast runs
@@ -165,8 +207,8 @@ def test_fast_recipes_have_right_bf16_gradients(compose_cfg, experiment: str, si
     """
     from hydra.utils import instantiate
 
-    cfg = compose_cfg([f"+experiment={experiment}", "model.net.encoder_weights=null"])
-    assert cfg.trainer.precision == "bf16-mixed"
+    cfg = compose_cfg([f"+experiment={experiment}", "model.net.encoder_weights=null", "trainer=gpu"])
+    assert cfg.trainer.precision == "bf16-mixed", "bf16 where it is native (here: the GPU trainer's choice)"
     torch.manual_seed(0)
     net = instantiate(cfg.model.net).eval()  # eval: no dropout, so both passes see the same network
     memory = (

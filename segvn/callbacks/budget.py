@@ -1,4 +1,4 @@
-"""Learning-rate schedules over a wall-clock budget, so a run cut by ``trainer.max_time`` ends decayed.
+"""Learning-rate schedules over a time budget, so a run cut by ``trainer.max_time`` ends decayed.
 
 A schedule over epochs or steps needs to know how many there will be; under a time budget
 (``+budget=45min``) nobody does. :class:`TimeBudgetSchedule` sets the learning rate before every
@@ -7,6 +7,12 @@ budget, then poly (``(1 - t)^power``) or cosine decay to ``min_factor`` at the e
 exactly when Lightning stops the run. Time is wall-clock since fitting started, validation included,
 which is what ``trainer.max_time`` counts too. On resume the elapsed time continues from the
 checkpoint (callback state), so a resumed run keeps its place in the schedule.
+
+``clock="cpu"`` counts CPU time instead: the training process's (all its threads) and its data
+workers', so two runs given the same budget do the same work however busy the machine is (another
+job on the same cores slows the wall clock, not this one). Lightning's ``max_time`` only knows the
+wall clock, so with ``clock="cpu"`` this callback ends the run itself (``trainer.should_stop``, after
+which Lightning validates once more), and validation runs once per epoch.
 """
 
 from __future__ import annotations
@@ -16,9 +22,27 @@ import time
 from typing import Any
 
 import lightning as L
+import psutil
 from lightning.pytorch.callbacks import Callback
 
 from segvn.errors import ConfigError
+
+CLOCKS = ("wall", "cpu")
+
+
+def cpu_seconds(process: psutil.Process | None = None) -> float:
+    """CPU seconds (user + system) of ``process`` (default: this one), its finished children and its
+    live descendants (a DataLoader's worker processes)."""
+    process = process or psutil.Process()
+    own = process.cpu_times()
+    total = own.user + own.system + own.children_user + own.children_system
+    for child in process.children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:  # ended between the listing and the read: its time is in children_*
+            continue
+        total += times.user + times.system
+    return total
 
 
 class TimeBudgetSchedule(Callback):
@@ -31,6 +55,7 @@ class TimeBudgetSchedule(Callback):
         warmup: float = 0.02,
         power: float = 0.9,
         min_factor: float = 0.0,
+        clock: str = "wall",
     ) -> None:
         if minutes <= 0:
             raise ConfigError(f"budget.minutes must be > 0, got {minutes}")
@@ -38,6 +63,9 @@ class TimeBudgetSchedule(Callback):
             raise ConfigError(f"budget.schedule must be poly or cosine, got {schedule!r}")
         if not 0.0 <= warmup < 1.0:
             raise ConfigError(f"budget.warmup must be a fraction in [0, 1), got {warmup}")
+        if clock not in CLOCKS:
+            raise ConfigError(f"budget.clock={clock}: give one of {', '.join(CLOCKS)}")
+        self.clock = clock
         self.seconds = float(minutes) * 60.0
         self.schedule, self.warmup, self.power, self.min_factor = schedule, warmup, power, min_factor
         self.elapsed_before = 0.0
@@ -56,12 +84,16 @@ class TimeBudgetSchedule(Callback):
         shape = 0.5 * (1.0 + math.cos(math.pi * t)) if cosine else (1.0 - t) ** self.power
         return self.min_factor + (1.0 - self.min_factor) * shape
 
+    def _now(self) -> float:
+        return cpu_seconds() if self.clock == "cpu" else time.monotonic()
+
     @property
     def elapsed(self) -> float:
-        return self.elapsed_before + (time.monotonic() - self._start if self._start is not None else 0.0)
+        """Seconds of the budget used: wall-clock or CPU time (``clock``) since fitting started."""
+        return self.elapsed_before + (self._now() - self._start if self._start is not None else 0.0)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.monotonic()
+        self._start = self._now()
         optimizer = trainer.optimizers[0]
         self._base = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
         for g, base in zip(optimizer.param_groups, self._base, strict=True):
@@ -70,6 +102,10 @@ class TimeBudgetSchedule(Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self._set_lr(trainer)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self.clock == "cpu" and self.elapsed >= self.seconds:  # max_time ends a wall-clock budget
+            trainer.should_stop = True
 
     def _set_lr(self, trainer: L.Trainer) -> None:
         factor = self.factor(self.elapsed / self.seconds)

@@ -103,10 +103,19 @@ def sweep_group(default: str | None = None, *, _root_: Any = None) -> str:
     return str(task or "segvn")
 
 
-def budget_interval(minutes: float, share: float | None) -> dict[str, float] | None:
-    """``${segvn.budget_interval:MINUTES,SHARE}``: a ``share`` of a budget of ``minutes`` as Lightning's
-    time-based ``val_check_interval`` (``{"seconds": ...}``); None (once per epoch) when share is null."""
-    return None if share is None else {"seconds": float(minutes) * 60.0 * float(share)}
+def budget_interval(minutes: float, share: float | None, clock: str = "wall") -> dict[str, float] | None:
+    """``${segvn.budget_interval:MINUTES,SHARE,CLOCK}``: a ``share`` of a budget of ``minutes`` as Lightning's
+    time-based ``val_check_interval`` (``{"seconds": ...}``); None (once per epoch) when share is null or
+    the budget is CPU time (Lightning's interval is wall-clock)."""
+    if share is None or clock != "wall":
+        return None
+    return {"seconds": float(minutes) * 60.0 * float(share)}
+
+
+def budget_max_time(minutes: float, clock: str = "wall") -> dict[str, float] | None:
+    """``${segvn.budget_max_time:MINUTES,CLOCK}``: Lightning's ``max_time`` for a wall-clock budget; None for
+    a CPU-time budget, which :class:`segvn.callbacks.TimeBudgetSchedule` ends itself."""
+    return {"minutes": minutes} if clock == "wall" else None
 
 
 def register_resolvers() -> None:
@@ -127,6 +136,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("segvn.bf16_if_native", bf16_if_native)
     if not OmegaConf.has_resolver("segvn.budget_interval"):
         OmegaConf.register_new_resolver("segvn.budget_interval", budget_interval)
+    if not OmegaConf.has_resolver("segvn.budget_max_time"):
+        OmegaConf.register_new_resolver("segvn.budget_max_time", budget_max_time)
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
