@@ -8,6 +8,7 @@ own decoder (label-studio-converter), must give ``segvn.load_model(...).predict`
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 import socket
 import subprocess
@@ -272,3 +273,34 @@ def test_webhook_fine_tunes_and_switches_the_model(
             f"{url}/predict", json={"tasks": tasks[:1], "label_config": LABEL_CONFIG}, timeout=120
         )
         assert after.json()["results"][0]["model_version"] == state["model_version"]
+    # each run's network started from the model served when it started: the first from the served
+    # checkpoint, a queued one from the previous run's best (finetune.init_from_served, on by default)
+    served = str(camvid_checkpoint)
+    runs = sorted((tmp_path / "run" / "finetune" / "runs").glob("[0-9][0-9][0-9]"))
+    assert runs and state["finetune"]["runs"] == len(runs)
+    for run in runs:
+        assert json.loads((run / "train" / "metrics.json").read_text())["init_from"] == served, run
+        assert f"init_from={served}" in (run / "train" / ".hydra" / "overrides.yaml").read_text()
+        served = str(sorted((run / "train" / "checkpoints").glob("epoch_*.ckpt"))[0])
+    assert state["finetune"]["last"]["checkpoint"] == served
+
+
+def test_fine_tuning_from_the_served_model_needs_a_checkpoint(tmp_path: Path, caplog) -> None:
+    """``init_from=`` names the served .ckpt; an exported model, the setting off, or overrides that name
+    the start themselves give none (a log line says why)."""
+    from segvn.serving.finetune import FineTuner, FinetuneSettings
+    from segvn.serving.sources import ImageSources
+
+    def tuner(served: Path, **settings) -> FineTuner:
+        return FineTuner(
+            FinetuneSettings(workdir=str(tmp_path), **settings), ImageSources(), print, lambda: served
+        )
+
+    ckpt = tmp_path / "best.ckpt"
+    assert tuner(ckpt).init_from() == [f"init_from={ckpt}"]
+    assert tuner(ckpt, init_from_served=False).init_from() == []
+    with caplog.at_level("INFO", logger="segvn.serve"):
+        assert tuner(tmp_path / "model.onnx").init_from() == []
+        assert tuner(ckpt, overrides=["+experiment=resnet18", "ckpt_path=/x/last.ckpt"]).init_from() == []
+    said = caplog.text
+    assert "model.onnx is an exported model, not a .ckpt" in said and "(ckpt_path=/x/last.ckpt)" in said

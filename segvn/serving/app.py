@@ -127,7 +127,9 @@ class Backend:
         self.version = model_version(self.model.path)
         self.projects: dict[str, BrushConfig] = {}
         self.lock = threading.Lock()
-        self.finetuner = FineTuner(settings.finetune, settings.sources, self.switch)
+        self.finetuner = FineTuner(
+            settings.finetune, settings.sources, self.switch, served=lambda: Path(self.model.path)
+        )
 
     def load(self, path: str | Path) -> SegvnModel:
         s = self.settings
