@@ -11,7 +11,6 @@ import base64
 import json
 import shutil
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import REPO_ROOT, segvn_env
+from .conftest import running_server, segvn_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
@@ -54,49 +53,18 @@ def auth(token: str = TOKEN) -> dict[str, str]:
 def serving(ckpt: Path, run_dir: Path, *args: str, timeout: float = 180) -> Iterator[str]:
     """``python -m segvn.serve`` on a free loopback port until the block ends; yields its base URL."""
     port = free_port()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = (run_dir / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "segvn.serve",
-            f"ckpt_path={ckpt}",
-            f"port={port}",
-            f"hydra.run.dir={run_dir}",
-            *args,
-        ],
-        cwd=REPO_ROOT,
-        env=segvn_env(run_dir),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"the server exited ({proc.returncode}): {(run_dir / 'server.log').read_text()[-3000:]}"
-                )
-            try:
-                if httpx.get(f"{url}/health", headers=auth(), timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"no /health in {timeout}s: {(run_dir / 'server.log').read_text()[-3000:]}"
-                )
-            time.sleep(0.5)
+    command = [sys.executable, "-m", "segvn.serve", f"ckpt_path={ckpt}", f"port={port}",
+               f"hydra.run.dir={run_dir}", *args]  # fmt: skip
+    with running_server(
+        command,
+        f"{url}/health",
+        run_dir / "server.log",
+        env=segvn_env(run_dir),
+        headers=auth(),
+        timeout=timeout,
+    ):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def image_root(camvid_root: Path, root: Path) -> Path:
