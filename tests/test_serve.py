@@ -179,10 +179,14 @@ def test_unauthorised_requests_are_refused(served: dict) -> None:
 
 
 def test_an_unreadable_image_is_a_task_error_and_the_others_are_answered(served: dict) -> None:
-    tasks = [task(1, "broken.png"), task(2, FRAMES[0]), task(3, "missing.png"), task(4, "big.png")]
+    tasks = [task(1, "broken.png"), task(2, FRAMES[0]), task(3, "missing.png"), task(4, "big.png"), {"id": 5}]
     response = post(served, "/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG})
     assert response.status_code == 200, response.text
-    broken, good, missing, big = response.json()["results"]
+    broken, good, missing, big, no_image = response.json()["results"]
+    assert no_image["error"] == {
+        "status": 422,
+        "message": 'task 4: no data.image (the image of <Image value="$image">)',
+    }
     assert (
         broken["error"]["status"] == 422
         and "broken.png" in broken["error"]["message"]

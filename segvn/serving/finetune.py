@@ -105,9 +105,7 @@ class FineTuner:
             raise DataError(
                 "webhook: expected the task and the annotation of an ANNOTATION_CREATED/UPDATED event"
             )
-        ref = (task.get("data") or {}).get(config.image_key)
-        if not isinstance(ref, str) or not ref:
-            raise DataError(f"webhook: task {task['id']} has no data.{config.image_key} (its image)")
+        ref = config.image_of(task, f"webhook: task {task['id']}")
         if not layers(annotation, config):
             return {"training": "skipped", "reason": "the annotation has no brush labels"}
         store = self.workdir / "annotations"
