@@ -245,16 +245,18 @@ def test_webhook_fine_tunes_and_switches_the_model(
             f"{url}/predict", json={"tasks": tasks[:1], "label_config": LABEL_CONFIG}, timeout=120
         )
         assert after.json()["results"][0]["model_version"] == state["model_version"]
-    # each run's network started from the model served when it started: the first from the served
-    # checkpoint, a queued one from the previous run's best (finetune.init_from_served, on by default)
+    # each run's network started from the model served when it started: the served checkpoint until a
+    # run ends well, then that run's best (finetune.init_from_served, on by default). A run of the first
+    # annotation alone fails (one frame, batch_size=2): the server keeps its model
     served = str(camvid_checkpoint)
     runs = sorted((tmp_path / "run" / "finetune" / "runs").glob("[0-9][0-9][0-9]"))
     assert runs and state["finetune"]["runs"] == len(runs)
     for run in runs:
-        assert json.loads((run / "train" / "metrics.json").read_text())["init_from"] == served, run
-        assert f"init_from={served}" in (run / "train" / ".hydra" / "overrides.yaml").read_text()
-        served = str(sorted((run / "train" / "checkpoints").glob("epoch_*.ckpt"))[0])
-    assert state["finetune"]["last"]["checkpoint"] == served
+        assert f"init_from={served}" in (run / "train" / ".hydra" / "overrides.yaml").read_text(), run
+        if (run / "train" / "metrics.json").exists():
+            assert json.loads((run / "train" / "metrics.json").read_text())["init_from"] == served, run
+            served = str(sorted((run / "train" / "checkpoints").glob("epoch_*.ckpt"))[0])
+    assert state["finetune"]["last"]["checkpoint"] == served != str(camvid_checkpoint)
 
 
 def test_fine_tuning_from_the_served_model_needs_a_checkpoint(tmp_path: Path, caplog) -> None:
