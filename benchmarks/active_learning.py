@@ -27,33 +27,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from _run import REPO, SHARED, segvn
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SEGVN_SHARED", REPO.parent / "shared"))
 TRAIN_STREETS = ("0001TP", "0006R0")
 EVAL_STREET = "0016E5"
 POLICIES = ("random", "next")
-
-
-def segvn(verb: str, *args: str, log: Path) -> float:
-    """Run ``python -m segvn.<verb> ARGS``; returns its wall-clock seconds; raises with the log's tail."""
-    start = time.perf_counter()
-    env = {**os.environ, "WANDB_MODE": "offline", "SEGVN_SHARED": str(SHARED)}
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as fh:
-        proc = subprocess.run(
-            [sys.executable, "-m", f"segvn.{verb}", *args], cwd=REPO, env=env, stdout=fh, stderr=fh
-        )
-    if proc.returncode != 0:
-        raise SystemExit(f"segvn.{verb} failed (see {log}):\n" + log.read_text()[-3000:])
-    return time.perf_counter() - start
 
 
 def camvid_frames(camvid: Path) -> dict[str, tuple[Path, Path]]:

@@ -31,51 +31,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from _run import REPO, SHARED, cost, segvn
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SEGVN_SHARED", REPO.parent / "shared"))
 STREET = "0016E5"
 
 
 CLOCK = "wall"
 """``--clock``: what a minute is, for the budgets and for what each command cost (wall or CPU time)."""
-
-
-def segvn(verb: str, *args: str, log: Path) -> float:
-    """Run ``python -m segvn.<verb> ARGS``; returns its seconds on :data:`CLOCK`; raises with the log's tail.
-
-    Its wall-clock and CPU seconds (its own and its finished children's, e.g. data workers) are also
-    written beside the log (``LOG.cost.json``) so a continued benchmark reads them back.
-    """
-    start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    env = {**os.environ, "WANDB_MODE": "offline", "SEGVN_SHARED": str(SHARED)}
-    with log.open("w") as fh:
-        proc = subprocess.run(
-            [sys.executable, "-m", f"segvn.{verb}", *args], cwd=REPO, env=env, stdout=fh, stderr=fh
-        )
-    if proc.returncode != 0:
-        raise SystemExit(f"segvn.{verb} failed (see {log}):\n" + log.read_text()[-3000:])
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    spent = {
-        "wall_s": time.perf_counter() - start,
-        "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
-    }
-    log.with_suffix(".cost.json").write_text(json.dumps(spent))
-    return spent["cpu_s" if CLOCK == "cpu" else "wall_s"]
-
-
-def cost(log: Path) -> dict[str, float]:
-    """What the command logged to ``log`` cost: ``wall_s`` and ``cpu_s`` (empty if never timed)."""
-    path = log.with_suffix(".cost.json")
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def street_frames(camvid: Path) -> list[tuple[str, str]]:
@@ -219,7 +184,7 @@ def self_train(
         pseudo_dir = work / f"{name}_pseudo"
         pl_seconds = segvn(
             "pseudolabel", f"ckpt_path={teacher}", *pool, f"out={pseudo_dir}",
-            f"hydra.run.dir={work / (name + '_pseudolabel_run')}", log=work / f"{name}_pseudolabel.log",
+            f"hydra.run.dir={work / (name + '_pseudolabel_run')}", log=work / f"{name}_pseudolabel.log", clock=CLOCK,
         )  # fmt: skip
         spent += pl_seconds / 60
         left = minutes - spent - (rounds - k) * pl_seconds / 60

@@ -40,6 +40,7 @@ def settings_of(cfg: DictConfig) -> ServeSettings:
         street=str(cfg.finetune.street),
         overrides=[str(o) for o in cfg.finetune.overrides or []],
         timeout_s=float(cfg.finetune.timeout_s),
+        init_from_served=bool(cfg.finetune.init_from_served),
     )
     sources = ImageSources(
         roots=[str(r) for r in cfg.roots or []],

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -106,6 +109,57 @@ def run_python(
 def run_segvn(verb: str, *args: str, root: Path | None = None, timeout: float = 600, **env: str):
     """Run ``python -m segvn.<verb> ARGS`` as a user would (offline W&B, the shared data)."""
     return run_python("-m", f"segvn.{verb}", *args, root=root, timeout=timeout, env=env)
+
+
+@contextmanager
+def running_server(
+    command: list[str],
+    ready_url: str,
+    log_path: Path,
+    *,
+    env: dict[str, str],
+    cwd: Path = REPO_ROOT,
+    headers: dict[str, str] | None = None,
+    timeout: float = 180,
+    poll_s: float = 0.5,
+    stop_timeout: float = 20,
+) -> Iterator[subprocess.Popen]:
+    """Start the server ``command`` (its output in ``log_path``), wait until ``GET ready_url`` answers 200,
+    and stop it when the block ends. It exiting first, or no answer in ``timeout`` seconds, fails the test
+    with the log's tail. Like :func:`run_python`, only for tests marked ``slow``."""
+    import httpx
+
+    item = _RUNNING.get("item")
+    if item is not None and item.get_closest_marker("slow") is None:
+        raise AssertionError(f"{item.nodeid} starts a server: mark it @pytest.mark.slow")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    raise AssertionError(
+                        f"the server exited ({proc.returncode}): {log_path.read_text()[-3000:]}"
+                    )
+                try:
+                    if httpx.get(ready_url, headers=headers, timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"no answer from {ready_url} in {timeout}s: {log_path.read_text()[-3000:]}"
+                    )
+                time.sleep(poll_s)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=stop_timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _need(path: Path) -> Path:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import subprocess
 import time
 import zipfile
 from pathlib import Path
@@ -23,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 
-from .conftest import REPO_ROOT, run_segvn
+from .conftest import REPO_ROOT, run_segvn, running_server
 from .test_serve import CLASSES, LABEL_CONFIG, TOKEN, free_port, serving
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow, pytest.mark.shared]
@@ -53,34 +52,16 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "LATEST_VERSION_CHECK": "false",
         "COLLECT_ANALYTICS": "false",
     }
-    log = (base / "label_studio.log").open("w")
-    proc = subprocess.Popen(
-        [str(LABEL_STUDIO), "start", "--no-browser", "--port", str(port), "--internal-host", "127.0.0.1",
-         "--data-dir", str(base / "data"), "--username", "segvn@example.com", "--password", "segvn-e2e-pass",
-         "--user-token", LS_TOKEN, "--enable-legacy-api-token"],
-        cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    command = [str(LABEL_STUDIO), "start", "--no-browser", "--port", str(port), "--internal-host", "127.0.0.1",
+               "--data-dir", str(base / "data"), "--username", "segvn@example.com", "--password", "segvn-e2e-pass",
+               "--user-token", LS_TOKEN, "--enable-legacy-api-token"]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Token {LS_TOKEN}"}
-    try:
-        deadline = time.monotonic() + 900  # the first start migrates its database
-        while True:
-            assert proc.poll() is None, (base / "label_studio.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/api/projects", headers=headers, timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (base / "label_studio.log").read_text()[-3000:]
-            time.sleep(2)
+    with running_server(
+        command, f"{url}/api/projects", base / "label_studio.log", env=env, cwd=base, headers=headers,
+        timeout=900, poll_s=2, stop_timeout=30,  # the first start migrates its database
+    ):  # fmt: skip
         yield {"url": url, "headers": headers, "documents": documents, "base": base}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def call(ls: dict, method: str, path: str, **kwargs) -> httpx.Response:

@@ -173,11 +173,13 @@ def test_pool_from_a_street_and_a_real_video(camvid_root, camvid_checkpoint, vid
     assert f"pool: {len(street)} from street 0016E5, 4 from video clip.mp4" in said
 
 
-def _selftrain_benchmark():
+def _selftrain_benchmark(monkeypatch: pytest.MonkeyPatch):
+    """``benchmarks/selftrain.py`` as a module, its folder on ``sys.path`` as when it runs (for ``_run``)."""
     import importlib.util
 
     from .conftest import REPO_ROOT
 
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(
         "selftrain_bench", REPO_ROOT / "benchmarks" / "selftrain.py"
     )
@@ -192,7 +194,7 @@ def test_rounds_the_student_teaches_the_next_round(camvid_root, camvid_checkpoin
     a kill) reads the finished rounds back instead of training again."""
     monkeypatch.setenv("SEGVN_ROOT", str(tmp_path))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    bench = _selftrain_benchmark()
+    bench = _selftrain_benchmark(monkeypatch)
     bench.TRAIN_EXTRA.extend(
         ["data.num_workers=0", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
          "trainer.limit_val_batches=1", "budget.validate_every=null", "test=false"]

@@ -8,9 +8,9 @@ own decoder (label-studio-converter), must give ``segvn.load_model(...).predict`
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import REPO_ROOT, segvn_env
+from .conftest import running_server, segvn_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
@@ -53,49 +53,18 @@ def auth(token: str = TOKEN) -> dict[str, str]:
 def serving(ckpt: Path, run_dir: Path, *args: str, timeout: float = 180) -> Iterator[str]:
     """``python -m segvn.serve`` on a free loopback port until the block ends; yields its base URL."""
     port = free_port()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = (run_dir / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "segvn.serve",
-            f"ckpt_path={ckpt}",
-            f"port={port}",
-            f"hydra.run.dir={run_dir}",
-            *args,
-        ],
-        cwd=REPO_ROOT,
-        env=segvn_env(run_dir),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"the server exited ({proc.returncode}): {(run_dir / 'server.log').read_text()[-3000:]}"
-                )
-            try:
-                if httpx.get(f"{url}/health", headers=auth(), timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"no /health in {timeout}s: {(run_dir / 'server.log').read_text()[-3000:]}"
-                )
-            time.sleep(0.5)
+    command = [sys.executable, "-m", "segvn.serve", f"ckpt_path={ckpt}", f"port={port}",
+               f"hydra.run.dir={run_dir}", *args]  # fmt: skip
+    with running_server(
+        command,
+        f"{url}/health",
+        run_dir / "server.log",
+        env=segvn_env(run_dir),
+        headers=auth(),
+        timeout=timeout,
+    ):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def image_root(camvid_root: Path, root: Path) -> Path:
@@ -210,10 +179,14 @@ def test_unauthorised_requests_are_refused(served: dict) -> None:
 
 
 def test_an_unreadable_image_is_a_task_error_and_the_others_are_answered(served: dict) -> None:
-    tasks = [task(1, "broken.png"), task(2, FRAMES[0]), task(3, "missing.png"), task(4, "big.png")]
+    tasks = [task(1, "broken.png"), task(2, FRAMES[0]), task(3, "missing.png"), task(4, "big.png"), {"id": 5}]
     response = post(served, "/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG})
     assert response.status_code == 200, response.text
-    broken, good, missing, big = response.json()["results"]
+    broken, good, missing, big, no_image = response.json()["results"]
+    assert no_image["error"] == {
+        "status": 422,
+        "message": 'task 4: no data.image (the image of <Image value="$image">)',
+    }
     assert (
         broken["error"]["status"] == 422
         and "broken.png" in broken["error"]["message"]
@@ -272,3 +245,36 @@ def test_webhook_fine_tunes_and_switches_the_model(
             f"{url}/predict", json={"tasks": tasks[:1], "label_config": LABEL_CONFIG}, timeout=120
         )
         assert after.json()["results"][0]["model_version"] == state["model_version"]
+    # each run's network started from the model served when it started: the served checkpoint until a
+    # run ends well, then that run's best (finetune.init_from_served, on by default). A run of the first
+    # annotation alone fails (one frame, batch_size=2): the server keeps its model
+    served = str(camvid_checkpoint)
+    runs = sorted((tmp_path / "run" / "finetune" / "runs").glob("[0-9][0-9][0-9]"))
+    assert runs and state["finetune"]["runs"] == len(runs)
+    for run in runs:
+        assert f"init_from={served}" in (run / "train" / ".hydra" / "overrides.yaml").read_text(), run
+        if (run / "train" / "metrics.json").exists():
+            assert json.loads((run / "train" / "metrics.json").read_text())["init_from"] == served, run
+            served = str(sorted((run / "train" / "checkpoints").glob("epoch_*.ckpt"))[0])
+    assert state["finetune"]["last"]["checkpoint"] == served != str(camvid_checkpoint)
+
+
+def test_fine_tuning_from_the_served_model_needs_a_checkpoint(tmp_path: Path, caplog) -> None:
+    """``init_from=`` names the served .ckpt; an exported model, the setting off, or overrides that name
+    the start themselves give none (a log line says why)."""
+    from segvn.serving.finetune import FineTuner, FinetuneSettings
+    from segvn.serving.sources import ImageSources
+
+    def tuner(served: Path, **settings) -> FineTuner:
+        return FineTuner(
+            FinetuneSettings(workdir=str(tmp_path), **settings), ImageSources(), print, lambda: served
+        )
+
+    ckpt = tmp_path / "best.ckpt"
+    assert tuner(ckpt).init_from() == [f"init_from={ckpt}"]
+    assert tuner(ckpt, init_from_served=False).init_from() == []
+    with caplog.at_level("INFO", logger="segvn.serve"):
+        assert tuner(tmp_path / "model.onnx").init_from() == []
+        assert tuner(ckpt, overrides=["+experiment=resnet18", "ckpt_path=/x/last.ckpt"]).init_from() == []
+    said = caplog.text
+    assert "model.onnx is an exported model, not a .ckpt" in said and "(ckpt_path=/x/last.ckpt)" in said

@@ -11,7 +11,7 @@ import yaml
 
 from segvn.train import train
 
-from .conftest import run_segvn
+from .conftest import TINY_TRAIN, run_segvn
 
 
 @pytest.mark.slow
@@ -299,3 +299,35 @@ def test_a_moved_model_setting_in_a_config_file_is_refused_naming_the_new_one(co
         match=r"^model\.encoder_frozen_stages=3 was moved: .*; set callbacks\.freeze_encoder\.frozen_stages=3$",
     ):
         check_settings(cfg)
+
+
+# ------------------------------------------------------------------ init_from: fine-tuning from weights
+def _conv_weights(state: dict) -> dict[str, torch.Tensor]:
+    """The network's convolution kernels (``net.*.weight`` of 4 dimensions) of a checkpoint's state dict."""
+    return {k: v for k, v in state.items() if k.startswith("net.") and k.endswith(".weight") and v.ndim == 4}
+
+
+@pytest.mark.slow
+def test_init_from_starts_a_new_run_from_the_checkpoints_weights(camvid_checkpoint, tmp_path) -> None:
+    """With ``model.optimizer.lr=0`` and one training batch nothing is learnt, so the run's checkpoint holds
+    the weights it started from: the source's with ``init_from=CKPT``, its own random ones without."""
+    source = _conv_weights(torch.load(camvid_checkpoint, map_location="cpu", weights_only=True)["state_dict"])
+    assert source
+    still = [a for a in TINY_TRAIN if not a.startswith("trainer.limit_train_batches=")]
+    still += ["trainer.limit_train_batches=1", "model.optimizer.lr=0"]
+    runs = {}
+    for name, extra in (("init", [f"init_from={camvid_checkpoint}"]), ("scratch", [])):
+        run_dir = tmp_path / name
+        proc = run_segvn("train", *still, *extra, f"hydra.run.dir={run_dir}", root=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        runs[name] = (_conv_weights(state["state_dict"]), json.loads((run_dir / "metrics.json").read_text()))
+
+    weights, metrics = runs["init"]
+    assert weights.keys() == source.keys()
+    assert all(torch.equal(weights[k], source[k]) for k in source), "init_from: the source's weights"
+    assert metrics["init_from"] == str(camvid_checkpoint) and metrics["global_step"] == 1
+    assert metrics["resumed_from_step"] is None, "a new run, not a resume"
+    weights, metrics = runs["scratch"]
+    assert not any(torch.equal(weights[k], source[k]) for k in source), "without init_from: its own weights"
+    assert metrics["init_from"] is None and metrics["global_step"] == 1

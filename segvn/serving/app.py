@@ -127,7 +127,9 @@ class Backend:
         self.version = model_version(self.model.path)
         self.projects: dict[str, BrushConfig] = {}
         self.lock = threading.Lock()
-        self.finetuner = FineTuner(settings.finetune, settings.sources, self.switch)
+        self.finetuner = FineTuner(
+            settings.finetune, settings.sources, self.switch, served=lambda: Path(self.model.path)
+        )
 
     def load(self, path: str | Path) -> SegvnModel:
         s = self.settings
@@ -171,12 +173,7 @@ class Backend:
         answers: list[dict[str, Any]] = [{} for _ in tasks]
         for i, task in enumerate(tasks):
             try:
-                data = task.get("data") if isinstance(task, dict) else None
-                if not isinstance(data, dict) or config.image_key not in data:
-                    raise DataError(
-                        f'task {offset + i}: no data.{config.image_key} (the image of <Image value="${config.image_key}">)'
-                    )
-                frame, _ = self.settings.sources.read(data[config.image_key])
+                frame, _ = self.settings.sources.read(config.image_of(task, f"task {offset + i}"))
             except SegvnError as err:
                 log.warning(
                     "task %s: %s", task.get("id", offset + i) if isinstance(task, dict) else offset + i, err

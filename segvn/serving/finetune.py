@@ -5,8 +5,10 @@ Each ``ANNOTATION_CREATED``/``ANNOTATION_UPDATED`` stores the task's latest anno
 brush layers of every stored annotation are written as a Label Studio "Brush labels to PNG" export and
 brought in with segvn's own importer (``segvn.labels import format=labelstudio``) as the street
 ``workdir/data/<street>``; ``python -m segvn.train data=vietnam data.root=workdir/data`` trains on that
-street (``overrides`` add or change settings) in ``workdir/runs/<n>``; when it ends well, the server
-switches to the run's best checkpoint. Annotations that arrive meanwhile start one more run after it.
+street (``overrides`` add or change settings) in ``workdir/runs/<n>``, its network starting from the
+served checkpoint's weights (``init_from``; ``init_from_served=False`` trains from the settings alone); when
+it ends well, the server switches to the run's best checkpoint. Annotations that arrive meanwhile start one
+more run after it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class FinetuneSettings:
     street: str = "labelstudio"
     overrides: list[str] = field(default_factory=list)
     timeout_s: float = 24 * 3600
+    init_from_served: bool = True
 
 
 def layers(annotation: dict[str, Any], config: BrushConfig) -> list[tuple[str, np.ndarray]]:
@@ -71,11 +74,16 @@ class FineTuner:
     """The webhook's background trainings, one at a time (see the module docstring)."""
 
     def __init__(
-        self, settings: FinetuneSettings, sources: ImageSources, on_done: Callable[[Path], None]
+        self,
+        settings: FinetuneSettings,
+        sources: ImageSources,
+        on_done: Callable[[Path], None],
+        served: Callable[[], Path] | None = None,
     ) -> None:
         self.settings = settings
         self.sources = sources
         self.on_done = on_done
+        self.served = served
         self.workdir = Path(settings.workdir or "finetune").expanduser().resolve()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -97,9 +105,7 @@ class FineTuner:
             raise DataError(
                 "webhook: expected the task and the annotation of an ANNOTATION_CREATED/UPDATED event"
             )
-        ref = (task.get("data") or {}).get(config.image_key)
-        if not isinstance(ref, str) or not ref:
-            raise DataError(f"webhook: task {task['id']} has no data.{config.image_key} (its image)")
+        ref = config.image_of(task, f"webhook: task {task['id']}")
         if not layers(annotation, config):
             return {"training": "skipped", "reason": "the annotation has no brush labels"}
         store = self.workdir / "annotations"
@@ -149,6 +155,31 @@ class FineTuner:
         (export_dir / "tasks.json").write_text(json.dumps(tasks))
         return export_dir
 
+    def init_from(self) -> list[str]:
+        """``[init_from=<served checkpoint>]`` for the training command, or ``[]`` (with a log line saying why).
+
+        The served model is read when the run starts, so after a switch the next run goes on from the
+        previous run's best. An exported model (ONNX, TorchScript, OpenVINO) holds no training weights.
+        """
+        if not self.settings.init_from_served or self.served is None:
+            return []
+        path = Path(self.served())
+        if path.suffix != ".ckpt":
+            log.info(
+                "fine-tuning starts from the settings, not the served model: %s is an exported model, not a "
+                ".ckpt (finetune.init_from_served)", path,
+            )  # fmt: skip
+            return []
+        named = [
+            o
+            for o in self.settings.overrides
+            if o.lstrip("+~").split("=", 1)[0] in ("init_from", "ckpt_path")
+        ]
+        if named:
+            log.info("fine-tuning starts as finetune.overrides say (%s), not from the served model", named[0])
+            return []
+        return [f"init_from={path}"]
+
     def run_once(self) -> Path | None:
         """One fine-tuning run on every annotation so far; switches the server to its best checkpoint."""
         from segvn.data.labelformats import import_labels
@@ -171,7 +202,7 @@ class FineTuner:
             sys.executable, "-m", "segvn.train", "data=vietnam", f"data.root={data_root}",
             f"data.source.train=[{street}]", f"data.source.val=[{street}]", "data.source.test=[]",
             "data.source.predict=[]", "test=false", f"hydra.run.dir={run_dir / 'train'}",
-            *self.settings.overrides,
+            *self.init_from(), *self.settings.overrides,
         ]  # fmt: skip
         log.info("fine-tuning: %s", " ".join(command))
         with (run_dir / "train.log").open("w") as out:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from typing import Any
 
 from segvn.data.classes import CLASS_NAMES
 from segvn.data.labelformats.common import ClassMatcher
@@ -28,6 +29,17 @@ class BrushConfig:
     to_name: str
     image_key: str
     labels: dict[int, str] = field(default_factory=dict)
+
+    def image_of(self, task: Any, name: str) -> str:
+        """The image reference of a Label Studio task, ``task["data"][image_key]``; ``DataError`` naming
+        the task (``name``) when it has none (a /predict task or a webhook's task alike)."""
+        data = task.get("data") if isinstance(task, dict) else None
+        ref = data.get(self.image_key) if isinstance(data, dict) else None
+        if not isinstance(ref, str) or not ref:
+            raise DataError(
+                f'{name}: no data.{self.image_key} (the image of <Image value="${self.image_key}">)'
+            )
+        return ref
 
 
 def parse_label_config(text: str, class_names: list[str]) -> BrushConfig:

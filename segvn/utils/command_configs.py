@@ -259,6 +259,9 @@ class FinetuneOptions:
     street: str = "labelstudio"
     overrides: list[str] = field(default_factory=lambda: ["+experiment=resnet18"])
     timeout_s: float = bounded(86400.0, gt=0)
+    # each run's network starts from the served checkpoint (init_from=<its .ckpt>; the previous run's best
+    # once one has been switched to); false: from the settings alone. Skipped for an exported model
+    init_from_served: bool = True
 
 
 @dataclass
