@@ -23,7 +23,7 @@ from omegaconf import DictConfig, open_dict
 
 from segvn.callbacks import ConfigInCheckpoint, LastCheckpoint, trim_csv_log
 from segvn.cli import command, frozen_stages, resumable_checkpoint
-from segvn.errors import ConfigError
+from segvn.errors import CheckpointError, ConfigError
 from segvn.models.checkpoint import Checkpoint
 from segvn.models.factory import network_of, pooled_norms
 from segvn.utils import instantiate_dict, save_resolved_config, to_container
@@ -69,9 +69,17 @@ def _init_weights(cfg: DictConfig, model: L.LightningModule) -> str | None:
             f"init_from={path} and ckpt_path={cfg.ckpt_path} both given: init_from starts a new run from a "
             "checkpoint's weights, ckpt_path (or resume=) goes on with its training state; choose one"
         )
-    ckpt = Checkpoint.read(path)
-    ckpt.require_classes(list(getattr(model, "class_names", [])))
-    ckpt.require_fits(cfg.model, model)
+    try:
+        ckpt = Checkpoint.read(path)
+        ckpt.require_classes(list(getattr(model, "class_names", [])))
+        ckpt.require_fits(cfg.model, model)
+    except CheckpointError as err:  # the same facts, with the setting named and the advice of a new run
+        message = str(err).replace(
+            "; train on with the model settings it was trained with, or start a new run",
+            "; give init_from a checkpoint of the network configured here, or set the model settings it was "
+            "trained with",
+        )
+        raise CheckpointError(f"init_from={path}: {message}") from None
     prefix = "net."
     weights = {k[len(prefix) :]: v for k, v in ckpt.raw["state_dict"].items() if k.startswith(prefix)}
     network_of(model).load_state_dict(weights, strict=True)

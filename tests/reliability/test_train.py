@@ -46,14 +46,16 @@ def test_init_from_a_checkpoint_of_another_encoder_is_refused(
     """The checkpoint holds a ResNet-18; the run trains a MobileNetV2."""
     line = _refused(
         probe, camvid_checkpoint, tmp_path, f"init_from={camvid_checkpoint}", "model.net.encoder_name=mobilenet_v2",
-        needles=(str(camvid_checkpoint), "model.net.encoder_name=mobilenet_v2"),
+        needles=(f"init_from={camvid_checkpoint}", "model.net.encoder_name=mobilenet_v2"),
     )  # fmt: skip
-    assert "trained with resnet18" in line, line
+    assert "trained with resnet18" in line and "give init_from a checkpoint" in line, line
 
 
 def test_init_from_a_missing_checkpoint_is_refused(
     camvid_checkpoint: Path, tmp_path: Path, probe: Probe
 ) -> None:
     missing = tmp_path / "gone" / "missing.ckpt"
-    line = _refused(probe, camvid_checkpoint, tmp_path, f"init_from={missing}", needles=(str(missing),))
+    line = _refused(
+        probe, camvid_checkpoint, tmp_path, f"init_from={missing}", needles=(f"init_from={missing}",)
+    )
     assert "not found" in line, line
