@@ -59,6 +59,7 @@ def check_quantize(quantize: str | None, fmt: str) -> None:
 
 
 def export_metadata(ckpt: Checkpoint, module: nn.Module, fmt: str) -> dict[str, Any]:
+    """What an export of ``ckpt``'s ``module`` as ``fmt`` carries (:mod:`segvn.inference.formats`)."""
     trained = training_size(ckpt.config)
     return {
         "format": fmt,
