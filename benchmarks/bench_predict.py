@@ -69,7 +69,6 @@ from segvn.data.video import open_video
 from segvn.data.video_writer import VideoWriter
 from segvn.inference.consistency import TemporalTracker
 from segvn.inference.device import pick_device
-from segvn.inference.export import RuntimeModel, runtime_model
 from segvn.inference.options import (
     PredictConfig,
     available_cores,
@@ -78,8 +77,10 @@ from segvn.inference.options import (
     model_workers_for,
     preset_for,
 )
-from segvn.inference.precision import choose_precision, choose_runtime, faster_runtime, with_precision
+from segvn.inference.precision import choose_precision, with_precision
 from segvn.inference.predictor import Predictor
+from segvn.inference.runtime_choice import choose_runtime, faster_runtime, runtime_model
+from segvn.inference.runtimes import RuntimeModel
 from segvn.inference.smoothing import TemporalEMA
 from segvn.inference.upsample import upsampled_labels
 from segvn.inference.video import run_prediction
@@ -167,7 +168,7 @@ def end_to_end(module, video, args, out: Path, ema=0.0, flow_aligned=False) -> d
     predictor.reset()
     predictor.reset_timing()
     config = options(args, batch_size=args.batch, max_frames=args.frames or None, save_labels=args.agree)
-    return run_prediction(predictor, out, list(module.class_names), config, videos=[video])
+    return run_prediction(predictor, out, args.class_names, config, videos=[video])
 
 
 def naive(module, video, args, out: Path) -> tuple[float, float]:
@@ -178,7 +179,7 @@ def naive(module, video, args, out: Path) -> tuple[float, float]:
     predictor = Predictor(module, args.device, args.size)
     predictor(first_frames(video, 1))
     predictor.reset_timing()
-    names = list(module.class_names)
+    names = args.class_names
     defaults = options(args)
     drawer = OverlayDrawer(names, defaults.alpha, defaults.legend, defaults.legend_corner)
     tracker = TemporalTracker(len(names))
@@ -359,6 +360,7 @@ def main() -> None:
         raise SystemExit(f"video not found: {args.video} (set SEGVN_SHARED or pass --video)")
     ckpt = args.ckpt or train_checkpoint(args.train_batches, tuple(args.train_size))
     module = model_from_checkpoint(load_checkpoint(ckpt)).eval()
+    args.class_names = list(module.class_names)  # the model run may be wrapped (PrecisionModel)
     device = pick_device(args.device)
     args.batch = batch_size_for(args.batch or None, device)
     info = open_video(args.video).info

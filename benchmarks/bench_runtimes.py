@@ -2,7 +2,7 @@
 
 For each input size (default 368x480, 720x1280 and 1088x1920), batch 1 (``--batch``), the same
 DeepLabV3+ ResNet-18 (8 classes; ``--ckpt`` for a trained one, else random weights: the speed is the
-same) is timed through :class:`segvn.inference.export.RuntimeModel` (``onnx``, ``torchscript``) and
+same) is timed through :class:`segvn.inference.runtimes.RuntimeModel` (``onnx``, ``torchscript``) and
 in PyTorch: eager as ``runtime=torch`` runs it with ``precision=fp32 channels_last=false`` (``torch``),
 with channels_last weights and inputs (``torch_cl``), with bf16 autocast as well (``torch_bf16``), and
 ``torch.compile`` with Inductor's weight freezing (``torch_compile``), and the int8 ONNX network of
@@ -175,7 +175,8 @@ def main() -> None:
     if args.quick:
         args.sizes, args.iters, args.warmup, args.rounds, args.gemm = ["96x128"], 1, 0, 1, 256
 
-    from segvn.inference.export import RuntimeModel, export_network, write_onnx_metadata
+    from segvn.inference.export import export_network, write_onnx_metadata
+    from segvn.inference.runtimes import RuntimeModel
     from segvn.models.factory import build_network
 
     if args.threads:

@@ -4,7 +4,7 @@ Answers whether anything outside the convolution kernels (resizes, concatenation
 is worth optimising in the export. The same DeepLabV3+ ResNet-18 as ``bench_runtimes.py`` (8 classes,
 random weights: the speed is the same), exported by ``segvn.inference.export``, profiled with
 ``SessionOptions.enable_profiling`` over ``--iters`` runs after ``--warmup``, with the session options
-:class:`segvn.inference.export.RuntimeModel` uses (the input shape fixed, no spinning).
+:class:`segvn.inference.runtimes.RuntimeModel` uses (the input shape fixed, no spinning).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/profile_onnx.py [--size 368x480] [--threads 2]
 """

@@ -109,7 +109,7 @@ from segvn.data.classes import palette_for
 from segvn.data.io import read_image, to_rgb
 from segvn.data.video import VIDEO_EXTENSIONS
 from segvn.errors import CheckpointError, ConfigError, DataError, InputNotFoundError, PartialResultError
-from segvn.inference.export import read_model_source
+from segvn.inference.exported import read_model_source
 from segvn.inference.options import PredictConfig, batch_size_for, check_predict
 from segvn.inference.session import load_predictor, prediction_meta
 from segvn.inference.video import run_prediction

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segvn.data.unlabelled import UNLABELLED_DEFAULTS
 from segvn.errors import CheckpointError, ConfigError, SegvnError
-from segvn.inference.export import is_exported_file, read_model_source
+from segvn.inference.exported import is_exported_file, read_model_source
 from segvn.models.checkpoint import FROZEN_STAGES, MOVED_MODEL_SETTINGS, Checkpoint, pop_moved_settings
 from segvn.utils.config import CONF_DIR, CONFIG_MODULE, CONFIG_PATH
 from segvn.utils.run import fail, make_output_dir, run_task, warn

@@ -1,7 +1,7 @@
 """Export a checkpoint: ``python -m segvn.export ckpt_path=PATH format=onnx|torchscript|openvino [out=FILE] [quantize=int8]``.
 
 Writes the network with a dynamic batch, height and width (sides multiples of the output stride; the
-runtimes pad and crop around it, see :mod:`segvn.inference.export`), its metadata (class names, training
+runtimes pad and crop around it, see :mod:`segvn.inference.runtimes`), its metadata (class names, training
 image size, output stride) inside the file, and ``FILE.verify.json`` with the agreement with PyTorch on
 real frames. ``predict`` and ``evaluate`` run it with ``runtime=onnx|torchscript model_file=FILE``.
 ``quantize=int8`` writes the ONNX network in int8, calibrated on ``calibration.images``.

@@ -61,6 +61,20 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
         _RUNNING.pop("item", None)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def segvn_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """segvn's per-user cache (``SEGVN_CACHE_DIR``: runtime=auto's remembered race) in a folder of this test
+    session, for library calls and the commands tests start alike: no test writes the real one."""
+    path = tmp_path_factory.mktemp("segvn_cache")
+    before = os.environ.get("SEGVN_CACHE_DIR")
+    os.environ["SEGVN_CACHE_DIR"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("SEGVN_CACHE_DIR", None)
+    else:
+        os.environ["SEGVN_CACHE_DIR"] = before
+
+
 def segvn_env(root: Path | None = None, **env: str) -> dict[str, str]:
     """The environment of a segvn command in a test: one torch thread, offline W&B, the shared data.
 

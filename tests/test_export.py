@@ -19,8 +19,10 @@ from PIL import Image
 
 from segvn.cli import composition_error_line
 from segvn.errors import ConfigError, ExportError
-from segvn.inference.export import RuntimeModel, as_batch, compare_models, read_metadata
+from segvn.inference.formats import read_metadata
 from segvn.inference.predictor import Predictor
+from segvn.inference.runtimes import RuntimeModel
+from segvn.inference.verify import as_batch, compare_models
 from segvn.models.checkpoint import Checkpoint
 
 FORMATS = (("onnx", ".onnx"), ("torchscript", ".pt"))
@@ -85,9 +87,9 @@ def test_round_trip_at_two_frame_sizes(exported, camvid_checkpoint, frames, fmt)
 def test_onnx_fixes_the_first_shapes_then_runs_dynamic(
     exported, camvid_checkpoint, frames, monkeypatch
 ) -> None:
-    import segvn.inference.export as export_module
+    import segvn.inference.runtimes as runtimes_module
 
-    monkeypatch.setattr(export_module, "STATIC_SHAPES", 1)
+    monkeypatch.setattr(runtimes_module, "STATIC_SHAPES", 1)
     module = Checkpoint.read(camvid_checkpoint).model()
     runtime = RuntimeModel(exported["onnx"][0])
     batches = [
@@ -167,7 +169,7 @@ def test_an_exported_file_stands_in_for_its_checkpoint(
     from segvn.cli import checkpoint_reader, register_checkpoint_configs
     from segvn.errors import CheckpointError
     from segvn.evaluate import evaluate
-    from segvn.inference.export import ExportedCheckpoint
+    from segvn.inference.exported import ExportedCheckpoint
 
     sources = {
         "ckpt": camvid_checkpoint,
@@ -196,7 +198,8 @@ def _export_as_main_did(module, ckpt: Checkpoint, fmt: str, out: Path) -> Path:
     ``image`` ImageNet-normalised, and metadata whose ``input`` says so (no ``rgb255``)."""
     import warnings
 
-    from segvn.inference.export import META_KEY, OPSET, export_metadata, write_onnx_metadata
+    from segvn.inference.export import OPSET, export_metadata, write_onnx_metadata
+    from segvn.inference.formats import META_KEY
 
     meta = export_metadata(ckpt, module, fmt)
     meta["input"] = "RGB float (B, 3, H, W), ImageNet-normalised, H and W multiples of output_stride"

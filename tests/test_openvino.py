@@ -16,7 +16,10 @@ import torch
 from PIL import Image
 
 from segvn.errors import CheckpointError, ConfigError, ExportError
-from segvn.inference.export import ExportedCheckpoint, as_batch, compare_models, open_export, read_metadata
+from segvn.inference.exported import ExportedCheckpoint
+from segvn.inference.formats import read_metadata
+from segvn.inference.runtimes import open_export
+from segvn.inference.verify import as_batch, compare_models
 from segvn.models.checkpoint import Checkpoint
 
 from .conftest import run_segvn

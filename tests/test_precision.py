@@ -20,12 +20,10 @@ from segvn.inference.precision import (
     InferencePrecision,
     PrecisionModel,
     choose_precision,
-    choose_runtime,
-    faster_runtime,
-    latency_ms,
     with_precision,
 )
 from segvn.inference.predictor import Predictor
+from segvn.inference.runtime_choice import choose_runtime, faster_runtime, latency_ms
 from segvn.models.checkpoint import Checkpoint
 from segvn.models.factory import Normalize
 from segvn.utils.cpu import bf16_if_native, native_bf16_cpu
@@ -48,7 +46,7 @@ def test_runtime_auto_is_the_fastest_measured(monkeypatch, tmp_path: Path) -> No
     """auto: onnx (fp32) on the CPU, raced against OpenVINO (and torch bf16 where the CPU has native bf16:
     inference_model); torch on a GPU and for precision=bf16; an exported model_file its own format; other
     runtimes are kept."""
-    import segvn.inference.precision as precision_module
+    import segvn.inference.runtime_choice as choice_module
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile\n")
@@ -59,26 +57,26 @@ def test_runtime_auto_is_the_fastest_measured(monkeypatch, tmp_path: Path) -> No
     cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile\n")
     assert bf16_if_native("cpu", cpuinfo) == "bf16-mixed"
     for native in (True, False):
-        monkeypatch.setattr(precision_module, "native_bf16_cpu", lambda native=native: native)
+        monkeypatch.setattr(choice_module, "native_bf16_cpu", lambda native=native: native)
         assert choose_runtime("auto", "auto", torch.device("cpu")) == ("onnx", True)
         assert choose_runtime("auto", "fp32", "cpu") == ("onnx", True)
         assert choose_runtime("auto", "bf16", "cpu") == ("torch", False)
         assert choose_runtime("auto", "auto", "cuda") == ("torch", False)
         assert choose_runtime("torchscript", "auto", "cpu") == ("torchscript", False)
-    monkeypatch.setattr(precision_module, "read_metadata", lambda path: {"format": "torchscript"})
+    monkeypatch.setattr(choice_module, "read_metadata", lambda path: {"format": "torchscript"})
     assert choose_runtime("auto", "auto", "cpu", model_file="m.pt") == ("torchscript", False)
 
 
 def test_the_race_keeps_the_faster_runtime(monkeypatch) -> None:
     """torch bf16 wins only when faster by the margin; otherwise the network is left as it was (NCHW)."""
-    import segvn.inference.precision as precision_module
+    import segvn.inference.runtime_choice as choice_module
 
     exported = torch.nn.Conv2d(3, 2, 1)
     network = torch.nn.Sequential(Normalize(), torch.nn.Conv2d(3, 2, 1))  # takes RGB 0-255 frames
     assert 0 < latency_ms(network, (32, 48)) < 1e4  # a real timing
     times = {"onnx": 100.0, "bf16": 60.0}
     monkeypatch.setattr(
-        precision_module,
+        choice_module,
         "latency_ms",
         lambda model, size: times["bf16" if isinstance(model, PrecisionModel) else "onnx"],
     )
@@ -99,7 +97,8 @@ def test_fp32_nchw_leaves_the_model_alone() -> None:
     x = torch.randn(1, 3, 8, 8)
     want = conv(x)
     wrapped = with_precision(conv, InferencePrecision(bf16=True, channels_last=True))
-    assert isinstance(wrapped, PrecisionModel) and wrapped.out_channels == 2  # reads through
+    assert isinstance(wrapped, PrecisionModel) and wrapped.model is conv
+    assert not hasattr(wrapped, "out_channels")  # no pass-through: the wrapped model is read as wrapped.model
     out = wrapped(x)
     assert out.dtype == torch.float32 and out.is_contiguous()
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)

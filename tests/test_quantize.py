@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from segvn.errors import ConfigError, InputNotFoundError
-from segvn.inference.export import read_metadata
+from segvn.inference.formats import read_metadata
 from segvn.models.checkpoint import Checkpoint
 
 

@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import WandbLogger
 from segvn.data.classes import IGNORE_INDEX
 from segvn.data.transforms import to_image
 from segvn.inference.options import absent_mode
-from segvn.inference.precision import inference_model
+from segvn.inference.runtime_choice import inference_model
 from segvn.inference.scale import (
     FrameResizer,
     ImageSizeChoice,
@@ -144,17 +144,18 @@ def evaluate_checkpoint(
     ckpt.require_classes(dm.class_names)
     dataset = dm.require(cfg.split)
     choice = evaluation_image_size(cfg.get("image_size"), ckpt, module, dm.image_size)
-    runtime, engine, precision, device = inference_model(cfg, ckpt, module, out)
+    chosen = inference_model(cfg, ckpt, module, out)
+    precision = chosen.precision
     resizer = FrameResizer(choice.for_frame)  # records the size used; a no-op at the data's size
     log.info(
         "model input: %s (image_size rule %s), runtime %s %s",
-        choice.describe(), choice.rule, engine, precision.describe(),
+        choice.describe(), choice.rule, chosen.runtime, precision.describe(),
     )  # fmt: skip
     pictures = out / "images.partial" if cfg.save_images else None
     if pictures is not None:
         pictures.mkdir(parents=True, exist_ok=True)
     run = evaluate_split(
-        runtime, dm.eval_dataloader(cfg.split, cfg.batch_size), list(dm.class_names), device,
+        chosen.model, dm.eval_dataloader(cfg.split, cfg.batch_size), list(dm.class_names), chosen.device,
         absent_mode(cfg), cfg.metrics.bf_tolerance, pictures, cfg.max_images,
         progress(len(dataset)) if progress is not None else None, cfg.tta_flip, resizer,
     )  # fmt: skip
@@ -168,7 +169,7 @@ def evaluate_checkpoint(
     metrics, cm_png = write_evaluation_report(
         out, run.result, dm.class_names, run.paths, f"Evaluation of {ckpt.path.name} ({cfg.split})",
         checkpoint=str(ckpt.path.resolve()), split=cfg.split, absent_mode=absent_mode(cfg), tta_flip=cfg.tta_flip,
-        runtime=engine, precision=precision.name, channels_last=precision.channels_last, **sizes,
+        runtime=chosen.runtime, precision=precision.name, channels_last=precision.channels_last, **sizes,
     )  # fmt: skip
     for lg in instantiate_dict(cfg.get("logger")):
         if isinstance(lg, WandbLogger):

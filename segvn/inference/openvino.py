@@ -3,7 +3,7 @@ bf16 or int8.
 
 The IR is converted from the very ONNX graph :func:`~segvn.inference.export.export_network` writes, so
 whatever that graph contains, the IR contains, and it runs through the same padding and cropping
-(:class:`OpenVINOModel` is a :class:`~segvn.inference.export.RuntimeModel`). The segvn metadata (class
+(:class:`OpenVINOModel` is a :class:`~segvn.inference.runtimes.RuntimeModel`). The segvn metadata (class
 names, training size, output stride, the stored configs) travel in the IR's ``rt_info`` under
 ``segvn`` (a JSON string, as in the ONNX ``metadata_props``), so an IR stands in for its checkpoint
 like an ONNX file does.
@@ -30,7 +30,9 @@ import numpy as np
 from torch import nn
 
 from segvn.errors import ConfigError, ExportError
-from segvn.inference.export import META_KEY, STATIC_SHAPES, RuntimeModel, export_network
+from segvn.inference.export import export_network
+from segvn.inference.formats import META_KEY
+from segvn.inference.runtimes import RuntimeModel
 
 log = logging.getLogger(__name__)
 
@@ -188,16 +190,16 @@ def read_ir(path: Path) -> tuple[dict[str, Any], int | None]:
 class OpenVINOModel(RuntimeModel):
     """An IR (or an ONNX export, read by OpenVINO) run like the PyTorch model, on OpenVINO's CPU plugin.
 
-    A compiled model per input shape: the first :data:`~segvn.inference.export.STATIC_SHAPES` shapes
-    each get the network reshaped to them (shapes fixed at compile time), any further shape runs on one
-    dynamic compile, as :class:`~segvn.inference.export.RuntimeModel` does with ONNX Runtime sessions.
+    Its sessions are compiled models, kept per input shape by :meth:`RuntimeModel.session
+    <segvn.inference.runtimes.RuntimeModel.session>`: the first
+    :data:`~segvn.inference.runtimes.STATIC_SHAPES` shapes each get the network reshaped to them (shapes
+    fixed at compile time), any further shape runs on one dynamic compile.
     """
 
     def __init__(self, path: str | Path, threads: int | None = None, precision: str = "fp32") -> None:
         super().__init__(path, threads)
         self.format = "openvino"  # an ONNX file given here runs in OpenVINO too
         self._model = core().read_model(str(self.path))
-        self._compiled: dict[tuple[int, ...] | None, Any] = {}
         self._infer_lock = threading.Lock()
         self.hint = "fp32"
         self.set_precision(precision)
@@ -207,23 +209,12 @@ class OpenVINOModel(RuntimeModel):
         actually uses (fp32 where it has no native bf16). An int8 IR keeps its int8 layers either way."""
         if precision not in HINTS:
             raise ConfigError(f"precision={precision}: OpenVINO runs fp32 or bf16")
-        with self._session_lock:
-            if precision != self.hint:
-                self._compiled.clear()
-            self.hint = precision
+        self._reconfigure(hint=precision)
         return self.effective_precision()
 
     def effective_precision(self) -> str:
         """The floating-point precision the CPU plugin computes in: bf16 only where asked and native."""
         return "bf16" if self.hint == "bf16" and native_bf16() else "fp32"
-
-    def set_threads(self, threads: int | None) -> None:
-        """OpenVINO's inference threads (``None``: its own choice), from the next call on."""
-        threads = int(threads) if threads else None
-        with self._session_lock:
-            if threads != self.threads:
-                self._compiled.clear()
-            self.threads = threads
 
     def config(self, **extra: Any) -> dict[str, Any]:
         """The CPU plugin's compile settings: precision hint, latency (one request at a time), threads."""
@@ -240,17 +231,12 @@ class OpenVINOModel(RuntimeModel):
             model.reshape({model.inputs[0]: list(shape)})
         return core().compile_model(model, "CPU", self.config(**extra))
 
-    def _compiled_model(self, shape: tuple[int, ...]) -> Any:
-        with self._session_lock:
-            key = shape if shape in self._compiled or len(self._compiled) < STATIC_SHAPES else None
-            if key not in self._compiled:
-                self._compiled[key] = self.compile(key)
-            return self._compiled[key]
+    def _new_session(self, shape: tuple[int, ...] | None) -> Any:
+        return self.compile(shape)
 
-    def _run(self, image: np.ndarray) -> np.ndarray:
-        compiled = self._compiled_model(image.shape)
+    def _infer(self, session: Any, image: np.ndarray) -> np.ndarray:
         with self._infer_lock:  # a compiled model's own request serves one call at a time
-            return np.array(compiled(image)[0], copy=True)
+            return np.array(session(image)[0], copy=True)
 
 
 def layer_profile(model: OpenVINOModel, image: np.ndarray, top: int = 25) -> dict[str, Any]:

@@ -17,11 +17,12 @@ from typing import Any
 from hydra.utils import instantiate
 from torch import nn
 
-from segvn.inference.export import RuntimeModel
 from segvn.inference.fleet import take_shard
 from segvn.inference.options import batch_size_for, model_threads_for, model_workers_for, preset_for
-from segvn.inference.precision import InferencePrecision, inference_model
+from segvn.inference.precision import InferencePrecision
 from segvn.inference.predictor import Predictor
+from segvn.inference.runtime_choice import inference_model
+from segvn.inference.runtimes import RuntimeModel
 from segvn.inference.scale import ImageSizeChoice, model_stride, parse_size, resolve_image_size, training_size
 from segvn.inference.smoothing import TemporalEMA
 from segvn.inference.video import collect_inputs, output_names
@@ -100,14 +101,17 @@ def load_predictor(cfg: Any, ckpt: Checkpoint, out_dir: Path, data_size: Any = N
     choice = predict_image_size(cfg.image_size, trained, model_stride(module), data_size)
     temporal = cfg.temporal
     smoother = TemporalEMA(float(temporal.ema), bool(temporal.flow_aligned))
-    model, runtime, precision, _ = inference_model(cfg, ckpt, module, Path(out_dir))
+    chosen = inference_model(cfg, ckpt, module, Path(out_dir))
+    model = chosen.model
     predictor = Predictor(
         model, cfg.device, choice.size, smoother, len(class_names), tta_flip=bool(cfg.tta_flip)
     )
-    predictor.workers = model_workers_for(cfg.model_workers, predictor.device, runtime, smoother.ema)
+    predictor.workers = model_workers_for(cfg.model_workers, predictor.device, chosen.runtime, smoother.ema)
     if predictor.workers > 1 and isinstance(model, RuntimeModel):  # the cores shared out between them
         model.set_threads(model_threads_for(predictor.workers))
-    return LoadedPredictor(predictor, class_names, choice, trained, runtime, precision, model, smoother)
+    return LoadedPredictor(
+        predictor, class_names, choice, trained, chosen.runtime, chosen.precision, model, smoother
+    )
 
 
 def prediction_meta(cfg: Any, ckpt: Checkpoint, loaded: LoadedPredictor, described: str) -> dict[str, Any]:

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segvn.inference.export import RuntimeModel, export_metadata, export_network
+from segvn.inference.export import export_metadata, export_network
 from segvn.inference.options import PredictConfig
 from segvn.inference.predictor import BatchPrediction, Predictor
+from segvn.inference.runtimes import RuntimeModel
 from segvn.inference.video import run_prediction
 from segvn.metrics import class_indices
 from segvn.models.checkpoint import Checkpoint
