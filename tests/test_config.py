@@ -49,7 +49,7 @@ def test_experiments_compose_and_instantiate(compose_cfg, experiment):
     model = instantiate(cfg.model)
     assert isinstance(model, SegModule)
     if "budget" in cfg:  # time-budgeted recipes: the clock ends training, not an epoch count
-        assert cfg.trainer.max_epochs == -1 and cfg.trainer.max_time.minutes == cfg.budget.minutes
+        assert cfg.trainer.max_epochs == -1 and cfg.trainer.max_time["minutes"] == cfg.budget.minutes
         assert cfg.model.optimizer.lr > 1e-3
     else:  # the thesis recipes, unchanged
         assert cfg.trainer.max_epochs == 10 and cfg.data.batch_size == 4
