@@ -114,7 +114,7 @@ class VideoWriter:
             pad = ((0, self.encoded_size[1] - self.height), (0, self.encoded_size[0] - self.width), (0, 0))
             rgb = np.pad(rgb, pad, mode="edge")
         # OpenCV's RGB -> I420 is BT.601 limited range like swscale's default (values within 1-3 of
-        # it), at a quarter of the CPU time swscale takes inside the encoder (0.15 vs 0.7 ms at 960x540).
+        # it), at a quarter of the CPU time swscale takes inside the encoder (docs/notes/code_defaults.md).
         self._encode(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420))
 
     def write_i420(self, yuv: np.ndarray) -> None:

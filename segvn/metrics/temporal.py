@@ -110,7 +110,7 @@ def _remap_labels(labels: np.ndarray, flow: np.ndarray, ignore_index: int) -> np
     """:func:`warp_labels` of ``(B, H, W)`` uint8 maps with ``cv2.remap``.
 
     One two-channel map (grid + flow, as the flow is laid out) costs half the time of separate x and
-    y maps cut from the flow's channels (0.32 vs 0.73 ms for a 480x270 pair).
+    y maps cut from the flow's channels (measured: docs/notes/code_defaults.md).
     """
     _, h, w = labels.shape
     grid = _pixel_grid(h, w)
@@ -152,7 +152,7 @@ def _joint_histogram(prev: Tensor, nxt: Tensor, c: int) -> Tensor:
 
     One joint histogram (a confusion matrix) gives intersection and union at once. ``uint8`` maps on
     the CPU (what ``segvn.predict`` streams) go through ``cv2.calcHist``: the same counts at a twentieth
-    of the time of the int64 ``bincount`` (0.09 vs 1.85 ms for a 480x270 pair); it counts in float32,
+    of the time of the int64 ``bincount`` (measured: docs/notes/code_defaults.md); it counts in float32,
     exact below 2**24 pixels per map.
     """
     h, w = prev.shape[-2:]

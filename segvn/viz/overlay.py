@@ -256,7 +256,7 @@ def overlay_i420(
     decoder. The colours are blended in YUV: the conversion is affine, so the blend commutes with it and
     luma equals the RGB overlay's (within rounding); chroma takes each 2x2 block's top-left label, as
     OpenCV's conversion takes its top-left pixel. Per video frame it costs a fifth of drawing in RGB and
-    converting (0.43 vs 2.1 ms at 960x540, one thread).
+    converting (measured: docs/notes/code_defaults.md).
     """
     index = _as_index(labels)
     height, width = index.shape
