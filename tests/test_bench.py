@@ -45,13 +45,14 @@ def test_profile_onnx_names_the_operators() -> None:
 @pytest.mark.benchmark
 @pytest.mark.timeout(1500)
 def test_active_learning_smoke(camvid_root: Path, tmp_path: Path) -> None:
-    """``benchmarks/active_learning.py`` end to end at tiny sizes: both policies, 2 rounds, 1 seed; the
-    ``next`` policy labels what ``segvn.labels next`` proposed, and labelled frames are links, not copies."""
+    """``benchmarks/active_learning.py`` end to end at tiny sizes: both policies, 2 rounds, 1 seed, CPU-time
+    budgets; the ``next`` policy labels what ``segvn.labels next`` proposed, and labelled frames are links,
+    not copies."""
     import csv
 
     out = tmp_path / "al"
     proc = run_python(
-        "benchmarks/active_learning.py", "--size", "64", "96", "--minutes", "0.05", "--rounds", "2",
+        "benchmarks/active_learning.py", "--size", "64", "96", "--minutes", "0.05", "--clock", "cpu", "--rounds", "2",
         "--seeds", "42", "--max-images", "4", "--train", "data.num_workers=0", "--evaluate", "device=cpu",
         "--next", "device=cpu", "--out", str(out), timeout=1500, env={"OMP_NUM_THREADS": "1"},
     )  # fmt: skip
@@ -61,6 +62,7 @@ def test_active_learning_smoke(camvid_root: Path, tmp_path: Path) -> None:
         ("random", "20"), ("next", "20"), ("random", "40"), ("random", "60"), ("next", "40"), ("next", "60"),
     ]  # fmt: skip
     assert all(0.0 <= float(r["miou"]) <= 1.0 for r in rows)
+    assert all(float(r["cpu_minutes"]) > 0 and int(r["steps"]) > 0 for r in rows)
     assert (out / "active_learning.png").stat().st_size > 0
     assert "random's final mIoU" in (out / "active_learning.md").read_text()
     proposed = [
