@@ -38,8 +38,15 @@ def test_validation_runs_at_shares_of_the_budget(compose_cfg) -> None:
     cfg = compose_cfg(["+budget=45min", "budget.validate_every=null"])
     assert cfg.trainer.val_check_interval is None, "null: Lightning's default, every epoch"
     cpu = compose_cfg(["+budget=45min", "budget.minutes=10", "budget.clock=cpu"])
-    assert cpu.trainer.max_time is None and cpu.trainer.val_check_interval is None, "the callback ends it"
-    assert cpu.callbacks.time_budget.clock == "cpu"
+    assert cpu.trainer.max_time is None, "the callback ends it"
+    assert cpu.trainer.val_check_interval == 1 and cpu.trainer.check_val_every_n_epoch is None, (
+        "Lightning asks after every batch; the callback answers on the CPU clock"
+    )
+    assert cpu.callbacks.time_budget.clock == "cpu" and cpu.callbacks.time_budget.validate_every == 0.1
+    cpu = compose_cfg(["+budget=45min", "budget.clock=cpu", "budget.validate_every=null"])
+    assert cpu.trainer.val_check_interval is None and cpu.trainer.check_val_every_n_epoch == 1, "every epoch"
+    with pytest.raises(ConfigError, match="budget.validate_every"):
+        TimeBudgetSchedule(10, clock="cpu", validate_every=1.5)
     with pytest.raises(ConfigError, match="budget.clock=sundial"):
         TimeBudgetSchedule(10, clock="sundial")
 
@@ -85,16 +92,25 @@ def test_budgeted_run_ends_on_time_with_a_decayed_learning_rate(tmp_path: Path) 
 @pytest.mark.slow
 def test_cpu_budget_ends_the_run_on_cpu_time(tmp_path: Path) -> None:
     """``budget.clock=cpu``: the callback (not Lightning's wall-clock max_time) ends the run once the
-    training process has used the budget's CPU seconds, validates once more, and saves the CPU time used."""
+    training process has used the budget's CPU seconds, validates once more, and saves the CPU time used;
+    it validates after every ``validate_every`` share of CPU time, not after every (2-batch) epoch."""
+    import csv
+
     run_dir = tmp_path / "run"
     budget_s = 8
     proc = run_segvn(
-        "train", "+budget=45min", f"budget.minutes={budget_s / 60}", "budget.clock=cpu", "logger=csv",
-        "data.source.height=48", "data.source.width=64", "test=false", f"hydra.run.dir={run_dir}", root=tmp_path,
+        "train", "+budget=45min", f"budget.minutes={budget_s / 60}", "budget.clock=cpu", "budget.validate_every=0.25",
+        "logger=csv", "data.source.height=48", "data.source.width=64", "trainer.limit_train_batches=2", "test=false",
+        f"hydra.run.dir={run_dir}", root=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert summary["global_step"] > 0 and "val/miou" in summary["metrics"]
+    rows = list(csv.DictReader(next((run_dir / "csv").rglob("metrics.csv")).read_text().splitlines()))
+    validated = [int(r["step"]) for r in rows if r.get("val/miou")]
+    epochs = summary["epochs"]
+    assert 3 <= len(validated) <= 5 < epochs, f"{len(validated)} validations in {epochs} epochs: {validated}"
+    assert validated[-1] >= summary["global_step"] - 1, "the last validation comes when the budget ends"
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     elapsed = next(v["elapsed"] for k, v in last["callbacks"].items() if "TimeBudget" in k)
     assert budget_s <= elapsed < budget_s + 5, f"ended on the CPU budget ({elapsed:.1f} CPU s)"

@@ -12,7 +12,12 @@ checkpoint (callback state), so a resumed run keeps its place in the schedule.
 workers', so two runs given the same budget do the same work however busy the machine is (another
 job on the same cores slows the wall clock, not this one). Lightning's ``max_time`` only knows the
 wall clock, so with ``clock="cpu"`` this callback ends the run itself (``trainer.should_stop``, after
-which Lightning validates once more), and validation runs once per epoch.
+which Lightning validates once more), and it also says when to validate: after every ``validate_every``
+share of the budget in CPU time (the budget config then has Lightning ask after every batch, counting
+batches across epochs, and this callback sets the batch Lightning validates at: only the next one, once
+a share has passed since the last validation ended). A share of a short budget is often less than one
+epoch, or many epochs of a small data set; per-epoch validation would spend a fixed share of the budget
+on it whatever the data.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class TimeBudgetSchedule(Callback):
         power: float = 0.9,
         min_factor: float = 0.0,
         clock: str = "wall",
+        validate_every: float | None = None,
     ) -> None:
         if minutes <= 0:
             raise ConfigError(f"budget.minutes must be > 0, got {minutes}")
@@ -65,11 +71,14 @@ class TimeBudgetSchedule(Callback):
             raise ConfigError(f"budget.warmup must be a fraction in [0, 1), got {warmup}")
         if clock not in CLOCKS:
             raise ConfigError(f"budget.clock={clock}: give one of {', '.join(CLOCKS)}")
-        self.clock = clock
+        if validate_every is not None and not 0.0 < validate_every <= 1.0:
+            raise ConfigError(f"budget.validate_every must be a share in (0, 1] or null, got {validate_every}")
+        self.clock, self.validate_every = clock, validate_every
         self.seconds = float(minutes) * 60.0
         self.schedule, self.warmup, self.power, self.min_factor = schedule, warmup, power, min_factor
         self.elapsed_before = 0.0
         self._start: float | None = None
+        self._last_validation: float | None = None
         self._base: list[float] | None = None
 
     def factor(self, fraction: float) -> float:
@@ -93,7 +102,7 @@ class TimeBudgetSchedule(Callback):
         return self.elapsed_before + (self._now() - self._start if self._start is not None else 0.0)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = self._now()
+        self._start = self._last_validation = self._now()
         optimizer = trainer.optimizers[0]
         self._base = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
         for g, base in zip(optimizer.param_groups, self._base, strict=True):
@@ -104,8 +113,20 @@ class TimeBudgetSchedule(Callback):
         self._set_lr(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if self.clock == "cpu" and self.elapsed >= self.seconds:  # max_time ends a wall-clock budget
-            trainer.should_stop = True
+        if self.clock != "cpu":  # Lightning's max_time and time-based val_check_interval do the rest
+            return
+        if self.elapsed >= self.seconds:
+            trainer.should_stop = True  # Lightning validates once more when a run stops early
+        if self.validate_every is not None:
+            # with check_val_every_n_epoch=None Lightning validates when (total batch index + 1) is a
+            # multiple of val_check_batch, asked right after this hook: this batch when due, else not yet
+            batch = trainer.fit_loop.epoch_loop.total_batch_idx + 1
+            due = self._now() - self._last_validation >= self.validate_every * self.seconds
+            trainer.val_check_batch = batch if due else batch + 1
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._last_validation = self._now()
 
     def _set_lr(self, trainer: L.Trainer) -> None:
         factor = self.factor(self.elapsed / self.seconds)

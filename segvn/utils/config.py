@@ -103,13 +103,20 @@ def sweep_group(default: str | None = None, *, _root_: Any = None) -> str:
     return str(task or "segvn")
 
 
-def budget_interval(minutes: float, share: float | None, clock: str = "wall") -> dict[str, float] | None:
+def budget_interval(minutes: float, share: float | None, clock: str = "wall") -> dict[str, float] | int | None:
     """``${segvn.budget_interval:MINUTES,SHARE,CLOCK}``: a ``share`` of a budget of ``minutes`` as Lightning's
-    time-based ``val_check_interval`` (``{"seconds": ...}``); None (once per epoch) when share is null or
-    the budget is CPU time (Lightning's interval is wall-clock)."""
-    if share is None or clock != "wall":
+    time-based ``val_check_interval`` (``{"seconds": ...}``); None (once per epoch) when share is null. A
+    CPU-time budget gets 1 (Lightning asks after every batch; :class:`segvn.callbacks.TimeBudgetSchedule`
+    answers on the CPU clock, since Lightning's interval is wall-clock)."""
+    if share is None:
         return None
-    return {"seconds": float(minutes) * 60.0 * float(share)}
+    return 1 if clock == "cpu" else {"seconds": float(minutes) * 60.0 * float(share)}
+
+
+def budget_val_epochs(share: float | None, clock: str = "wall") -> int | None:
+    """``${segvn.budget_val_epochs:SHARE,CLOCK}``: ``check_val_every_n_epoch`` under a budget: 1, or None for
+    a CPU-time budget validated on its clock (its validations are counted in batches across epochs)."""
+    return None if clock == "cpu" and share is not None else 1
 
 
 def budget_max_time(minutes: float, clock: str = "wall") -> dict[str, float] | None:
@@ -136,6 +143,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("segvn.bf16_if_native", bf16_if_native)
     if not OmegaConf.has_resolver("segvn.budget_interval"):
         OmegaConf.register_new_resolver("segvn.budget_interval", budget_interval)
+    if not OmegaConf.has_resolver("segvn.budget_val_epochs"):
+        OmegaConf.register_new_resolver("segvn.budget_val_epochs", budget_val_epochs)
     if not OmegaConf.has_resolver("segvn.budget_max_time"):
         OmegaConf.register_new_resolver("segvn.budget_max_time", budget_max_time)
 
