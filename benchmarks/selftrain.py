@@ -70,6 +70,16 @@ def inductive_root(camvid: Path, work: Path) -> tuple[Path, Path]:
     return root, pool
 
 
+def clock_key(spent: dict, log: Path) -> str:
+    """The key of ``spent`` (a command's recorded cost) on the benchmark's clock; stops the benchmark when a
+    run read back from an earlier benchmark lacks it (a wall-clock run's record under ``--clock cpu``):
+    arms on different clocks are not compared."""
+    key = "cpu_s" if CLOCK == "cpu" else "wall_s"
+    if key not in spent:
+        raise SystemExit(f"{log}: no {key} recorded for this finished run; rerun it in a fresh --out")
+    return key
+
+
 TRAIN_EXTRA: list[str] = []
 """``--train``: settings added to every training (smoke tests: fewer validation batches)."""
 
@@ -84,6 +94,8 @@ def train(name: str, recipe: str, size, minutes: float, seed: int, work: Path, e
         )  # fmt: skip
     summary = json.loads((run / "metrics.json").read_text())
     spent = cost(log)
+    if CLOCK == "cpu":  # a wall-clock budget's minutes come from the run's own summary
+        clock_key(spent, log)
     cpu_minutes = spent["cpu_s"] / 60 if "cpu_s" in spent else None
     return {
         "run": str(run),
@@ -182,10 +194,15 @@ def self_train(
     for k in range(1, rounds + 1):
         name = f"{tag}_r{k}" if rounds > 1 else tag
         pseudo_dir = work / f"{name}_pseudo"
-        pl_seconds = segvn(
-            "pseudolabel", f"ckpt_path={teacher}", *pool, f"out={pseudo_dir}",
-            f"hydra.run.dir={work / (name + '_pseudolabel_run')}", log=work / f"{name}_pseudolabel.log", clock=CLOCK,
-        )  # fmt: skip
+        pl_log = work / f"{name}_pseudolabel.log"
+        stored = cost(pl_log)
+        if (pseudo_dir / "pseudolabel.json").is_file() and stored:  # finished before: what it cost then
+            pl_seconds = stored[clock_key(stored, pl_log)]
+        else:  # segvn.pseudolabel continues a killed run in its out=
+            pl_seconds = segvn(
+                "pseudolabel", f"ckpt_path={teacher}", *pool, f"out={pseudo_dir}",
+                f"hydra.run.dir={work / (name + '_pseudolabel_run')}", log=pl_log, clock=CLOCK,
+            )  # fmt: skip
         spent += pl_seconds / 60
         left = minutes - spent - (rounds - k) * pl_seconds / 60
         student_minutes = left / (rounds - k + 1) - overhead

@@ -213,9 +213,17 @@ def test_rounds_the_student_teaches_the_next_round(camvid_root, camvid_checkpoin
     )
     assert all(r["student"]["steps"] == 2 for r in rounds)
     stamps = [(tmp_path / f"t_r{k}_student" / "metrics.json").stat().st_mtime_ns for k in (1, 2)]
+    costs = [(tmp_path / f"t_r{k}_pseudolabel.cost.json").read_bytes() for k in (1, 2)]
     again = bench.self_train(*args)
     assert [r["student"]["checkpoint"] for r in again] == [r["student"]["checkpoint"] for r in rounds]
     assert stamps == [(tmp_path / f"t_r{k}_student" / "metrics.json").stat().st_mtime_ns for k in (1, 2)]
+    # finished pseudo-labelling is not run again: its recorded cost stands, not a re-run's few seconds
+    assert costs == [(tmp_path / f"t_r{k}_pseudolabel.cost.json").read_bytes() for k in (1, 2)]
+    assert [r["pseudolabel_minutes"] for r in again] == [r["pseudolabel_minutes"] for r in rounds]
+    bench.CLOCK = "cpu"  # a run recorded without CPU time is not compared on the CPU clock
+    (tmp_path / "t_r1_student.cost.json").write_text(json.dumps({"wall_s": 1.0}))
+    with pytest.raises(SystemExit, match=r"t_r1_student.log: no cpu_s recorded"):
+        bench.self_train(*args)
 
 
 # -- the student ------------------------------------------------------------------------------------
