@@ -72,7 +72,9 @@ class TimeBudgetSchedule(Callback):
         if clock not in CLOCKS:
             raise ConfigError(f"budget.clock={clock}: give one of {', '.join(CLOCKS)}")
         if validate_every is not None and not 0.0 < validate_every <= 1.0:
-            raise ConfigError(f"budget.validate_every must be a share in (0, 1] or null, got {validate_every}")
+            raise ConfigError(
+                f"budget.validate_every must be a share in (0, 1] or null, got {validate_every}"
+            )
         self.clock, self.validate_every = clock, validate_every
         self.seconds = float(minutes) * 60.0
         self.schedule, self.warmup, self.power, self.min_factor = schedule, warmup, power, min_factor

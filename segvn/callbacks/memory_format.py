@@ -36,8 +36,13 @@ class MemoryFormat(Callback):
         pl_module.net.to(memory_format=memory)
 
     def _inputs(self, batch: Any, training: bool) -> None:
-        if self._nhwc(training) and isinstance(batch, dict) and torch.is_tensor(batch.get("image")):
-            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+        if not (self._nhwc(training) and isinstance(batch, dict)):
+            return
+        for key, value in batch.items():  # images, an online batch's views, and nested batches
+            if key in ("image", "weak", "strong") and torch.is_tensor(value) and value.ndim == 4:
+                batch[key] = value.contiguous(memory_format=torch.channels_last)
+            elif isinstance(value, dict):
+                self._inputs(value, training)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.channels_last is not False:

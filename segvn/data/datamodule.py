@@ -11,10 +11,11 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler
 
 from segvn.data.check import LABELLED_SPLITS, check_dataset, validate_options
 from segvn.data.classes import CLASS_NAMES
+from segvn.data.consistency import UnlabelledViews, online_settings
 from segvn.data.dataset import SegmentationDataset
 from segvn.data.pseudo import PseudoLabelDataset, Weighted, shared_frames
 from segvn.data.sampling import build_train_sampler, sampler_settings
@@ -56,6 +57,8 @@ class SegDataModule(L.LightningDataModule):
     ``unlabelled`` (``data.unlabelled``: streets, folders, videos, ``max_frames``, ``transductive``) is the
     set of frames without labels that ``segvn.pseudolabel`` labels; it is no split of the loaders, so it
     never reaches validation or test metrics; see :mod:`segvn.data.unlabelled`.
+    ``online`` (``batch_size``: unlabelled frames per step, null: off) adds a batch of weak/strong views of
+    the unlabelled set to every training batch, for online self-training; see :mod:`segvn.data.consistency`.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class SegDataModule(L.LightningDataModule):
         sampler: dict | None = None,
         pseudo: dict | None = None,
         unlabelled: dict | None = None,
+        online: dict | None = None,
     ) -> None:
         super().__init__()
         _check_settings(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
@@ -117,6 +121,8 @@ class SegDataModule(L.LightningDataModule):
         self._pseudo: PseudoLabelDataset | None = None
         video_dir = self.cache_dir / VIDEO_FOLDER if self.cache_dir is not None else None
         self.unlabelled = UnlabelledSet(self.source, unlabelled, video_dir)
+        self.online = online_settings(online)
+        self._views: UnlabelledViews | None = None
 
     @property
     def num_classes(self) -> int:
@@ -183,6 +189,7 @@ class SegDataModule(L.LightningDataModule):
             stats = self.label_stats("train")  # reads every training label once: sizes, colours, counts
             self.check_data(stats)
             self.pseudo_dataset()
+            self.online_views()
         elif stage in ("validate", "test"):
             self.require("val" if stage == "validate" else "test")
         elif stage == "predict":
@@ -277,6 +284,25 @@ class SegDataModule(L.LightningDataModule):
                 )
         return frames
 
+    def online_views(self) -> UnlabelledViews | None:
+        """Weak/strong views of the unlabelled set for ``data.online`` (checked like the set itself); ``None``
+        when online self-training is off."""
+        if self.online["batch_size"] is None or self._views is not None:
+            return self._views
+        frames = self.unlabelled_frames()
+        if len(frames) < self.online["batch_size"]:
+            raise DataError(
+                f"data.online.batch_size={self.online['batch_size']}: the unlabelled set has {len(frames)} "
+                "frame(s); give data.unlabelled streets, folders or videos with more frames"
+            )
+        self._views = UnlabelledViews([f.image for f in frames], self.image_size, **self.augment)
+        log.info(
+            "online self-training: %d unlabelled frame(s), %d per step",
+            len(frames),
+            self.online["batch_size"],
+        )
+        return self._views
+
     def train_dataset(self) -> Dataset:
         """The training frames, with the pseudo-labelled ones after them when ``data.pseudo`` is set."""
         labelled = self.require("train")
@@ -319,8 +345,24 @@ class SegDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
+    def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
+        labelled = self._loader("train", True)
+        views = self.online_views()
+        if views is None:
+            return labelled
+        # as many unlabelled batches as labelled ones, drawn with replacement: the labelled frames set the
+        # epoch, however many unlabelled frames there are (Lightning combines the two loaders)
+        size = self.online["batch_size"]
+        unlabelled = DataLoader(
+            views,
+            batch_size=size,
+            sampler=RandomSampler(views, replacement=True, num_samples=len(labelled) * size),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            drop_last=True,
+            persistent_workers=self.num_workers > 0,
+        )
+        return {"labelled": labelled, "unlabelled": unlabelled}
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False)

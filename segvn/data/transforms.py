@@ -74,13 +74,31 @@ def build_transforms(
                 )
             )
     if train and strong:
-        steps += [
-            A.ColorJitter(brightness=0.5, contrast=0.5, saturation=0.5, hue=0.25, p=0.8),
-            A.ToGray(p=0.2),
-            A.GaussianBlur(sigma_limit=(0.1, 2.0), p=0.5),
-        ]
+        steps += strong_photometric()
     steps.append(ToTensorV2())  # uint8 (3, H, W): the network normalises
     return A.Compose(steps)
+
+
+def strong_photometric() -> list[A.BasicTransform]:
+    """The photometric "strong" augmentation of FixMatch/UniMatch: heavy colour jitter, greyscale, blur.
+
+    No geometry: a strong view keeps the pixel positions of the frame it came from, so a label (or a
+    teacher's prediction on the weak view) still fits it."""
+    return [
+        A.ColorJitter(brightness=0.5, contrast=0.5, saturation=0.5, hue=0.25, p=0.8),
+        A.ToGray(p=0.2),
+        A.GaussianBlur(sigma_limit=(0.1, 2.0), p=0.5),
+    ]
+
+
+def build_views(image_size: Sequence[int] | None = None, **augment) -> tuple[A.Compose, A.Compose]:
+    """The two views of an unlabelled frame for weak-to-strong consistency: ``weak`` is the training
+    augmentation without its colour jitter (resize, flip, translation, scale, crop: an RGB uint8 array), and
+    ``strong`` turns a weak view into the network's input with :func:`strong_photometric` on top."""
+    geometric = {k: v for k, v in augment.items() if k != "color_jitter"}
+    weak = build_transforms(True, image_size, **geometric)
+    weak = A.Compose([t for t in weak.transforms if not isinstance(t, ToTensorV2)])
+    return weak, A.Compose([*strong_photometric(), ToTensorV2()])
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

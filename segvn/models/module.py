@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 
 from segvn.data.classes import CLASS_NAMES, IGNORE_INDEX
+from segvn.data.consistency import cutmix
 from segvn.errors import ConfigError
 from segvn.metrics import SegmentationMetrics, class_indices
 from segvn.models.factory import network_of
@@ -29,6 +30,8 @@ class SegModule(L.LightningModule):
     keep the plain loss, so ``val/loss`` means the same whatever the training loss.
     Freezing the encoder, its batch norms' eval mode, the memory order and ``torch.compile`` are
     callbacks (:mod:`segvn.callbacks`, ``conf/callbacks/default.yaml``), as is the EMA of the weights.
+    ``consistency`` (``{weight, threshold, cutmix}``) is the loss of online self-training, used when the
+    training batches bring unlabelled frames (``data.online``): :meth:`consistency_loss`.
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class SegModule(L.LightningModule):
         ohem: dict | None = None,
         region_loss: str | None = None,
         region_loss_weight: float = 1.0,
+        consistency: dict | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -58,6 +62,7 @@ class SegModule(L.LightningModule):
         self.ohem = dict(ohem) if ohem else None  # {thresh, min_kept}: segvn.models.losses
         self.region_loss = build_region_loss(region_loss, ignore_index) if region_loss else None
         self.region_loss_weight = region_loss_weight
+        self.consistency = _consistency_settings(consistency)
         self.register_buffer("class_weights", torch.ones(self.num_classes))
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
@@ -145,7 +150,31 @@ class SegModule(L.LightningModule):
             loss = loss + self.region_loss_weight * self.region_loss(logits.float(), target)
         return loss, class_indices(logits), target
 
+    def consistency_loss(self, weak: torch.Tensor, strong: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weak-to-strong consistency (FixMatch, UniMatch): the model's own labels of the weak views, where
+        its confidence reaches ``threshold``, taught on the strong views (CutMixed with probability
+        ``cutmix``, labels moved with the pixels). Cross-entropy without class weights, summed over the kept
+        pixels and divided by all pixels, so a batch with few confident pixels pulls little. Returns the
+        loss and the share of pixels kept."""
+        if self.consistency is None:
+            raise ConfigError(
+                "data.online gives unlabelled frames but model.consistency is null; set both (the "
+                "*_online experiments do) or neither"
+            )
+        with torch.no_grad():
+            confidence, target = self(weak).float().softmax(1).max(1)
+            target[confidence < self.consistency["threshold"]] = self.ignore_index
+        strong, target = cutmix(strong, target, self.consistency["cutmix"])
+        logits = self(strong).float()
+        loss = (
+            F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="sum") / target.numel()
+        )
+        return loss, (target != self.ignore_index).float().mean()
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        unlabelled = None
+        if "labelled" in batch:  # data.online: Lightning combined a labelled and an unlabelled batch
+            batch, unlabelled = batch["labelled"], batch["unlabelled"]
         loss, preds, target = self._step(batch, train=True)
         valid = target != self.ignore_index
         labelled = valid.sum()
@@ -158,6 +187,12 @@ class SegModule(L.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
         self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, batch_size=n)
         self.log("train/acc_step", acc_step, on_step=True, on_epoch=False, batch_size=n)
+        if unlabelled is not None:
+            loss_u, kept = self.consistency_loss(unlabelled["weak"], unlabelled["strong"])
+            m = unlabelled["weak"].shape[0]
+            self.log("train/loss_unlabelled", loss_u.detach(), on_step=True, on_epoch=True, batch_size=m)
+            self.log("train/confident", kept, on_step=True, on_epoch=True, batch_size=m)
+            loss = loss + self.consistency["weight"] * loss_u
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -213,3 +248,21 @@ class SegModule(L.LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self(batch["image"]).softmax(1)
+
+
+def _consistency_settings(settings: dict | None) -> dict[str, float] | None:
+    """``model.consistency`` checked: ``weight`` >= 0, ``threshold`` in [0, 1), ``cutmix`` in [0, 1]."""
+    if settings is None:
+        return None
+    out = {"weight": 1.0, "threshold": 0.9, "cutmix": 0.5}
+    unknown = sorted(set(settings) - set(out))
+    if unknown:
+        raise ConfigError(f"model.consistency: unknown setting(s) {unknown}; use {', '.join(out)}")
+    out.update({k: float(v) for k, v in settings.items()})
+    bounds = {"weight": (0.0, float("inf")), "threshold": (0.0, 1.0 - 1e-9), "cutmix": (0.0, 1.0)}
+    for key, (low, high) in bounds.items():
+        if not low <= out[key] <= high:
+            raise ConfigError(
+                f"model.consistency.{key}={out[key]:g}: out of range [{low:g}, {min(high, 1):g}]"
+            )
+    return out

@@ -103,7 +103,9 @@ def sweep_group(default: str | None = None, *, _root_: Any = None) -> str:
     return str(task or "segvn")
 
 
-def budget_interval(minutes: float, share: float | None, clock: str = "wall") -> dict[str, float] | int | None:
+def budget_interval(
+    minutes: float, share: float | None, clock: str = "wall"
+) -> dict[str, float] | int | None:
     """``${segvn.budget_interval:MINUTES,SHARE,CLOCK}``: a ``share`` of a budget of ``minutes`` as Lightning's
     time-based ``val_check_interval`` (``{"seconds": ...}``); None (once per epoch) when share is null. A
     CPU-time budget gets 1 (Lightning asks after every batch; :class:`segvn.callbacks.TimeBudgetSchedule`
