@@ -13,6 +13,9 @@ On ``data=camvid_streets`` (train 0001TP + 0006R0; 0016E5 is the new street), pe
   - ``inductive``: the pool is the first half of 0016E5 by frame number, scored on the second half
     only (a data root of links to the shared CamVid without those frames).
 
+``--online``: per protocol also the online variant (``<encoder>_online``: the recipe plus weak-to-strong
+consistency on the pool inside the run, no teacher), for the supervised arm's minutes.
+
 ``--rounds N``: the student becomes the next teacher N-1 times (pseudo-labelling and a student per round,
 in ``WORK/<seed>_<protocol>_r<k>_{pseudo,student}``; the student minutes are shared out between the rounds).
 A killed benchmark continues: finished trainings and evaluations are read back, and ``segvn.pseudolabel``
@@ -165,7 +168,7 @@ def pool_settings(protocol: str, ind_root: Path, ind_pool: Path, args) -> list[s
         pool += [f"data.unlabelled.videos=[{SHARED / 'videos'}]", f"data.unlabelled.fps={args.video_fps}"]
     if args.pool_max_frames:
         pool.append(f"data.unlabelled.max_frames={args.pool_max_frames}")
-    return [*pool, *args.pseudo]
+    return pool
 
 
 def self_train(
@@ -266,6 +269,12 @@ def main() -> None:
         action="store_true",
         help="also a student per protocol with the dash-cam video in its pool",
     )
+    parser.add_argument(
+        "--online",
+        action="store_true",
+        help="also per protocol the online variant (<encoder>_online: weak-to-strong consistency on the pool, "
+        "no teacher) for the supervised arm's minutes",
+    )
     parser.add_argument("--video-fps", type=float, default=5.0, help="frames a second taken from the video")
     parser.add_argument("--pool-max-frames", type=int, default=None, help="fewer pool frames (smoke tests)")
     parser.add_argument("--max-images", type=int, default=None, help="fewer evaluation frames (smoke tests)")
@@ -288,6 +297,7 @@ def main() -> None:
     ind_root, ind_pool = inductive_root(camvid, work)
     scored_on = {"transductive": None, "inductive": ind_root}
     selftrain = args.recipe.split("_")[0] + "_selftrain"
+    online_recipe = args.recipe.split("_")[0] + "_online"
     rows, pictures = [], {}
     for seed in args.seeds:
         sup = train(f"s{seed}_supervised", args.recipe, args.size, args.minutes, seed, work)
@@ -300,6 +310,15 @@ def main() -> None:
             sup_ev = evaluate(sup["checkpoint"], root, work / f"{tag}_eval_supervised", args.max_images)
             teacher_ev = evaluate(teacher["checkpoint"], root, work / f"{tag}_eval_teacher", args.max_images)
             pool = pool_settings(protocol, ind_root, ind_pool, args)
+            online = None
+            if args.online:  # no teacher: the whole budget, learning from the pool inside the run
+                # the pool settings carry the inductive data root
+                online = train(f"{tag}_online", online_recipe, args.size, args.minutes, seed, work, pool)
+                online = {
+                    **online,
+                    **evaluate(online["checkpoint"], root, work / f"{tag}_eval_online", args.max_images),
+                }
+                pictures[f"online {protocol}"] = online["checkpoint"]
             # equal wall time: the supervised run's whole time (set-up, budget, test) against teacher +
             # pseudo-labelling + students; each student's set-up and test are taken to cost what the teacher's did
             overhead = max(teacher["minutes"] - args.minutes * args.teacher_share, 0.0)
@@ -309,7 +328,7 @@ def main() -> None:
             if root is not None:
                 student_extra.append(f"data.root={root}")
             done = self_train(
-                teacher["checkpoint"], args.rounds, budget, overhead, pool, student_extra, selftrain, args.size,
+                teacher["checkpoint"], args.rounds, budget, overhead, [*pool, *args.pseudo], student_extra, selftrain, args.size,
                 seed, work, tag, args.student_init,
             )  # fmt: skip
             student = done[-1]["student"]
@@ -334,6 +353,8 @@ def main() -> None:
                     + pl_minutes
                     + sum(r["student"]["minutes"] for r in done),
                     "relative_gain": student_ev["miou"] / sup_ev["miou"] - 1,
+                    "online": online,
+                    "online_gain": online["miou"] / sup_ev["miou"] - 1 if online else None,
                     "worst_class_vs_teacher": worst,
                 }
             )
@@ -353,15 +374,20 @@ def main() -> None:
         f"Self-training vs supervised ({args.recipe}, {args.size[0]}x{args.size[1]}, {args.minutes:g} {args.clock} min per arm, "
         f"teacher {args.teacher_share:.0%}); mIoU on {STREET} (inductive: its second half)",
         "",
-        "| seed | protocol | supervised (steps) | teacher (steps) | pseudo-label min | student (steps) | gain | worst class vs teacher | BF sup / student |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| seed | protocol | supervised (steps) | teacher (steps) | pseudo-label min | student (steps) | gain | worst class vs teacher | BF sup / student | online (steps) | online gain |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         s, t, st = r["supervised"], r["teacher"], r["student"]
         lines.append(
             f"| {r['seed']} | {r['protocol']} | {s['miou']:.4f} ({s['steps']}) | {t['miou']:.4f} ({t['steps']}) | "
             f"{r['pseudolabel_minutes']:.1f} | {st['miou']:.4f} ({st['steps']}) | {r['relative_gain']:+.1%} | "
-            f"{r['worst_class_vs_teacher']:+.3f} | {s['mean_bf']:.3f} / {st['mean_bf']:.3f} |"
+            f"{r['worst_class_vs_teacher']:+.3f} | {s['mean_bf']:.3f} / {st['mean_bf']:.3f} | "
+            + (
+                f"{r['online']['miou']:.4f} ({r['online']['steps']}) | {r['online_gain']:+.1%} |"
+                if r["online"]
+                else "- | - |"
+            )
         )
     if rows:
         gains = np.array([r["relative_gain"] for r in rows])
