@@ -29,7 +29,11 @@ def test_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match=r"data.online: unknown setting\(s\) \['size'\]"):
         online_settings({"size": 8})
     make = partial(SegModule, net=nn.Conv2d(3, 8, 1), optimizer=partial(torch.optim.SGD, lr=0.1))
-    assert make(consistency={"threshold": 0.5}).consistency == {"weight": 1.0, "threshold": 0.5, "cutmix": 0.5}
+    assert make(consistency={"threshold": 0.5}).consistency == {
+        "weight": 1.0,
+        "threshold": 0.5,
+        "cutmix": 0.5,
+    }
     with pytest.raises(ConfigError, match=r"model.consistency.threshold=1: out of range"):
         make(consistency={"threshold": 1.0})
     with pytest.raises(ConfigError, match=r"model.consistency: unknown setting\(s\) \['tau'\]"):
@@ -48,7 +52,9 @@ def test_strong_view_keeps_the_weak_views_pixels_where_they_are(tmp_path: Path) 
         assert item["weak"].dtype == item["strong"].dtype == torch.uint8 and item["weak"].shape == (3, 48, 64)
         assert weak[:, :32].mean() > weak[:, 32:].mean(), "flipped: the bright half is on the left"
         assert strong[:, :24].mean() > strong[:, 40:].mean(), "the strong view is flipped with it"
-        assert torch.equal(item["weak"], torch.from_numpy(frame[:, ::-1].copy()).permute(2, 0, 1)), "no colour"
+        assert torch.equal(item["weak"], torch.from_numpy(frame[:, ::-1].copy()).permute(2, 0, 1)), (
+            "no colour"
+        )
 
 
 def test_cutmix_moves_a_box_of_pixels_and_labels_together() -> None:
@@ -134,4 +140,6 @@ def test_online_training_learns_from_the_unlabelled_set_and_guards_the_evaluated
         f"hydra.run.dir={tmp_path / 'off'}", root=tmp_path,
     )  # fmt: skip
     said = off.stdout + off.stderr
-    assert off.returncode == 1 and "model.consistency is null" in said and "Traceback" not in said, said[-3000:]
+    assert off.returncode == 1 and "model.consistency is null" in said and "Traceback" not in said, said[
+        -3000:
+    ]
