@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -27,7 +26,7 @@ from segvn.errors import CheckpointError, ConfigError
 from segvn.models.checkpoint import Checkpoint
 from segvn.models.factory import network_of, pooled_norms
 from segvn.utils import instantiate_dict, save_resolved_config, to_container
-from segvn.utils.cpu import BF16_CPU_FLAGS, native_bf16_cpu
+from segvn.utils.cpu import BF16_CPU_FLAGS, native_bf16_cpu, on_cpu
 from segvn.utils.io import write_json
 
 log = logging.getLogger("segvn.train")
@@ -91,8 +90,7 @@ def _check_precision(cfg: DictConfig) -> None:
     """Log the training precision; warn when bf16 would be emulated (a CPU without native bf16)."""
     precision = str(cfg.trainer.get("precision", "32-true"))
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if on_cpu and "bf16" in precision and not native_bf16_cpu():
+    if on_cpu(accelerator) and "bf16" in precision and not native_bf16_cpu():
         log.warning(
             "trainer.precision=%s on a CPU without native bf16 (no %s flag): bf16 is emulated, several "
             "times slower per step than fp32; set trainer.precision=32-true",

@@ -24,6 +24,12 @@ def native_bf16_cpu(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
+def on_cpu(accelerator: str) -> bool:
+    """Whether Lightning's ``trainer.accelerator`` trains on the CPU (``auto`` does without CUDA)."""
+    accelerator = str(accelerator).lower()
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+
 def bf16_if_native(accelerator: str = "cpu", cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     """Lightning's ``trainer.precision`` for a fast recipe: ``bf16-mixed`` on a GPU and on a CPU with
     native bf16, else ``32-true`` (emulated bf16 would make every step slower, not faster).
@@ -35,7 +41,4 @@ def bf16_if_native(accelerator: str = "cpu", cpuinfo: str | Path = "/proc/cpuinf
     >>> bf16_if_native("cpu", cpuinfo="/nonexistent")
     '32-true'
     """
-    accelerator = str(accelerator).lower()
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return "bf16-mixed"
-    return "bf16-mixed" if native_bf16_cpu(cpuinfo) else "32-true"
+    return "bf16-mixed" if not on_cpu(accelerator) or native_bf16_cpu(cpuinfo) else "32-true"
