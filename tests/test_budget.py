@@ -111,6 +111,10 @@ def test_cpu_budget_ends_the_run_on_cpu_time(tmp_path: Path) -> None:
     epochs = summary["epochs"]
     assert 3 <= len(validated) <= 5 < epochs, f"{len(validated)} validations in {epochs} epochs: {validated}"
     assert validated[-1] >= summary["global_step"] - 1, "the last validation comes when the budget ends"
+    assert (
+        "validation after every 2 CPU seconds (budget.validate_every=0.25)"
+        in (run_dir / "train.log").read_text()
+    )
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     elapsed = next(v["elapsed"] for k, v in last["callbacks"].items() if "TimeBudget" in k)
     assert budget_s <= elapsed < budget_s + 5, f"ended on the CPU budget ({elapsed:.1f} CPU s)"

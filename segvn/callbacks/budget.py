@@ -22,6 +22,7 @@ on it whatever the data.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
@@ -31,6 +32,8 @@ import psutil
 from lightning.pytorch.callbacks import Callback
 
 from segvn.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 CLOCKS = ("wall", "cpu")
 
@@ -110,6 +113,12 @@ class TimeBudgetSchedule(Callback):
         for g, base in zip(optimizer.param_groups, self._base, strict=True):
             g["initial_lr"] = base
         self._set_lr(trainer)  # already the warm-up value when the first step (and its lr log) comes
+        if self.clock == "cpu" and self.validate_every is not None:  # Lightning has just said "every batch"
+            log.info(
+                "budget.clock=cpu: validation after every %.0f CPU seconds (budget.validate_every=%g), and "
+                "when the budget of %.0f CPU seconds is spent",
+                self.validate_every * self.seconds, self.validate_every, self.seconds,
+            )  # fmt: skip
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self._set_lr(trainer)
