@@ -126,13 +126,14 @@ class TimeBudgetSchedule(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self.clock != "cpu":  # Lightning's max_time and time-based val_check_interval do the rest
             return
-        if self.elapsed >= self.seconds:
+        now = self._now()  # one read of the clock (psutil walks the data workers) for both questions
+        if self.elapsed_before + now - self._start >= self.seconds:
             trainer.should_stop = True  # Lightning validates once more when a run stops early
         if self.validate_every is not None:
             # with check_val_every_n_epoch=None Lightning validates when (total batch index + 1) is a
             # multiple of val_check_batch, asked right after this hook: this batch when due, else not yet
             batch = trainer.fit_loop.epoch_loop.total_batch_idx + 1
-            due = self._now() - self._last_validation >= self.validate_every * self.seconds
+            due = now - self._last_validation >= self.validate_every * self.seconds
             trainer.val_check_batch = batch if due else batch + 1
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
