@@ -66,6 +66,8 @@ def run(cfg: DictConfig, ckpt: Checkpoint) -> dict:
         flip=bool(cfg.flip),
         keep=float(cfg.keep),
         max_threshold=float(cfg.max_threshold),
+        flow_agree=bool(cfg.flow_agree),
+        flow_scale=float(cfg.flow_scale),
     )
     frames = pool(cfg)
     run_dir = Path(cfg.paths.output_dir)
@@ -82,6 +84,11 @@ def run(cfg: DictConfig, ckpt: Checkpoint) -> dict:
     log.info(
         "%d frame(s): %.0f%% of pixels kept (%s) -> %s", len(frames), 100 * record["kept_pixels"], kept, out
     )
+    if "flow_dropped" in record:
+        log.info(
+            "flow_agree: %.1f%% of the confident pixels dropped (neighbours disagree)",
+            100 * record["flow_dropped"],
+        )
     return record
 
 

@@ -74,3 +74,27 @@ def test_active_learning_smoke(camvid_root: Path, tmp_path: Path) -> None:
     assert all(s.startswith(("0001TP", "0006R0")) for s in proposed)  # the training streets' frames only
     images = [*(out / "work").glob("*/camvid/*/*.png"), *(out / "work").glob("*/street/*/*.png")]
     assert images and all(p.is_symlink() for p in images)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_pseudolabel_quality_scores_folders_against_the_labels(
+    camvid_root, camvid_checkpoint, tmp_path
+) -> None:
+    """``benchmarks/pseudolabel_quality.py`` on a few 0016E5 frames: both variants, scores in range, the
+    flow variant keeps a subset of the plain one's pixels."""
+    out = tmp_path / "plq"
+    proc = run_python(
+        "benchmarks/pseudolabel_quality.py", "--ckpt", str(camvid_checkpoint), "--max-frames", "4",
+        "--pseudo", "scales=[1.0]", "flip=false", "device=cpu", "--out", str(out), timeout=600,
+        env={"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    doc = json.loads((out / "pseudolabel_quality.json").read_text())
+    plain, flow = doc["plain"]["all"], doc["flow"]["all"]
+    assert plain["frames"] == flow["frames"] == 4
+    for r in (plain, flow):
+        assert 0 <= r["right_kept"] <= r["kept"] <= 1 and 0 <= r["precision"] <= 1
+    assert flow["kept"] <= plain["kept"] and doc["flow"]["flow_dropped"] is not None
+    assert plain["teacher_accuracy"] == flow["teacher_accuracy"]  # one teacher, the same raw classes
+    assert "| flow (all) | 4 |" in (out / "pseudolabel_quality.md").read_text()

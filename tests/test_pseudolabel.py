@@ -41,7 +41,12 @@ def test_thresholds_keep_the_most_confident_share_of_every_class() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "setting"),
-    [({"keep": 0.0}, "keep="), ({"scales": ()}, "scales="), ({"max_threshold": 2}, "max_threshold=")],
+    [
+        ({"keep": 0.0}, "keep="),
+        ({"scales": ()}, "scales="),
+        ({"max_threshold": 2}, "max_threshold="),
+        ({"flow_scale": 0}, "flow_scale="),
+    ],
 )
 def test_bad_settings_name_the_setting(kwargs, setting) -> None:
     with pytest.raises(ConfigError, match=setting):
@@ -320,3 +325,65 @@ def test_student_trains_on_labelled_and_pseudo_labelled_frames(train_street_pseu
     assert proc.returncode == 0, said[-3000:]
     assert "pseudo-labels: 4 frame(s)" in said
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 2
+
+
+def _label(camvid_root: Path, name: str) -> np.ndarray:
+    from segvn.data.camvid import camvid_known, camvid_lut
+    from segvn.data.io import read_label
+
+    return read_label(camvid_root / "valannot" / f"{name}.png", "index", camvid_lut(), camvid_known())[0]
+
+
+def test_flow_agreement_keeps_moved_labels_and_drops_contradicted_ones(camvid_root: Path) -> None:
+    """A real frame and its label shifted 12 pixels (a camera pan): the flow carries the labels along and
+    finds no disagreement; a block relabelled in the neighbour is found."""
+    from segvn.data.io import read_image
+
+    image, label = read_image(camvid_root / "val" / "0016E5_07959.png"), _label(camvid_root, "0016E5_07959")
+    label = np.where(label == 255, 0, label).astype(np.uint8)
+    shift = 12
+    frame, moved = image[:, :-shift], image[:, shift:]  # the scene moves 12 px left in the next frame
+    lab, moved_lab = label[:, :-shift], label[:, shift:]
+    small = [pl._grey_small_array(x, 0.5) for x in (frame, moved)]
+    same = pl.flow_disagreement(lab, small[0], [(moved_lab, small[1])])
+    assert same.mean() < 0.05, same.mean()
+    wrong = moved_lab.copy()
+    wrong[100:200, 100:250] = (wrong[100:200, 100:250] + 1) % 8  # the neighbour says another class there
+    flagged = pl.flow_disagreement(lab, small[0], [(wrong, small[1])])
+    block = np.zeros_like(flagged)
+    block[100:200, 100 + shift : 250 + shift] = True  # where the relabelled pixels land on this frame
+    assert flagged[block].mean() > 0.8 and (flagged & ~block).mean() < 0.05
+    other_size = pl.flow_disagreement(lab, small[0], [(moved_lab[:-2], small[1][:-1])])
+    assert not other_size.any()  # another camera's frame is not a neighbour
+
+
+def test_sequence_neighbours_follow_frame_numbers() -> None:
+    names = ["0016E5_07961", "0016E5_07959", "0016E5_07963", "clip_000012", "clip_000000", "street"]
+    near = pl.sequence_neighbours(names)
+    assert near["0016E5_07961"] == ["0016E5_07959", "0016E5_07963"]
+    assert near["0016E5_07959"] == ["0016E5_07961"] and near["clip_000000"] == ["clip_000012"]
+    assert near["street"] == []
+
+
+@pytest.mark.slow
+def test_round_with_flow_agreement_drops_only_contradicted_pixels(camvid_root, teacher, tmp_path) -> None:
+    frames = [camvid_root / "val" / f"0016E5_0{n}.png" for n in (7959, 7961, 7963)]  # 15 frames a second
+    plain = PseudoLabelSettings(scales=(1.0,), flip=False, keep=1.0, max_threshold=1.0)
+    with_flow = PseudoLabelSettings(scales=(1.0,), flip=False, keep=1.0, max_threshold=1.0, flow_agree=True)
+    record = pseudolabel(teacher, frames, tmp_path / "plain", plain, device="cpu")
+    flowed = pseudolabel(teacher, frames, tmp_path / "flow", with_flow, device="cpu")
+    assert "flow_dropped" not in record and 0 < flowed["flow_dropped"] < 1
+    assert flowed["settings"]["flow_agree"] is True and flowed["thresholds"] == record["thresholds"]
+    assert flowed["kept_pixels"] < record["kept_pixels"]
+    for path in frames:
+        a = np.asarray(Image.open(tmp_path / "plain" / "pseudolabels" / f"{path.stem}.png"))
+        b = np.asarray(Image.open(tmp_path / "flow" / "pseudolabels" / f"{path.stem}.png"))
+        assert np.array_equal(b[b != 255], a[b != 255])  # flow only removes pixels, never relabels
+    with pytest.raises(DataError, match="another teacher or settings"):
+        pseudolabel(teacher, frames, tmp_path / "flow", plain, device="cpu")
+    # a folder written before the flow settings existed still matches a run with their defaults
+    rec = json.loads((tmp_path / "plain" / RECORD_NAME).read_text())
+    for key in ("flow_agree", "flow_scale"):
+        del rec["settings"][key]
+    (tmp_path / "plain" / RECORD_NAME).write_text(json.dumps(rec))
+    assert pseudolabel(teacher, frames, tmp_path / "plain", plain, device="cpu")["thresholds"]

@@ -7,7 +7,10 @@ at the frame's size. A pixel keeps its pseudo-label when the teacher is confiden
 each class's threshold is the confidence above which the ``keep`` most confident share of that class's
 pixels lie (class-balanced self-training, Zou et al., ECCV 2018), capped at ``max_threshold``, so rare
 classes such as person and fence keep pseudo-labels while sure pixels of any class are always kept.
-Everything else is 255 (ignored by the student's loss).
+Everything else is 255 (ignored by the student's loss). With ``flow_agree`` a confident pixel also needs the
+teacher's labels of its neighbouring frames (the previous and next frame of the same sequence in the pool),
+warped onto it with optical flow, to agree: frames close in time see the same scene, so a label that
+flips between them is more likely wrong (``sequence_neighbours`` says which frames are neighbours).
 
 Two passes over the pool, so a killed run continues where it stopped:
 
@@ -32,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -45,6 +49,7 @@ from segvn.data.transforms import to_tensor
 from segvn.errors import ConfigError, DataError
 from segvn.inference.device import pick_device
 from segvn.inference.scale import ScaleRule, model_stride, resize_frame, training_size
+from segvn.metrics.temporal import dis_flow, warp_labels
 from segvn.models.checkpoint import Checkpoint
 from segvn.models.tta import predict_logits
 from segvn.utils.io import sha256_file, write_atomic, write_json
@@ -66,6 +71,10 @@ class PseudoLabelSettings:
     """Per class, the most confident share of its pixels that keeps a pseudo-label (0 < keep <= 1)."""
     max_threshold: float = 0.9
     """A pixel at least this confident keeps its pseudo-label whatever its class's share."""
+    flow_agree: bool = False
+    """Also drop a pixel where a neighbouring frame's label, warped onto it with DIS optical flow, differs."""
+    flow_scale: float = 0.5
+    """The flow is computed on frames resized by this factor (and scaled back up): cheaper, as good on motion."""
 
     def __post_init__(self) -> None:
         if not self.scales or any(float(s) <= 0 for s in self.scales):
@@ -76,6 +85,8 @@ class PseudoLabelSettings:
             raise ConfigError(f"keep={self.keep}: the share of each class's pixels kept, in (0, 1]")
         if not 0 < float(self.max_threshold) <= 1:
             raise ConfigError(f"max_threshold={self.max_threshold}: a probability in (0, 1]")
+        if not 0 < float(self.flow_scale) <= 1:
+            raise ConfigError(f"flow_scale={self.flow_scale}: a resize factor in (0, 1]")
 
 
 @dataclass
@@ -99,6 +110,8 @@ class PseudoLabelConfig:
     flip: bool = True  # also each mirrored frame
     keep: float = bounded(0.5, gt=0.0, le=1.0)  # per class, the most confident share of its pixels kept
     max_threshold: float = bounded(0.9, gt=0.0, le=1.0)  # a pixel this confident is always kept
+    flow_agree: bool = False  # also drop pixels whose label the neighbouring frames (optical flow) contradict
+    flow_scale: float = bounded(0.5, gt=0.0, le=1.0)  # the flow's frame size, x the frame's
     device: str = "auto"
     task_name: str = "pseudolabel"
     tags: list[str] = field(default_factory=lambda: ["pseudolabel"])
@@ -179,7 +192,70 @@ def class_thresholds(hist: np.ndarray, keep: float, max_threshold: float) -> np.
     return thresholds
 
 
+def sequence_neighbours(names: Sequence[str]) -> dict[str, list[str]]:
+    """Per frame name, its neighbours in time: the previous and next name of the same sequence.
+
+    A sequence is the part of the name before its last ``_`` when a frame number follows it (CamVid's
+    ``0016E5_00390``, ``segvn.extract``'s ``<video>_000120``); frames are ordered by that number.
+
+    >>> sequence_neighbours(["a_002", "a_001", "b_001", "c"])
+    {'a_001': ['a_002'], 'a_002': ['a_001'], 'b_001': [], 'c': []}
+    """
+    runs: dict[str, list[tuple[int, str]]] = {}
+    for name in names:
+        head, _, number = name.rpartition("_")
+        if head and number.isdigit():
+            runs.setdefault(head, []).append((int(number), name))
+    out: dict[str, list[str]] = {name: [] for name in sorted(names)}
+    for frames in runs.values():
+        ordered = [n for _, n in sorted(frames)]
+        for i, name in enumerate(ordered):
+            out[name] = [
+                n
+                for n in (ordered[i - 1] if i else None, ordered[i + 1] if i + 1 < len(ordered) else None)
+                if n
+            ]
+    return out
+
+
+def _grey_small(path: Path, scale: float) -> np.ndarray:
+    return _grey_small_array(read_image(path), scale)
+
+
+def _grey_small_array(image: np.ndarray, scale: float) -> np.ndarray:
+    h, w = image.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+
+
+def flow_disagreement(
+    label: np.ndarray, grey: np.ndarray, neighbours: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    """Where a neighbour's label, warped onto this frame with DIS optical flow, names another class.
+
+    ``label`` is this frame's ``(H, W)`` class map, ``grey`` the frame itself, smaller (the flow's size);
+    each neighbour is its ``(label, grey)`` pair. Pixels the flow carries out of a neighbour are not
+    counted against. Returns an ``(H, W)`` bool mask.
+    """
+    height, width = label.shape
+    out = np.zeros((height, width), dtype=bool)
+    for other_label, other_grey in neighbours:
+        if other_label.shape != label.shape or other_grey.shape != grey.shape:
+            continue  # another size: not the same camera
+        flow = dis_flow(grey, other_grey, cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        flow = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR)
+        flow[..., 0] *= width / grey.shape[1]
+        flow[..., 1] *= height / grey.shape[0]
+        warped = warp_labels(torch.from_numpy(np.array(other_label, dtype=np.uint8)), flow, IGNORE).numpy()
+        out |= (warped != IGNORE) & (warped != label)
+    return out
+
+
 def _record_matches(record: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """The keys in which a folder's record differs from this run's; settings added since the folder was
+    written count at their defaults (they did not exist, so the folder was made without them)."""
+    defaults = json.loads(json.dumps(asdict(PseudoLabelSettings())))
+    record = {**record, "settings": {**defaults, **(record.get("settings") or {})}}
     return [
         k for k in ("teacher_sha256", "settings", "class_names", "frames") if record.get(k) != expected[k]
     ]
@@ -261,10 +337,26 @@ def pseudolabel(
     # a pixel is kept when its confidence bin reaches its class's threshold bin
     threshold_bins = np.ceil(thresholds * (HIST_BINS - 1) - 1e-9).astype(np.int64)
     kept = np.zeros(num_classes, dtype=np.int64)
-    for name in names:
+    confident = 0
+    paths = {p.stem: p for p in frames}
+    neighbours = sequence_neighbours(names) if settings.flow_agree else {}
+    greys: dict[str, np.ndarray] = {}
+
+    def grey(name: str) -> np.ndarray:  # each frame is read once while its neighbours need it
+        if name not in greys:
+            greys[name] = _grey_small(paths[name], settings.flow_scale)
+        return greys[name]
+
+    for name in sorted(names) if settings.flow_agree else names:
         label = _read_png(out / "raw" / f"{name}.png")
         conf = _read_png(out / "confidence" / f"{name}.png")
         keep = conf.astype(np.int64) >= threshold_bins[label]
+        confident += int(keep.sum())
+        if neighbours.get(name):
+            others = [(_read_png(out / "raw" / f"{n}.png"), grey(n)) for n in neighbours[name]]
+            keep &= ~flow_disagreement(label, grey(name), others)
+            for n in [n for n in greys if n != name and n not in neighbours[name]]:
+                del greys[n]
         pseudo = np.where(keep, label, IGNORE).astype(np.uint8)
         kept += np.bincount(label[keep].ravel(), minlength=num_classes)[:num_classes]
         write_atomic(out / "pseudolabels" / f"{name}.png", _png_bytes(pseudo))
@@ -281,6 +373,10 @@ def pseudolabel(
         },
         "kept_pixels": float(kept.sum() / max(predicted.sum(), 1)),
     }
+    if settings.flow_agree:
+        record["flow_dropped"] = float(
+            1 - kept.sum() / max(confident, 1)
+        )  # confident pixels the flow removed
     write_json(record_path, record)
     started.unlink(missing_ok=True)
     return record
@@ -291,5 +387,7 @@ __all__ = [
     "PseudoLabelSettings",
     "Teacher",
     "class_thresholds",
+    "flow_disagreement",
     "pseudolabel",
+    "sequence_neighbours",
 ]
