@@ -30,7 +30,7 @@ from PIL import Image
 
 from segvn.data.camvid import camvid_known, camvid_lut
 from segvn.data.io import read_label
-from segvn.inference.pseudolabel import sequence_neighbours
+from segvn.inference.pseudolabel import HIST_BINS, class_thresholds, sequence_neighbours
 
 STREET = "0016E5"
 NEAR = 5
@@ -97,6 +97,49 @@ def score(folder: Path, camvid: Path, names: list[str], num_classes: int) -> dic
     return out
 
 
+def keep_sweep(
+    folder: Path, camvid: Path, names: list[str], num_classes: int, keeps: list[float], cap: float
+):
+    """Re-threshold the teacher's ``raw/`` classes and ``confidence/`` at other ``keep`` shares (no new teacher
+    pass): per share, the kept share, precision and correct pixels kept, overall and per class."""
+    lut, known = camvid_lut(), camvid_known()
+    hist = np.zeros((num_classes, HIST_BINS), dtype=np.int64)
+    frames = []
+    for name in names:
+        raw = np.asarray(Image.open(folder / "raw" / f"{name}.png")).astype(np.int64)
+        conf = np.asarray(Image.open(folder / "confidence" / f"{name}.png")).astype(np.int64)
+        truth = read_label(label_path(camvid, name), "index", lut, known)[0].astype(np.int64)
+        hist += np.bincount(
+            raw.ravel() * HIST_BINS + conf.ravel(), minlength=num_classes * HIST_BINS
+        ).reshape(num_classes, HIST_BINS)
+        frames.append((raw, conf, truth))
+    rows = []
+    for keep in keeps:
+        bins = np.ceil(class_thresholds(hist, keep, cap) * (HIST_BINS - 1) - 1e-9).astype(np.int64)
+        cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+        labelled = 0
+        for raw, conf, truth in frames:
+            valid = truth != 255
+            labelled += int(valid.sum())
+            kept = valid & (conf >= bins[raw])
+            cm += np.bincount(truth[kept] * num_classes + raw[kept], minlength=num_classes**2).reshape(
+                num_classes, num_classes
+            )
+        right = np.diag(cm)
+        rows.append(
+            {
+                "keep": keep,
+                "kept": float(cm.sum() / labelled),
+                "precision": float(right.sum() / max(cm.sum(), 1)),
+                "right_kept": float(right.sum() / labelled),
+                "class_precision": [
+                    float(r / c) if c else None for r, c in zip(right, cm.sum(0), strict=True)
+                ],
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", type=Path, required=True, help="the teacher checkpoint")
@@ -104,6 +147,13 @@ def main() -> None:
     parser.add_argument("--pseudo", nargs="*", default=[], help="segvn.pseudolabel settings of every variant")
     parser.add_argument(
         "--max-frames", type=int, help="fewer pool frames, spread over the street (smoke tests)"
+    )
+    parser.add_argument(
+        "--keep-sweep",
+        nargs="*",
+        type=float,
+        default=[],
+        help="also score the first variant re-thresholded at these keep shares (no new teacher pass)",
     )
     parser.add_argument("--clock", choices=["wall", "cpu"], default="cpu")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/pseudolabel_quality"))
@@ -131,15 +181,23 @@ def main() -> None:
             "class_names": record["class_names"],
             **score(folder, camvid, names, len(record["class_names"])),
         }
-    (args.out / "pseudolabel_quality.json").write_text(json.dumps(results, indent=2))
     classes = next(iter(results.values()))["class_names"]
+    sweep = []
+    if args.keep_sweep:
+        first = args.variants[0]
+        cap = results[first]["settings"]["max_threshold"]
+        names = sorted(json.loads((args.out / first / "pseudolabel.json").read_text())["frames"])
+        sweep = keep_sweep(args.out / first, camvid, names, len(classes), args.keep_sweep, cap)
+        results["keep_sweep"] = {"variant": first, "rows": sweep}
+    (args.out / "pseudolabel_quality.json").write_text(json.dumps(results, indent=2))
     lines = [
         f"Teacher `{args.ckpt}`, pool: every {STREET} frame; settings {' '.join(args.pseudo) or '(defaults)'}.",
         "",
         "| variant | frames | CPU min | teacher acc. | kept | precision | right kept | flow dropped |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for variant, r in results.items():
+    variants = {k: v for k, v in results.items() if k != "keep_sweep"}
+    for variant, r in variants.items():
         for part in ("all", "near", "far"):
             if part not in r:
                 continue
@@ -151,9 +209,26 @@ def main() -> None:
             )
     lines += ["", "Per-class precision of kept pixels (all frames):", ""]
     lines += ["| variant | " + " | ".join(classes) + " |", "| --- |" + " --- |" * len(classes)]
-    for variant, r in results.items():
+    for variant, r in variants.items():
         cells = [f"{v:.3f}" if v is not None else "-" for v in r["all"]["class_precision"]]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    if sweep:
+        lines += [
+            "",
+            f"The {args.variants[0]} folder re-thresholded at other `keep` shares (all frames):",
+            "",
+        ]
+        lines += [
+            "| keep | kept | precision | right kept | " + " | ".join(f"{c} prec." for c in classes) + " |"
+        ]
+        lines += ["| --- | --- | --- | --- |" + " --- |" * len(classes)]
+        for row in sweep:
+            cells = [f"{v:.3f}" if v is not None else "-" for v in row["class_precision"]]
+            lines.append(
+                f"| {row['keep']} | {row['kept']:.4f} | {row['precision']:.4f} | {row['right_kept']:.4f} | "
+                + " | ".join(cells)
+                + " |"
+            )
     (args.out / "pseudolabel_quality.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -82,11 +82,13 @@ def test_pseudolabel_quality_scores_folders_against_the_labels(
     camvid_root, camvid_checkpoint, tmp_path
 ) -> None:
     """``benchmarks/pseudolabel_quality.py`` on a few 0016E5 frames: both variants, scores in range, the
-    flow variant keeps a subset of the plain one's pixels."""
+    flow variant keeps a subset of the plain one's pixels; the keep sweep agrees with the folder's own
+    thresholds and, keeping everything, with the teacher's accuracy."""
     out = tmp_path / "plq"
     proc = run_python(
         "benchmarks/pseudolabel_quality.py", "--ckpt", str(camvid_checkpoint), "--max-frames", "4",
-        "--pseudo", "scales=[1.0]", "flip=false", "device=cpu", "--out", str(out), timeout=600,
+        "--pseudo", "scales=[1.0]", "flip=false", "device=cpu", "--keep-sweep", "0.5", "1.0", "--out", str(out),
+        timeout=600,
         env={"OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
@@ -98,3 +100,11 @@ def test_pseudolabel_quality_scores_folders_against_the_labels(
     assert flow["kept"] <= plain["kept"] and doc["flow"]["flow_dropped"] is not None
     assert plain["teacher_accuracy"] == flow["teacher_accuracy"]  # one teacher, the same raw classes
     assert "| flow (all) | 4 |" in (out / "pseudolabel_quality.md").read_text()
+    half, whole = doc["keep_sweep"]["rows"]
+    # the folder was thresholded at keep=0.5: re-thresholding its raw classes there gives the same score
+    assert half["kept"] == pytest.approx(plain["kept"]) and half["precision"] == pytest.approx(
+        plain["precision"]
+    )
+    assert whole["kept"] == pytest.approx(1.0) and whole["precision"] == pytest.approx(
+        plain["teacher_accuracy"]
+    )
