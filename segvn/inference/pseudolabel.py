@@ -74,7 +74,7 @@ class PseudoLabelSettings:
     flow_agree: bool = False
     """Also drop a pixel where a neighbouring frame's label, warped onto it with DIS optical flow, differs."""
     flow_scale: float = 0.5
-    """The flow is computed on frames resized by this factor (and scaled back up): cheaper, as good on motion."""
+    """The flow is computed on frames resized by this factor (and scaled back up to the frame): cheaper."""
 
     def __post_init__(self) -> None:
         if not self.scales or any(float(s) <= 0 for s in self.scales):
