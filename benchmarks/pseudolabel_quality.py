@@ -25,12 +25,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from _run import SHARED, cost, segvn
 from PIL import Image
 
 from segvn.data.camvid import camvid_known, camvid_lut
 from segvn.data.io import read_label
 from segvn.inference.pseudolabel import HIST_BINS, class_thresholds, sequence_neighbours
+from segvn.metrics.segmentation import confusion_matrices
 
 STREET = "0016E5"
 NEAR = 5
@@ -54,45 +56,58 @@ def gaps(names: list[str]) -> dict[str, int]:
     return out
 
 
+def truth_of(camvid: Path, name: str) -> np.ndarray:
+    """A 0016E5 frame's human label as segvn class indices (255: unlabelled)."""
+    return read_label(label_path(camvid, name), "index", camvid_lut(), camvid_known())[0].astype(np.int64)
+
+
+def confusion(truth: np.ndarray, pred: np.ndarray, counted: np.ndarray, num_classes: int) -> np.ndarray:
+    """Truth x prediction counts over the ``counted`` labelled pixels (segvn's confusion matrix)."""
+    target = torch.from_numpy(np.where(counted, truth, 255))[None]
+    return confusion_matrices(torch.from_numpy(pred)[None], target, num_classes)[0].numpy()
+
+
+def summary(cm: np.ndarray, labelled: int) -> dict:
+    """Kept share, precision and right pixels kept of a kept pixels' confusion, overall and per class."""
+    right = np.diag(cm)
+    return {
+        "kept": float(cm.sum() / max(labelled, 1)),
+        "precision": float(right.sum() / max(cm.sum(), 1)),
+        "right_kept": float(right.sum() / max(labelled, 1)),
+        "class_precision": [float(r / c) if c else None for r, c in zip(right, cm.sum(0), strict=True)],
+        "class_right_kept": [float(r / c) if c else None for r, c in zip(right, cm.sum(1), strict=True)],
+    }
+
+
 def score(folder: Path, camvid: Path, names: list[str], num_classes: int) -> dict:
-    """Confusion of kept pseudo-labels (and of the teacher's raw classes) against the human labels."""
-    lut, known = camvid_lut(), camvid_known()
+    """Kept pseudo-labels (and the teacher's raw classes) against the human labels, for all frames and for
+    those near to / far from their neighbours."""
+    per_frame = {}
+    for name in names:
+        truth = truth_of(camvid, name)
+        pseudo = np.asarray(Image.open(folder / "pseudolabels" / f"{name}.png")).astype(np.int64)
+        raw = np.asarray(Image.open(folder / "raw" / f"{name}.png")).astype(np.int64)
+        valid = truth != 255
+        per_frame[name] = (
+            confusion(truth, pseudo, valid & (pseudo != 255), num_classes),
+            confusion(truth, raw, valid, num_classes),
+            int(valid.sum()),
+        )
     near = gaps(names)
-    parts = {"all": names, "near": [n for n in names if near[n] <= NEAR]}
-    parts["far"] = [n for n in names if near[n] > NEAR]
+    parts = {
+        "all": names,
+        "near": [n for n in names if near[n] <= NEAR],
+        "far": [n for n in names if near[n] > NEAR],
+    }
     out = {}
     for part, members in parts.items():
-        kept_cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-        raw_cm = np.zeros_like(kept_cm)
-        labelled = 0
-        for name in members:
-            truth = read_label(label_path(camvid, name), "index", lut, known)[0].astype(np.int64)
-            pseudo = np.asarray(Image.open(folder / "pseudolabels" / f"{name}.png")).astype(np.int64)
-            raw = np.asarray(Image.open(folder / "raw" / f"{name}.png")).astype(np.int64)
-            valid = truth != 255
-            labelled += int(valid.sum())
-            kept = valid & (pseudo != 255)
-            kept_cm += np.bincount(
-                truth[kept] * num_classes + pseudo[kept], minlength=num_classes**2
-            ).reshape(num_classes, num_classes)
-            raw_cm += np.bincount(truth[valid] * num_classes + raw[valid], minlength=num_classes**2).reshape(
-                num_classes, num_classes
-            )
         if not members:
             continue
-        right = np.diag(kept_cm)
+        kept_cm, raw_cm, labelled = (sum(x) for x in zip(*(per_frame[n] for n in members), strict=True))
         out[part] = {
             "frames": len(members),
-            "kept": float(kept_cm.sum() / max(labelled, 1)),
-            "precision": float(right.sum() / max(kept_cm.sum(), 1)),
-            "right_kept": float(right.sum() / max(labelled, 1)),
             "teacher_accuracy": float(np.diag(raw_cm).sum() / max(raw_cm.sum(), 1)),
-            "class_precision": [
-                float(r / c) if c else None for r, c in zip(right, kept_cm.sum(0), strict=True)
-            ],
-            "class_right_kept": [
-                float(r / c) if c else None for r, c in zip(right, kept_cm.sum(1), strict=True)
-            ],
+            **summary(kept_cm, labelled),
         }
     return out
 
@@ -102,41 +117,24 @@ def keep_sweep(
 ):
     """Re-threshold the teacher's ``raw/`` classes and ``confidence/`` at other ``keep`` shares (no new teacher
     pass): per share, the kept share, precision and correct pixels kept, overall and per class."""
-    lut, known = camvid_lut(), camvid_known()
     hist = np.zeros((num_classes, HIST_BINS), dtype=np.int64)
     frames = []
     for name in names:
         raw = np.asarray(Image.open(folder / "raw" / f"{name}.png")).astype(np.int64)
         conf = np.asarray(Image.open(folder / "confidence" / f"{name}.png")).astype(np.int64)
-        truth = read_label(label_path(camvid, name), "index", lut, known)[0].astype(np.int64)
         hist += np.bincount(
             raw.ravel() * HIST_BINS + conf.ravel(), minlength=num_classes * HIST_BINS
         ).reshape(num_classes, HIST_BINS)
-        frames.append((raw, conf, truth))
+        frames.append((raw, conf, truth_of(camvid, name)))
+    labelled = sum(int((truth != 255).sum()) for _, _, truth in frames)
     rows = []
     for keep in keeps:
         bins = np.ceil(class_thresholds(hist, keep, cap) * (HIST_BINS - 1) - 1e-9).astype(np.int64)
-        cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-        labelled = 0
-        for raw, conf, truth in frames:
-            valid = truth != 255
-            labelled += int(valid.sum())
-            kept = valid & (conf >= bins[raw])
-            cm += np.bincount(truth[kept] * num_classes + raw[kept], minlength=num_classes**2).reshape(
-                num_classes, num_classes
-            )
-        right = np.diag(cm)
-        rows.append(
-            {
-                "keep": keep,
-                "kept": float(cm.sum() / labelled),
-                "precision": float(right.sum() / max(cm.sum(), 1)),
-                "right_kept": float(right.sum() / labelled),
-                "class_precision": [
-                    float(r / c) if c else None for r, c in zip(right, cm.sum(0), strict=True)
-                ],
-            }
+        cm = sum(
+            confusion(truth, raw, (truth != 255) & (conf >= bins[raw]), num_classes)
+            for raw, conf, truth in frames
         )
+        rows.append({"keep": keep, **summary(cm, labelled)})
     return rows
 
 

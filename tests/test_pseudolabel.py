@@ -344,7 +344,7 @@ def test_flow_agreement_keeps_moved_labels_and_drops_contradicted_ones(camvid_ro
     shift = 12
     frame, moved = image[:, :-shift], image[:, shift:]  # the scene moves 12 px left in the next frame
     lab, moved_lab = label[:, :-shift], label[:, shift:]
-    small = [pl._grey_small_array(x, 0.5) for x in (frame, moved)]
+    small = [pl._grey_small(x, 0.5) for x in (frame, moved)]
     same = pl.flow_disagreement(lab, small[0], [(moved_lab, small[1])])
     assert same.mean() < 0.05, same.mean()
     wrong = moved_lab.copy()

@@ -218,11 +218,7 @@ def sequence_neighbours(names: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
-def _grey_small(path: Path, scale: float) -> np.ndarray:
-    return _grey_small_array(read_image(path), scale)
-
-
-def _grey_small_array(image: np.ndarray, scale: float) -> np.ndarray:
+def _grey_small(image: np.ndarray, scale: float) -> np.ndarray:
     h, w = image.shape[:2]
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
@@ -340,12 +336,13 @@ def pseudolabel(
     confident = 0
     paths = {p.stem: p for p in frames}
     neighbours = sequence_neighbours(names) if settings.flow_agree else {}
-    greys: dict[str, np.ndarray] = {}
+    seen: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def grey(name: str) -> np.ndarray:  # each frame is read once while its neighbours need it
-        if name not in greys:
-            greys[name] = _grey_small(paths[name], settings.flow_scale)
-        return greys[name]
+    def raw_and_grey(name: str) -> tuple[np.ndarray, np.ndarray]:  # read once while its neighbours need it
+        if name not in seen:
+            grey = _grey_small(read_image(paths[name]), settings.flow_scale)
+            seen[name] = (_read_png(out / "raw" / f"{name}.png"), grey)
+        return seen[name]
 
     for name in sorted(names) if settings.flow_agree else names:
         label = _read_png(out / "raw" / f"{name}.png")
@@ -353,10 +350,10 @@ def pseudolabel(
         keep = conf.astype(np.int64) >= threshold_bins[label]
         confident += int(keep.sum())
         if neighbours.get(name):
-            others = [(_read_png(out / "raw" / f"{n}.png"), grey(n)) for n in neighbours[name]]
-            keep &= ~flow_disagreement(label, grey(name), others)
-            for n in [n for n in greys if n != name and n not in neighbours[name]]:
-                del greys[n]
+            others = [raw_and_grey(n) for n in neighbours[name]]
+            keep &= ~flow_disagreement(label, raw_and_grey(name)[1], others)
+            for n in [n for n in seen if n != name and n not in neighbours[name]]:
+                del seen[n]
         pseudo = np.where(keep, label, IGNORE).astype(np.uint8)
         kept += np.bincount(label[keep].ravel(), minlength=num_classes)[:num_classes]
         write_atomic(out / "pseudolabels" / f"{name}.png", _png_bytes(pseudo))
