@@ -254,6 +254,18 @@ def test_frame_weighted_loss_is_cross_entropy_with_frames_counted_by_weight() ->
         sample_weighted_cross_entropy(logits, target, torch.tensor([1.0, 2.0]), cw),
         F.cross_entropy(*doubled, weight=cw, ignore_index=255),
     )
+    # class weights on the first frame only (human labels), plain pixels on the second (pseudo-labels)
+    mixed = sample_weighted_cross_entropy(
+        logits, target, torch.ones(2), cw, class_weighted=torch.tensor([True, False])
+    )
+    ce = F.cross_entropy(logits, target, ignore_index=255, reduction="none")
+    valid = target != 255
+    w0 = cw[target[0].clamp(max=3)] * valid[0]
+    expected = ((ce[0] * w0).sum() + ce[1][valid[1]].sum()) / (w0.sum() + valid[1].sum())
+    assert torch.allclose(mixed, expected)
+    assert not torch.allclose(mixed, plain)
+    every = sample_weighted_cross_entropy(logits, target, torch.ones(2), cw, class_weighted=torch.ones(2))
+    assert torch.allclose(every, plain)
 
 
 @pytest.fixture(scope="module")
@@ -278,12 +290,19 @@ def _datamodule(compose_cfg, pseudo: dict):
 def test_leak_guard_other_classes_and_half_written_folders(
     camvid_root, teacher, train_street_pseudo, compose_cfg, tmp_path
 ) -> None:
+    import torch
+
     dm = _datamodule(compose_cfg, {"dir": str(train_street_pseudo), "weight": 0.5})
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert len(dm.train_dataset()) == len(dm.dataset("train")) + 4 and "weight" in batch
     items = [dm.train_dataset()[i] for i in range(len(dm.train_dataset()) - 4, len(dm.train_dataset()))]
     assert {it["street"] for it in items} == {"pseudo"} and {it["weight"] for it in items} == {0.5}
+    assert {it["class_weighted"] for it in items} == {False} and dm.train_dataset()[0]["class_weighted"]
+    assert batch["class_weighted"].dtype == torch.bool
+    weighted = _datamodule(compose_cfg, {"dir": str(train_street_pseudo), "class_weighted": True})
+    weighted.setup("fit")
+    assert weighted.train_dataset()[len(weighted.train_dataset()) - 1]["class_weighted"] is True
 
     evaluated = pool_frames([camvid_root / "val"], "0016E5_*", max_frames=3)
     leak = tmp_path / "leak"

@@ -242,7 +242,12 @@ class SegDataModule(L.LightningDataModule):
         transform = build_transforms(
             True, self.image_size, **self.augment, strong=bool(self.pseudo["strong"])
         )
-        pseudo = PseudoLabelDataset(self.pseudo["dir"], transform, float(self.pseudo["weight"]))
+        pseudo = PseudoLabelDataset(
+            self.pseudo["dir"],
+            transform,
+            float(self.pseudo["weight"]),
+            class_weighted=bool(self.pseudo["class_weighted"]),
+        )
         if pseudo.class_names != self.class_names:
             raise DataError(
                 f"data.pseudo.dir={self.pseudo['dir']}: pseudo-labels of a teacher of other classes "
@@ -258,7 +263,11 @@ class SegDataModule(L.LightningDataModule):
                     "data.pseudo.transductive=true to learn from the evaluated street's frames on purpose"
                 )
         log.info(
-            "pseudo-labels: %d frame(s) from %s, loss weight %g", len(pseudo), pseudo.folder, pseudo.weight
+            "pseudo-labels: %d frame(s) from %s, loss weight %g, %s",
+            len(pseudo),
+            pseudo.folder,
+            pseudo.weight,
+            "class-weighted" if pseudo.class_weighted else "not class-weighted",
         )
         self._pseudo = pseudo
         return pseudo
@@ -392,7 +401,13 @@ class SegDataModule(L.LightningDataModule):
         return ", ".join(parts)
 
 
-PSEUDO_DEFAULTS = {"dir": None, "weight": 1.0, "strong": True, "transductive": False}
+PSEUDO_DEFAULTS = {
+    "dir": None,
+    "weight": 1.0,
+    "strong": True,
+    "transductive": False,
+    "class_weighted": False,
+}
 
 
 def _pseudo_settings(pseudo: dict | None) -> dict | None:

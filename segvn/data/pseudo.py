@@ -100,10 +100,15 @@ class PseudoLabelDataset(Dataset):
     """The frames of a pseudo-label folder with their pseudo-labels (255 = ignored), as training items.
 
     Items are those of :class:`~segvn.data.dataset.SegmentationDataset` plus ``weight``, the loss weight
-    of their pixels; ``street`` is ``"pseudo"``.
+    of their pixels, and ``class_weighted``: whether the model's class weights also apply to them. Off by
+    default: the teacher's mistakes fall mostly on the rare classes, which the class weights multiply
+    (docs/notes/selftraining.md); the per-class thresholds of ``segvn.pseudolabel`` already keep the rare
+    classes. ``street`` is ``"pseudo"``.
     """
 
-    def __init__(self, folder: str | Path, transform: A.Compose, weight: float = 1.0) -> None:
+    def __init__(
+        self, folder: str | Path, transform: A.Compose, weight: float = 1.0, class_weighted: bool = False
+    ) -> None:
         self.folder = Path(folder).expanduser()
         self.record = read_record(self.folder)
         self.frames = [
@@ -117,6 +122,7 @@ class PseudoLabelDataset(Dataset):
             )
         self.transform = transform
         self.weight = float(weight)
+        self.class_weighted = bool(class_weighted)
 
     @property
     def class_names(self) -> list[str]:
@@ -137,11 +143,13 @@ class PseudoLabelDataset(Dataset):
             "path": str(image_path),
             "street": "pseudo",
             "weight": self.weight,
+            "class_weighted": self.class_weighted,
         }
 
 
 class Weighted(Dataset):
-    """A dataset whose items carry a loss ``weight`` (1.0 for human labels beside pseudo-labels)."""
+    """A dataset whose items carry a loss ``weight`` (1.0 for human labels beside pseudo-labels) and are
+    class-weighted."""
 
     def __init__(self, dataset: Dataset, weight: float = 1.0) -> None:
         self.dataset = dataset
@@ -151,7 +159,7 @@ class Weighted(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        return {**self.dataset[index], "weight": self.weight}
+        return {**self.dataset[index], "weight": self.weight, "class_weighted": True}
 
 
 __all__ = [

@@ -59,19 +59,23 @@ def sample_weighted_cross_entropy(
     sample_weight: torch.Tensor,
     weight: torch.Tensor | None = None,
     ignore_index: int = 255,
+    class_weighted: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``F.cross_entropy``'s class-weighted mean with each frame's pixels also weighted by ``sample_weight``.
 
-    For pseudo-labelled frames beside labelled ones: their pixels count ``sample_weight`` times. With
-    every weight 1 it equals ``F.cross_entropy``.
+    For pseudo-labelled frames beside labelled ones: their pixels count ``sample_weight`` times, and the
+    class weights ``weight`` apply only to the frames whose ``class_weighted`` is true (all when it is
+    ``None``). With every weight 1 it equals ``F.cross_entropy``.
     """
-    ce = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction="none")
+    ce = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none")
     valid = target != ignore_index
     safe = torch.where(valid, target, 0)
-    w = weight[safe] if weight is not None else torch.ones_like(ce)
-    per_frame = sample_weight.to(ce.dtype).view(-1, *([1] * (ce.dim() - 1)))
-    w = torch.where(valid, w, 0.0) * per_frame
-    return (ce * per_frame).sum() / w.sum().clamp(min=torch.finfo(w.dtype).tiny)
+    w = weight.to(ce.dtype)[safe] if weight is not None else torch.ones_like(ce)
+    shape = (-1, *([1] * (ce.dim() - 1)))
+    if class_weighted is not None:
+        w = torch.where(class_weighted.to(torch.bool).view(shape), w, 1.0)
+    w = torch.where(valid, w, 0.0) * sample_weight.to(ce.dtype).view(shape)
+    return (ce * w).sum() / w.sum().clamp(min=torch.finfo(w.dtype).tiny)
 
 
 def build_region_loss(name: str, ignore_index: int = 255) -> nn.Module:

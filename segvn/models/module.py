@@ -140,7 +140,12 @@ class SegModule(L.LightningModule):
                     "model.ohem with data.pseudo: OHEM does not weigh pseudo-labels; set model.ohem=null"
                 )
             loss = sample_weighted_cross_entropy(
-                logits, target, frame_weights, self.class_weights, self.ignore_index
+                logits,
+                target,
+                frame_weights,
+                self.class_weights,
+                self.ignore_index,
+                class_weighted=batch.get("class_weighted"),
             )
         elif train and self.ohem is not None:  # hard pixels only; validation keeps the plain loss
             loss = ohem_cross_entropy(logits, target, self.class_weights, self.ignore_index, **self.ohem)
