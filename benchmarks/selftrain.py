@@ -277,7 +277,12 @@ def main() -> None:
     )
     parser.add_argument("--video-fps", type=float, default=5.0, help="frames a second taken from the video")
     parser.add_argument("--pool-max-frames", type=int, default=None, help="fewer pool frames (smoke tests)")
-    parser.add_argument("--max-images", type=int, default=None, help="fewer evaluation frames (smoke tests)")
+    parser.add_argument(
+        "--max-images",
+        type=int,
+        default=None,
+        help="at most this many pictures saved per evaluation (segvn.evaluate max_images)",
+    )
     parser.add_argument(
         "--pseudo", nargs="*", default=[], help="extra segvn.pseudolabel settings, e.g. keep=0.3"
     )

@@ -108,3 +108,37 @@ def test_pseudolabel_quality_scores_folders_against_the_labels(
     assert whole["kept"] == pytest.approx(1.0) and whole["precision"] == pytest.approx(
         plain["teacher_accuracy"]
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_selftrain_continued_compares_both_arms_from_one_model(
+    camvid_root, camvid_checkpoint, tmp_path
+) -> None:
+    """``benchmarks/selftrain_continued.py`` from a real run: the continued run and the student both start
+    from the model's weights, every arm is scored, the table compares the student with the continued run."""
+    out = tmp_path / "cont"
+    tiny = ["data.num_workers=0", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1", "budget.validate_every=null", "test=false"]  # fmt: skip
+    proc = run_python(
+        "benchmarks/selftrain_continued.py", "--run", str(camvid_checkpoint.parent.parent), "--seed", "1",
+        "--recipe", "resnet18_fast", "--size", "64", "96", "--minutes", "30", "--protocols", "inductive",
+        "--pool-max-frames", "4", "--pseudo", "scales=[1.0]", "flip=false",
+        "--train", *tiny, "--out", str(out),
+        timeout=900,
+        env={"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    doc = json.loads((out / "continued.json").read_text())
+    (row,) = doc["rows"]
+    assert row["continued"]["steps"] == row["student"]["steps"] == 2
+    for arm in ("continued", "student", "model"):
+        assert 0 <= row[arm]["miou"] <= 1 and row[arm]["images"] == 153  # the second half of 0016E5
+    assert row["relative_gain"] == pytest.approx(row["student"]["miou"] / row["continued"]["miou"] - 1)
+    work = out / "work"
+    for run in ("s1_continued", "s1_inductive_student"):
+        overrides = (work / run / ".hydra" / "overrides.yaml").read_text()
+        assert f"init_from={doc['model']}" in overrides
+    assert "| 1 | inductive |" in (out / "continued.md").read_text()
+    missing = run_python("benchmarks/selftrain_continued.py", "--run", str(tmp_path), "--out", str(out))
+    assert missing.returncode != 0 and "no metrics.json" in missing.stderr
