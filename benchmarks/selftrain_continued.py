@@ -11,7 +11,9 @@ The user's case after a first training: the model exists (``--run``, a ``segvn.t
   (``<encoder>_selftrain``, from the model's weights, the same schedule) for what is left of the same
   ``--minutes`` (the pseudo-labelling's own minutes counted);
   - ``transductive``: the pool is every 0016E5 frame, scored on 0016E5;
-  - ``inductive``: the pool is the first half of 0016E5, scored on its second half.
+  - ``inductive``: the pool is the first half of 0016E5, scored on its second half;
+  - with ``--video-pool`` also ``transductive+video`` and ``inductive+video``: the same pools plus the
+    dash-cam video's frames (``../shared/videos`` at ``--video-fps``, another country and road type).
 
 Both arms start from the same weights and train with the same recipe and schedule; what differs is the
 pseudo-labelled frames of the new street in the student's batches and the minutes they cost. The model
@@ -40,12 +42,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="cpu")
     parser.add_argument("--protocols", nargs="+", default=["transductive", "inductive"])
+    parser.add_argument(
+        "--video-pool",
+        action="store_true",
+        help="also a student per protocol with the dash-cam video in its pool",
+    )
+    parser.add_argument("--video-fps", type=float, default=5.0, help="frames a second taken from the video")
     parser.add_argument("--pool-max-frames", type=int, default=None, help="fewer pool frames (smoke tests)")
     parser.add_argument("--pseudo", nargs="*", default=[], help="extra segvn.pseudolabel settings")
     parser.add_argument("--train", nargs="*", default=[], help="extra segvn.train settings of every training")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    args.video_fps = 1.0  # pool_settings reads it; no video pool here
+    if args.video_pool:
+        args.protocols = [*args.protocols, *(f"{p}+video" for p in args.protocols)]
     bench.CLOCK = args.clock
     bench.TRAIN_EXTRA.extend(args.train)
 
@@ -66,8 +75,9 @@ def main() -> None:
     )
     rows = []
     for protocol in args.protocols:
-        root, tag = scored_on[protocol], f"s{s}_{protocol}"
-        extra = [f"data.pseudo.transductive={protocol == 'transductive'}"]
+        base = protocol.removesuffix("+video")
+        root, tag = scored_on[base], f"s{s}_{protocol.replace('+', '_')}"
+        extra = [f"data.pseudo.transductive={base == 'transductive'}"]
         extra += [f"data.root={root}"] if root is not None else []
         pool = bench.pool_settings(protocol, ind_root, ind_pool, args)
         (done,) = bench.self_train(
