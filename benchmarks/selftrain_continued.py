@@ -18,7 +18,8 @@ The user's case after a first training: the model exists (``--run``, a ``segvn.t
 Both arms start from the same weights and train with the same recipe and schedule; what differs is the
 pseudo-labelled frames of the new street in the student's batches and the minutes they cost. The model
 itself, the continued run and each student are scored on both frame sets. A killed run continues (finished
-steps are read back). Writes ``OUT/continued.json`` and ``OUT/continued.md``.
+steps are read back). Writes ``OUT/continued.json``, ``OUT/continued.md`` and ``OUT/frames_s<seed>.png`` (the
+same 0016E5 frames labelled by each model).
 """
 
 from __future__ import annotations
@@ -102,7 +103,17 @@ def main() -> None:
                 "relative_gain": scores["student"]["miou"] / scores["continued"]["miou"] - 1,
             }
         )
-    args.out.mkdir(parents=True, exist_ok=True)
+    camvid = SHARED / "datasets" / "camvid"
+    frames = [camvid / folder / name for folder, name in bench.street_frames(camvid)]
+    bench.side_by_side(
+        {
+            "model": model,
+            "continued": continued["checkpoint"],
+            **{f"student {r['protocol']}": r["student"]["checkpoint"] for r in rows},
+        },
+        frames[len(frames) // 2 :: max(1, len(frames) // 8)][:3],
+        args.out / f"frames_s{s}.png",
+    )
     (args.out / "continued.json").write_text(
         json.dumps(
             {"args": {k: str(v) for k, v in vars(args).items()}, "model": model, "rows": rows}, indent=1

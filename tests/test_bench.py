@@ -140,5 +140,6 @@ def test_selftrain_continued_compares_both_arms_from_one_model(
         overrides = (work / run / ".hydra" / "overrides.yaml").read_text()
         assert f"init_from={doc['model']}" in overrides
     assert "| 1 | inductive |" in (out / "continued.md").read_text()
+    assert (out / "frames_s1.png").stat().st_size > 0
     missing = run_python("benchmarks/selftrain_continued.py", "--run", str(tmp_path), "--out", str(out))
     assert missing.returncode != 0 and "no metrics.json" in missing.stderr
