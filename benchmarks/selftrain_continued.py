@@ -66,7 +66,8 @@ def main() -> None:
     model = str(Path(summary["best_model_path"] or summary["last_model_path"]).resolve())
     work = args.out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    ind_root, ind_pool = bench.inductive_root(SHARED / "datasets" / "camvid", work)
+    camvid = SHARED / "datasets" / "camvid"
+    ind_root, ind_pool = bench.inductive_root(camvid, work)
     scored_on = {"transductive": None, "inductive": ind_root}
     selftrain = args.recipe.split("_")[0] + "_selftrain"
     s = args.seed
@@ -84,14 +85,14 @@ def main() -> None:
         (done,) = bench.self_train(
             model, 1, args.minutes, 0.0, [*pool, *args.pseudo], extra, selftrain, args.size, s, work, tag
         )
+        # the model and the continued run once per frame set (a +video protocol is scored on its base's)
         scores = {
-            name: bench.evaluate(ckpt, root, work / f"{tag}_eval_{name}", None)
-            for name, ckpt in (
-                ("model", model),
-                ("continued", continued["checkpoint"]),
-                ("student", done["student"]["checkpoint"]),
-            )
+            name: bench.evaluate(ckpt, root, work / f"s{s}_{base}_eval_{name}", None)
+            for name, ckpt in (("model", model), ("continued", continued["checkpoint"]))
         }
+        scores["student"] = bench.evaluate(
+            done["student"]["checkpoint"], root, work / f"{tag}_eval_student", None
+        )
         rows.append(
             {
                 "seed": s,
@@ -103,7 +104,6 @@ def main() -> None:
                 "relative_gain": scores["student"]["miou"] / scores["continued"]["miou"] - 1,
             }
         )
-    camvid = SHARED / "datasets" / "camvid"
     frames = [camvid / folder / name for folder, name in bench.street_frames(camvid)]
     bench.side_by_side(
         {
