@@ -10,9 +10,10 @@ install:  ## a .venv with pinned dependencies and segvn installed editable
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e ".[dev]"
 
-# two pytest workers on two cores: one torch thread each, else they fight over the cores
+# two pytest workers on two cores: one torch thread each, else they fight over the cores;
+# the 30 slowest tests listed at the end (what to trim first)
 test:  ## the whole suite (real data from ../shared or $$SEGVN_SHARED; skipped clearly without it)
-	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -m "not labelstudio and not benchmark" $(PYTEST_ARGS)
+	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -m "not labelstudio and not benchmark" --durations=30 $(PYTEST_ARGS)
 
 test-fast:  ## without the tests marked slow (every test that trains or starts a command)
 	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow and not labelstudio and not benchmark" $(PYTEST_ARGS)

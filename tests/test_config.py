@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 from pathlib import Path
 
 import lightning as L
@@ -15,6 +16,7 @@ from omegaconf import OmegaConf
 import segvn
 import segvn.inference.options  # noqa: F401 - registers the predict/evaluate/export schemas
 import segvn.inference.pseudolabel  # noqa: F401 - registers the pseudolabel schema
+import segvn.utils.schema
 from segvn.cli import check_settings, composition_error_line
 from segvn.data.datamodule import SegDataModule
 from segvn.data.labelformats import EXPORT_FORMATS, IMPORT_FORMATS
@@ -251,3 +253,8 @@ def test_fast_recipes_train_in_bf16_only_where_it_is_native(compose_cfg, recipe)
     assert gpu.trainer.precision == "bf16-mixed"
     explicit = compose_cfg([f"+experiment={recipe}", "trainer.precision=16-mixed"])
     assert explicit.trainer.precision == "16-mixed"
+
+
+def test_schema_examples_hold() -> None:
+    """The doctest examples of segvn.utils.schema (``switch``: on/off settings are true or false only)."""
+    assert doctest.testmod(segvn.utils.schema).failed == 0

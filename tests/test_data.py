@@ -502,6 +502,8 @@ def test_unlabelled_set_draws_frames_from_a_real_video(video_path: Path, tmp_pat
         ({"street": ["a"]}, "data.unlabelled: unknown setting"),
         ({"streets": "0016E5"}, "data.unlabelled.streets="),
         ({"max_frames": 0}, "data.unlabelled.max_frames=0"),
+        ({"transductive": "maybe"}, "data.unlabelled.transductive='maybe': give true or false"),
+        ({"predict": 1}, "data.unlabelled.predict=1: give true or false"),
         ({"every_n": 5, "fps": 2}, "data.unlabelled: choose exactly one"),
     ],
 )

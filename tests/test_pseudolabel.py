@@ -323,6 +323,9 @@ def test_leak_guard_other_classes_and_half_written_folders(
 
     with pytest.raises(InstantiationException, match="data.pseudo.weight must be a number"):
         _datamodule(compose_cfg, {"dir": str(leak), "weight": "abc"})
+    for key in ("strong", "transductive", "class_weighted"):  # bool("maybe") would switch it on
+        with pytest.raises(InstantiationException, match=f"data.pseudo.{key}='maybe': give true or false"):
+            _datamodule(compose_cfg, {"dir": str(leak), key: "maybe"})
 
 
 def test_selftrain_recipes_compose(compose_cfg, tmp_path) -> None:

@@ -24,6 +24,7 @@ from segvn.data.stats import LabelStats, class_weights, scan_labels
 from segvn.data.transforms import build_transforms
 from segvn.data.unlabelled import VIDEO_FOLDER, UnlabelledFrame, UnlabelledSet, evaluated_frames
 from segvn.errors import ConfigError, DataError
+from segvn.utils.schema import switch
 
 log = logging.getLogger(__name__)
 
@@ -239,14 +240,12 @@ class SegDataModule(L.LightningDataModule):
         ``transductive``); ``None`` without ``data.pseudo``."""
         if not self.pseudo or self._pseudo is not None:
             return self._pseudo
-        transform = build_transforms(
-            True, self.image_size, **self.augment, strong=bool(self.pseudo["strong"])
-        )
+        transform = build_transforms(True, self.image_size, **self.augment, strong=self.pseudo["strong"])
         pseudo = PseudoLabelDataset(
             self.pseudo["dir"],
             transform,
             float(self.pseudo["weight"]),
-            class_weighted=bool(self.pseudo["class_weighted"]),
+            class_weighted=self.pseudo["class_weighted"],
         )
         if pseudo.class_names != self.class_names:
             raise DataError(
@@ -416,6 +415,8 @@ def _pseudo_settings(pseudo: dict | None) -> dict | None:
     unknown = sorted(set(settings) - set(PSEUDO_DEFAULTS))
     if unknown:
         raise ConfigError(f"data.pseudo: unknown setting(s) {unknown}; use {', '.join(PSEUDO_DEFAULTS)}")
+    for key in ("strong", "transductive", "class_weighted"):
+        settings[key] = switch(settings[key], f"data.pseudo.{key}")
     if not settings["dir"]:
         return None
     try:

@@ -38,6 +38,7 @@ from segvn.data.pseudo import frame_hash
 from segvn.data.sources import StreetSource
 from segvn.data.video import FrameSelection, open_video, probe_video
 from segvn.errors import ConfigError, DataError, SegvnError
+from segvn.utils.schema import switch
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ def unlabelled_settings(settings: dict | None) -> dict[str, Any]:
                 "(quote names such as '0016E5' that YAML would read as numbers)"
             )
         out[key] = [str(v) for v in value]
+    for key in ("predict", "transductive"):
+        out[key] = switch(out[key], f"data.unlabelled.{key}")
     max_frames = out["max_frames"]
     if max_frames is not None and (
         isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1
@@ -149,7 +152,7 @@ class UnlabelledSet:
 
     @property
     def transductive(self) -> bool:
-        return bool(self.settings["transductive"])
+        return self.settings["transductive"]
 
     def street_names(self) -> list[str]:
         names = list(self.settings["streets"])

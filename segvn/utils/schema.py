@@ -127,6 +127,22 @@ def require(cfg: DictConfig, *keys: str, needed_for: str = "") -> None:
         raise ConfigError(f"missing required setting(s){where}: {', '.join(f'{k}=...' for k in missing)}")
 
 
+def switch(value: Any, name: str) -> bool:
+    """``value`` of the on/off setting ``name``; anything but true/false is a :class:`ConfigError`
+    naming it (``bool("maybe")`` would silently switch it on).
+
+    >>> switch(False, "data.pseudo.strong")
+    False
+    >>> switch("maybe", "data.pseudo.strong")
+    Traceback (most recent call last):
+    ...
+    segvn.errors.ConfigError: data.pseudo.strong='maybe': give true or false
+    """
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r}: give true or false")
+    return value
+
+
 def _schema_fields(node: DictConfig) -> list[Any]:
     schema = OmegaConf.get_type(node)
     return list(fields(schema)) if isinstance(schema, type) and is_dataclass(schema) else []

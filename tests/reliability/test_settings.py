@@ -52,6 +52,16 @@ def test_non_number_for_a_numeric_setting_is_one_line(probe, request, tmp_path, 
     assert not (run / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    ("verb", "setting"), [("train", "data.pseudo.class_weighted"), ("check", "data.unlabelled.transductive")]
+)
+def test_non_boolean_for_an_on_off_setting_is_one_line(probe, request, tmp_path, verb, setting):
+    run = tmp_path / "run"
+    proc = run_segvn(verb, f"{setting}=maybe", f"hydra.run.dir={run}", root=tmp_path, **USER)
+    probe.expect_error(proc, setting, "maybe")
+    assert not (run / "checkpoints").exists()
+
+
 def test_sweep_summary_names_the_setting(probe, tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_segvn(
