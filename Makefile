@@ -28,7 +28,7 @@ labelstudio:  ## Label Studio in its own venv, .venv-labelstudio (it pins numpy/
 	$(PYTHON) -m venv .venv-labelstudio
 	.venv-labelstudio/bin/pip install --quiet label-studio==1.23.2
 
-test-benchmarks:  ## the benchmark protocols end to end at tiny sizes (benchmarks/active_learning.py; minutes)
+test-benchmarks:  ## the benchmark protocols end to end at tiny sizes (active_learning, pseudolabel_quality, selftrain_continued; minutes)
 	WANDB_MODE=offline OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m benchmark tests/test_bench.py $(PYTEST_ARGS)
 
 test-labelstudio:  ## the end-to-end test with a real Label Studio (make labelstudio first)

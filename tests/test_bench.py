@@ -77,6 +77,7 @@ def test_active_learning_smoke(camvid_root: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.benchmark
 @pytest.mark.timeout(600)
 def test_pseudolabel_quality_scores_folders_against_the_labels(
     camvid_root, camvid_checkpoint, tmp_path
@@ -111,6 +112,7 @@ def test_pseudolabel_quality_scores_folders_against_the_labels(
 
 
 @pytest.mark.slow
+@pytest.mark.benchmark
 @pytest.mark.timeout(900)
 def test_selftrain_continued_compares_both_arms_from_one_model(
     camvid_root, camvid_checkpoint, tmp_path

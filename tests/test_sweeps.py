@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sqlite3
 from pathlib import Path
 
@@ -279,5 +280,6 @@ def test_submitit_local_multirun(tmp_path):
     assert [(r["job"], r["status"]) for r in rows] == [("0", "ok"), ("1", "ok")]
     for job, lr in (("0", 0.01), ("1", 0.02)):
         assert yaml.safe_load((sweeps[0] / job / "config.yaml").read_text())["model"]["optimizer"]["lr"] == lr
-        assert (sweeps[0] / job / "metrics.json").is_file()
+        metrics = json.loads((sweeps[0] / job / "metrics.json").read_text())
+        assert math.isfinite(metrics["metrics"]["val/miou_best"])
     assert list((sweeps[0] / ".submitit").iterdir()), "the jobs ran through submitit"

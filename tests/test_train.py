@@ -125,28 +125,6 @@ def test_ddp_training_on_two_cpu_processes(tmp_path):
     assert "segvn_config" in state
 
 
-@pytest.mark.slow
-def test_hydra_sweep_runs_one_job_per_value(tmp_path):
-    proc = run_segvn(
-        "train",
-        "-m",
-        "model.optimizer.lr=0.01,0.02",
-        "+debug=limit",
-        "trainer.max_epochs=1",
-        "logger=csv",
-        "data.source.height=48",
-        "data.source.width=64",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        root=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for job, lr in (("0", 0.01), ("1", 0.02)):
-        config = yaml.safe_load((tmp_path / "sweep" / job / "config.yaml").read_text())
-        assert config["model"]["optimizer"]["lr"] == lr
-        metrics = json.loads((tmp_path / "sweep" / job / "metrics.json").read_text())
-        assert np.isfinite(metrics["metrics"]["val/miou_best"])
-
-
 # ------------------------------------------- model settings that moved to callbacks (old checkpoints)
 OLD_MODEL_SETTINGS = {
     "compile": False,
